@@ -1,0 +1,3 @@
+from pulling_agent.cli import main
+
+main()

@@ -1,0 +1,195 @@
+"""The ``pulling-agent`` command: run, demo, health, dlq."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from bson import ObjectId, json_util
+from rich.console import Console
+from rich.table import Table
+
+from pulling_agent.config import Settings, load_settings
+from pulling_agent.errors import ConfigError, PullingAgentError
+from pulling_agent.logs import configure_logging
+
+EXIT_CONFIG = 2
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Pull work documents from MongoDB, run a handler on each, record the outcome.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+dlq_app = typer.Typer(help="The dead letter: documents that failed MAX_ATTEMPTS times.")
+app.add_typer(dlq_app, name="dlq")
+
+
+def _fail(message: str, code: int = EXIT_CONFIG) -> typer.Exit:
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"pulling-agent: {message}", markup=False
+    )
+    return typer.Exit(code)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    configure_logging(settings.log_level, settings.log_format, settings.secrets())
+    return settings
+
+
+@app.command()
+def run() -> None:
+    """Run one agent with the configuration from the environment (see README)."""
+    from pulling_agent.bootstrap import run_agent
+    from pulling_agent.handlers import HandlerRunner, load_handler
+
+    settings = _settings()
+    if not settings.handler:
+        raise _fail("HANDLER is required: set it to module:function, e.g. myapp.jobs:handle")
+    try:
+        handler = load_handler(settings.handler)
+    except PullingAgentError as exc:
+        raise _fail(str(exc)) from None
+    runner = HandlerRunner(handler, settings.concurrency, settings.handler_timeout)
+    try:
+        code = asyncio.run(run_agent(settings, runner))
+    finally:
+        runner.close()
+    if threading.active_count() > 1:
+        # a sync handler still runs in a thread after the shutdown deadline: its lease was
+        # handed back already, and waiting for it would only delay the exit
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    documents: Annotated[int, typer.Option(help="Sample documents to insert.")] = 600,
+    agents: Annotated[int, typer.Option(help="Agents to run side by side.")] = 3,
+) -> None:
+    """Start an embedded MongoDB-wire server, run agents on sample work, show the result."""
+    from pulling_agent.demo import run_demo
+
+    try:
+        code = run_demo(documents=documents, agents=agents)
+    except PullingAgentError as exc:
+        raise _fail(str(exc), 1) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def health(
+    max_age: Annotated[float, typer.Option(help="Seconds the liveness file may be old.")] = 30,
+    ready: Annotated[bool, typer.Option("--ready", help="Also require readiness.")] = False,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="Health directory (default HEALTH_DIR).")
+    ] = None,
+) -> None:
+    """Probe the health files: exit 0 when alive (and ready, with --ready), else 1."""
+    from pulling_agent.health import check
+
+    where = directory or Path(os.environ.get("HEALTH_DIR", "/tmp/health"))  # noqa: S108
+    report = check(where, max_age, require_ready=ready)
+    typer.echo(report.message)
+    raise typer.Exit(0 if report.healthy else 1)
+
+
+def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
+    from pulling_agent.database import open_client
+    from pulling_agent.queue.mongo import MongoWorkStore
+
+    settings = _settings()
+
+    async def go() -> T:
+        client = open_client(settings)
+        try:
+            collection = client[settings.mongodb_database][settings.mongodb_collection]
+            return await action(MongoWorkStore(collection))
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(go())
+    except Exception as exc:  # a PyMongoError's text carries no password; scrub anyway
+        message = str(exc)
+        for secret in settings.secrets():
+            message = message.replace(secret, "***")
+        raise _fail(f"MongoDB error: {message}", 1) from None
+
+
+def _id_candidates(raw: str) -> list[Any]:
+    """A command-line id may be an ObjectId, an integer or a string ``_id``: try each."""
+    candidates: list[Any] = [raw]
+    if ObjectId.is_valid(raw):
+        candidates.append(ObjectId(raw))
+    if raw.lstrip("-").isdigit():
+        candidates.append(int(raw))
+    return candidates
+
+
+@dlq_app.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(help="At most this many documents.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document per line.")] = False,
+) -> None:
+    """List failed documents with their last error."""
+
+    async def action(store: Any) -> list[dict[str, Any]]:
+        docs: list[dict[str, Any]] = await store.list_failed(limit)
+        return docs
+
+    docs = _with_store(action)
+    if as_json:
+        for doc in docs:
+            typer.echo(json_util.dumps(doc))
+        return
+    table = Table(title=f"Dead letter ({len(docs)} shown)")
+    for column in ("_id", "attempts", "failed_at", "error"):
+        table.add_column(column)
+    for doc in docs:
+        error = doc.get("error") or {}
+        failed_at = doc.get("failed_at")
+        when = failed_at.isoformat() if isinstance(failed_at, datetime) else str(failed_at)
+        table.add_row(
+            str(doc["_id"]),
+            str(doc.get("attempts", "")),
+            when,
+            f"{error.get('type', '')}: {error.get('message', '')}"[:80],
+        )
+    Console().print(table)
+
+
+@dlq_app.command("requeue")
+def dlq_requeue(
+    ids: Annotated[list[str] | None, typer.Argument(help="_id values to requeue.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Requeue every failed document.")] = False,
+) -> None:
+    """Put failed documents back to pending, attempts reset."""
+    if bool(ids) == all_:
+        raise _fail("give document ids or --all (not both)")
+    wanted = None if all_ else [c for raw in ids or [] for c in _id_candidates(raw)]
+
+    async def action(store: Any) -> int:
+        count: int = await store.requeue(wanted)
+        return count
+
+    count = _with_store(action)
+    typer.echo(json.dumps({"requeued": count}))
+
+
+def main() -> None:
+    app(prog_name="pulling-agent")

@@ -1,0 +1,177 @@
+"""Settings from the environment (seed names and defaults kept), validation, secret redaction.
+
+:func:`load_settings` is the only entry point that reads the environment. It raises
+:class:`ConfigError` with one line that names the variable and the fix; it never echoes the
+value of a secret.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_core import ErrorDetails
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pulling_agent.errors import ConfigError
+
+
+class ChangeStreams(StrEnum):
+    """``ENABLE_CHANGE_STREAMS``: ``true`` uses them when the server is a replica set or
+    mongos, ``false`` never, ``always`` opens them whatever the server reports."""
+
+    AUTO = "true"
+    OFF = "false"
+    ALWAYS = "always"
+
+
+class LogFormat(StrEnum):
+    AUTO = "auto"
+    JSON = "json"
+    CONSOLE = "console"
+
+
+def _default_agent_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+_SECRET_FIELDS = frozenset({"mongodb_uri"})
+
+_HINTS: dict[str, str] = {
+    "mongodb_uri": "set it to a connection string such as mongodb://host:27017/?replicaSet=rs0",
+    "mongodb_database": "set it to the database that holds the work collection",
+    "mongodb_collection": "set it to the collection that holds the work documents",
+    "handler": "set it to module:function, e.g. myapp.jobs:handle",
+    "log_level": "use DEBUG, INFO, WARNING or ERROR",
+    "log_format": "use auto, json or console",
+    "enable_change_streams": "use true (auto-detect), false or always",
+}
+
+
+class Settings(BaseSettings):
+    """Everything an agent needs, read from environment variables of the same name."""
+
+    model_config = SettingsConfigDict(
+        case_sensitive=False, extra="ignore", frozen=True, env_ignore_empty=False
+    )
+
+    mongodb_uri: SecretStr
+    mongodb_database: str = Field(min_length=1)
+    mongodb_collection: str = Field(min_length=1)
+    handler: str = ""
+    poll_interval: PositiveFloat = 5.0
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    concurrency: int = Field(default=8, ge=1, le=1_000)
+    shutdown_timeout: float = Field(default=30.0, ge=0)
+    heartbeat_interval: PositiveFloat = 5.0
+    lease_seconds: float = Field(default=30.0, ge=1)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_seconds: float = Field(default=5.0, ge=0)
+    retry_max_seconds: float = Field(default=600.0, ge=0)
+    handler_timeout: float | None = Field(default=None, gt=0)
+    health_dir: Path = Path("/tmp/health")  # noqa: S108 - the seed's documented path
+    control_file: Path = Path("/tmp/control/state")  # noqa: S108 - the seed's documented path
+    control_file_interval: PositiveFloat = 2.0
+    agent_id: str = Field(default_factory=_default_agent_id, min_length=1, max_length=200)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: LogFormat = LogFormat.AUTO
+    enable_distributed_control: bool = True
+    enable_change_streams: ChangeStreams = ChangeStreams.AUTO
+    control_polling_interval: PositiveFloat = 10.0
+
+    @field_validator("mongodb_uri")
+    @classmethod
+    def _uri_scheme(cls, value: SecretStr) -> SecretStr:
+        scheme = value.get_secret_value().partition("://")[0]
+        if scheme not in ("mongodb", "mongodb+srv"):
+            raise ValueError("must start with mongodb:// or mongodb+srv://")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("enable_change_streams", mode="before")
+    @classmethod
+    def _change_streams(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            lowered = value.strip().lower()
+            return {"1": "true", "yes": "true", "0": "false", "no": "false"}.get(lowered, lowered)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return value
+
+    @field_validator("handler_timeout", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip() in ("", "0", "none"):
+            return None
+        return value
+
+    @field_validator("retry_max_seconds")
+    @classmethod
+    def _max_not_below_base(cls, value: float, info: Any) -> float:
+        base = info.data.get("retry_base_seconds")
+        if base is not None and value < base:
+            raise ValueError("must be at least RETRY_BASE_SECONDS")
+        return value
+
+    @property
+    def uri(self) -> str:
+        """The connection string, password included: for the driver only."""
+        return self.mongodb_uri.get_secret_value()
+
+    @property
+    def redacted_uri(self) -> str:
+        return redact_uri(self.uri)
+
+    def secrets(self) -> list[str]:
+        """Strings that must never appear in any log line or error message."""
+        password = urlsplit(self.uri).password if "@" in self.uri else None
+        return [s for s in (password, self.uri) if s]
+
+
+def redact_uri(uri: str) -> str:
+    """Replace the password of a MongoDB URI with ``***`` (and keep everything else)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    userinfo, at, hosts = rest.rpartition("@")
+    if not at:
+        return uri
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{hosts}"
+
+
+def _env_name(field: str) -> str:
+    return field.upper()
+
+
+def _describe(error: ErrorDetails) -> str:
+    field = str(error["loc"][0]) if error.get("loc") else "?"
+    name = _env_name(field)
+    if error["type"] == "missing":
+        return f"{name} is required: {_HINTS.get(field, 'set it')}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    hint = _HINTS.get(field)
+    got = "" if field in _SECRET_FIELDS else f" (got {error.get('input')!r})"
+    return f"{name} is invalid: {message}{got}" + (f"; {hint}" if hint else "")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment, with ``overrides`` taking precedence.
+
+    Raises :class:`ConfigError` with one line naming the first bad variable.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0])) from None

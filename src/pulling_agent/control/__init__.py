@@ -1,0 +1,1 @@
+"""Control sources (signals, control file; cluster and API later) and how they combine."""

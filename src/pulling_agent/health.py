@@ -1,0 +1,69 @@
+"""Liveness and readiness files for exec probes.
+
+``liveness``: first line is the state name, then ``key=value`` lines (timestamp, counters).
+It is rewritten every heartbeat, so its age tells whether the event loop is alive.
+``readiness`` exists exactly while the agent is running. Writes are atomic (rename).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+LIVENESS = "liveness"
+READINESS = "readiness"
+
+
+class HealthFiles:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def prepare(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def write(self, state: str, ready: bool, details: Mapping[str, object]) -> None:
+        """Rewrite liveness, then create or remove readiness to match ``ready``."""
+        stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+        lines = [state, f"timestamp={stamp}", *(f"{k}={v}" for k, v in details.items())]
+        _atomic_write(self.directory / LIVENESS, "\n".join(lines) + "\n")
+        readiness = self.directory / READINESS
+        if ready:
+            _atomic_write(readiness, f"{state}\ntimestamp={stamp}\n")
+        else:
+            readiness.unlink(missing_ok=True)
+
+    def clear(self) -> None:
+        for name in (READINESS, LIVENESS):
+            (self.directory / name).unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    healthy: bool
+    state: str
+    message: str
+
+
+def check(directory: Path, max_age: float, require_ready: bool = False) -> HealthReport:
+    """What a probe needs: is the liveness file fresh (and, if asked, does readiness exist)?"""
+    liveness = directory / LIVENESS
+    try:
+        age = time.time() - liveness.stat().st_mtime
+        state = liveness.read_text(encoding="utf-8").splitlines()[0].strip()
+    except (OSError, IndexError):
+        return HealthReport(False, "unknown", f"no liveness file at {liveness}")
+    if age > max_age:
+        return HealthReport(False, state, f"liveness is {age:.0f}s old (max {max_age:.0f}s)")
+    if require_ready and not (directory / READINESS).exists():
+        return HealthReport(False, state, f"not ready (state {state})")
+    return HealthReport(True, state, f"{state}, liveness {age:.1f}s old")

@@ -1,0 +1,68 @@
+"""Structured logging: one event per line, JSON when not a TTY, secrets scrubbed last.
+
+Every event carries ``event`` (what happened) and, where it helps filtering, ``action``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+from pulling_agent.config import LogFormat
+
+REDACTED = "***"
+
+
+class _ScrubbingRenderer:
+    """Wrap a renderer and replace every known secret in its output."""
+
+    def __init__(self, inner: Any, secrets: Iterable[str]) -> None:
+        self._inner = inner
+        # longest first, so a URI is replaced whole before its password is
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+        rendered: str = self._inner(logger, name, event)
+        for secret in self._secrets:
+            rendered = rendered.replace(secret, REDACTED)
+        return rendered
+
+
+def configure_logging(
+    level: str = "INFO",
+    fmt: LogFormat = LogFormat.AUTO,
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog (and the stdlib root logger) for the whole process."""
+    out = stream or sys.stderr
+    as_json = fmt is LogFormat.JSON or (fmt is LogFormat.AUTO and not out.isatty())
+    inner: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    numeric = logging.getLevelNamesMapping()[level]
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _ScrubbingRenderer(inner, secrets),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    # Libraries (pymongo) log through the stdlib; route warnings and above to the same stream.
+    logging.basicConfig(stream=out, level=max(numeric, logging.WARNING), force=True)
+
+
+def get_logger(**context: Any) -> Any:
+    """A bound structlog logger carrying ``context`` on every event."""
+    return structlog.get_logger("pulling_agent").bind(**context)

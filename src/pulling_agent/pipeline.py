@@ -1,0 +1,387 @@
+"""The work pipeline: claim batches, run the handler on each document, write outcomes in bulk.
+
+Four kinds of task share this object inside one event loop:
+
+* the *claimer* leases the next batch as soon as fewer than ``BATCH_SIZE / 2`` claimed
+  documents wait to start, so claiming overlaps processing and a backlog never sleeps;
+  when a claim comes back empty it waits for a wake-up (change stream or a state change)
+  or ``POLL_INTERVAL``;
+* ``CONCURRENCY`` *workers* run the handler, one document each;
+* the *flusher* writes outcomes with one ``bulk_write`` per batch (group commit: whatever
+  accumulated while the previous write was in flight goes out in the next one);
+* the *renewer* extends the leases of every batch still held, every ``LEASE_SECONDS / 3``.
+
+The pipeline never decides the agent's state: it asks ``may_claim()`` before each claim and
+calls ``on_settled()`` whenever it holds nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo.errors import PyMongoError
+
+from pulling_agent.config import Settings
+from pulling_agent.logs import get_logger
+from pulling_agent.queue.model import (
+    Claim,
+    ClaimKind,
+    Completion,
+    Document,
+    OutcomeKind,
+    WorkStore,
+)
+from pulling_agent.queue.retry import AttemptsExhausted, RetryPolicy, error_info, failure_outcome
+
+Clock = Callable[[], datetime]
+RunHandler = Callable[[Document], Awaitable[None]]
+
+FLUSH_LINGER = 0.02  # seconds a partial batch of outcomes may wait for company
+ERROR_BACKOFF = (0.5, 1.0, 2.0, 5.0)  # seconds between retries of a failing store call
+FRESH_ONLY = (ClaimKind.FRESH,)
+RECOVERY = (ClaimKind.EXPIRED, ClaimKind.DUE_RETRY)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class Counters:
+    claimed: int = 0
+    processed: int = 0
+    retried: int = 0
+    failed: int = 0
+    released: int = 0
+    lost_leases: int = 0
+    store_errors: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings,
+        store: WorkStore,
+        run_handler: RunHandler,
+        *,
+        may_claim: Callable[[], bool],
+        on_settled: Callable[[], None],
+        clock: Clock = utcnow,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._run_handler = run_handler
+        self._may_claim = may_claim
+        self._on_settled = on_settled
+        self._clock = clock
+        self._jitter = jitter
+        self._policy = RetryPolicy(
+            settings.max_attempts, settings.retry_base_seconds, settings.retry_max_seconds
+        )
+        self._low_water = settings.batch_size // 2
+        self._log = get_logger(agent_id=settings.agent_id, component="pipeline")
+        self.counters = Counters()
+        self.kick = asyncio.Event()  # something changed: the claimer should look again
+        self._stop = asyncio.Event()
+        self._ready: asyncio.Queue[Claim] = asyncio.Queue()
+        self._running: set[Claim] = set()
+        self._abandoned: list[Claim] = []
+        self._outbox: list[Completion] = []
+        self._outbox_event = asyncio.Event()
+        self._flush_now = asyncio.Event()
+        self._held: dict[str, int] = defaultdict(int)  # lease token -> documents not yet settled
+        self._held_total = 0
+        self._write_lock = asyncio.Lock()
+
+    # ----------------------------------------------------------------- observation
+
+    @property
+    def held(self) -> int:
+        """Documents this agent holds a lease on: waiting, running, or outcome unwritten."""
+        return self._held_total
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    def tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
+        """The coroutines to run as the pipeline's tasks, by name."""
+        work: dict[str, Coroutine[Any, Any, None]] = {
+            "claimer": self._claimer(),
+            "flusher": self._flusher(),
+            "renewer": self._renewer(),
+        }
+        for n in range(self._settings.concurrency):
+            work[f"worker-{n}"] = self._worker()
+        return work
+
+    # ----------------------------------------------------------------- claiming
+
+    async def _claimer(self) -> None:
+        last_sweep = float("-inf")
+        loop = asyncio.get_running_loop()
+        while not self._stop.is_set():
+            self.kick.clear()
+            if not self._may_claim() or self._ready.qsize() > self._low_water:
+                await self.kick.wait()
+                continue
+            sweep_due = loop.time() - last_sweep >= self._settings.poll_interval
+            claims = await self._claim(RECOVERY + FRESH_ONLY if sweep_due else FRESH_ONLY)
+            if claims is None:  # the store failed; _claim already waited
+                continue
+            if sweep_due:
+                last_sweep = loop.time()
+            elif not claims:  # nothing fresh: look for due retries and expired leases now
+                claims = await self._claim(RECOVERY) or []
+                last_sweep = loop.time()
+            if claims:
+                self._accept(claims)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.kick.wait(), self._settings.poll_interval)
+
+    async def _claim(self, kinds: tuple[ClaimKind, ...]) -> list[Claim] | None:
+        attempt = 0
+        while not self._stop.is_set():
+            try:
+                return await self._store.claim(
+                    self._settings.agent_id,
+                    self._settings.batch_size,
+                    self._settings.lease_seconds,
+                    self._clock(),
+                    kinds,
+                )
+            except PyMongoError as exc:
+                attempt = await self._store_error("claim", exc, attempt)
+                if not self._may_claim():
+                    return None
+        return None
+
+    def _accept(self, claims: list[Claim]) -> None:
+        self.counters.claimed += len(claims)
+        for claim in claims:
+            self._held[claim.token] += 1
+            self._held_total += 1
+            self._ready.put_nowait(claim)
+        self._log.debug("claimed", action="queue.claim", count=len(claims))
+
+    # ----------------------------------------------------------------- processing
+
+    async def _worker(self) -> None:
+        while True:
+            claim = await self._ready.get()
+            if self._ready.qsize() <= self._low_water:
+                self.kick.set()
+            self._running.add(claim)
+            try:
+                completion = await self._attempt(claim)
+            except asyncio.CancelledError:
+                self._abandoned.append(claim)
+                raise
+            finally:
+                self._running.discard(claim)
+            self._outbox.append(completion)
+            self._outbox_event.set()
+            if len(self._outbox) >= self._settings.batch_size or not self._busy():
+                self._flush_now.set()
+
+    async def _attempt(self, claim: Claim) -> Completion:
+        now = self._clock()
+        if claim.attempts > self._settings.max_attempts:
+            exc = AttemptsExhausted(
+                f"claimed {claim.attempts} times without a recorded outcome "
+                "(its agents died or lost the lease each time)"
+            )
+            error = error_info(exc, now, claim.attempts)
+            return Completion(
+                claim.doc_id, claim.token, OutcomeKind.FAILED, error, (error.as_document(),)
+            )
+        try:
+            await self._run_handler(claim.document)
+        except Exception as exc:
+            now = self._clock()
+            outcome = failure_outcome(
+                claim, error_info(exc, now, claim.attempts), self._policy, now, self._jitter()
+            )
+            self._log.warning(
+                "handler failed",
+                action="queue.handler_error",
+                doc_id=str(claim.doc_id),
+                attempt=claim.attempts,
+                error_type=type(exc).__qualname__,
+                error=str(exc)[:500],
+                outcome=outcome.kind.value,
+                retry_at=outcome.available_at.isoformat() if outcome.available_at else None,
+            )
+            return outcome
+        return Completion(claim.doc_id, claim.token, OutcomeKind.PROCESSED)
+
+    def _busy(self) -> bool:
+        return bool(self._running) or not self._ready.empty()
+
+    # ----------------------------------------------------------------- completing
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._outbox_event.wait()
+            if not self._flush_now.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush_now.wait(), FLUSH_LINGER)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write every outcome collected so far (retrying while the store is down)."""
+        async with self._write_lock:
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                self._outbox_event.clear()
+                self._flush_now.clear()
+                applied = await self._write(batch)
+                self._count(batch, applied)
+                self._settle(c.token for c in batch)
+
+    async def _write(self, batch: list[Completion]) -> int | None:
+        attempt = 0
+        while True:
+            try:
+                return await self._store.complete(batch, self._clock())
+            except PyMongoError as exc:
+                if self._stop.is_set() and attempt >= len(ERROR_BACKOFF):
+                    self._log.error(
+                        "outcomes not written; their leases will expire and the documents "
+                        "will be processed again",
+                        action="queue.complete_abandoned",
+                        count=len(batch),
+                    )
+                    return None
+                attempt = await self._store_error("complete", exc, attempt, interruptible=False)
+
+    def _count(self, batch: list[Completion], applied: int | None) -> None:
+        if applied is None:
+            return
+        for c in batch:
+            if c.kind is OutcomeKind.PROCESSED:
+                self.counters.processed += 1
+            elif c.kind is OutcomeKind.RETRY:
+                self.counters.retried += 1
+            else:
+                self.counters.failed += 1
+        lost = len(batch) - applied
+        if lost > 0:
+            self.counters.lost_leases += lost
+            self._log.warning(
+                "outcomes discarded: lease lost (taken over after expiry)",
+                action="queue.lease_lost",
+                count=lost,
+            )
+
+    def _settle(self, tokens: Iterable[str]) -> None:
+        for token in tokens:
+            self._held[token] -= 1
+            self._held_total -= 1
+            if self._held[token] <= 0:
+                del self._held[token]
+        if self._held_total == 0:
+            self._on_settled()
+
+    # ----------------------------------------------------------------- leases
+
+    async def _renewer(self) -> None:
+        interval = self._settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            await self.renew()
+
+    async def renew(self) -> None:
+        expires = self._clock() + timedelta(seconds=self._settings.lease_seconds)
+        for token in list(self._held):
+            try:
+                renewed = await self._store.renew(self._settings.agent_id, token, expires)
+            except PyMongoError as exc:
+                self._log.warning(
+                    "lease renewal failed", action="queue.renew_error", error=str(exc)
+                )
+                self.counters.store_errors += 1
+                continue
+            lost = self._held.get(token, 0) - renewed
+            if lost > 0:
+                self.counters.lost_leases += lost
+                self._log.warning(
+                    "leases lost before renewal", action="queue.lease_lost", count=lost
+                )
+
+    # ----------------------------------------------------------------- shutdown
+
+    def stop_claiming(self) -> None:
+        self._stop.set()
+        self.kick.set()
+
+    async def release_unstarted(self) -> int:
+        """Hand back every claimed document whose handler has not started (attempt undone)."""
+        waiting: list[Claim] = []
+        while not self._ready.empty():
+            waiting.append(self._ready.get_nowait())
+        return await self._release(waiting, undo_attempt=True)
+
+    async def wait_for_running(self, grace: float, force: asyncio.Event) -> bool:
+        """Wait until no handler runs, ``grace`` seconds pass or ``force`` is set."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._running and loop.time() < deadline and not force.is_set():
+            step = min(0.05, max(0.0, deadline - loop.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(force.wait(), step)
+        return not self._running
+
+    async def release_abandoned(self) -> int:
+        """After the workers were cancelled: hand back what their handlers did not finish."""
+        abandoned, self._abandoned = self._abandoned, []
+        return await self._release(abandoned, undo_attempt=False)
+
+    async def _release(self, claims: list[Claim], undo_attempt: bool) -> int:
+        by_token: dict[str, list[Any]] = defaultdict(list)
+        for claim in claims:
+            by_token[claim.token].append(claim.doc_id)
+        released = 0
+        for token, ids in by_token.items():
+            try:
+                released += await self._store.release(token, ids, undo_attempt)
+            except PyMongoError as exc:
+                self._log.error(
+                    "leases not released; the documents return after the lease expires",
+                    action="queue.release_error",
+                    count=len(ids),
+                    error=str(exc),
+                )
+        self.counters.released += released
+        self._settle(c.token for c in claims)
+        return released
+
+    async def _store_error(
+        self, what: str, exc: PyMongoError, attempt: int, interruptible: bool = True
+    ) -> int:
+        self.counters.store_errors += 1
+        delay = ERROR_BACKOFF[min(attempt, len(ERROR_BACKOFF) - 1)]
+        self._log.warning(
+            "store unavailable, retrying",
+            action=f"queue.{what}_error",
+            error=str(exc)[:500],
+            retry_in=delay,
+        )
+        if not interruptible:
+            await asyncio.sleep(delay)
+            return attempt + 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay)
+        return attempt + 1

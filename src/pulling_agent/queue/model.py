@@ -1,0 +1,125 @@
+"""What the runtime and the stores agree on: claims, completions, and the store protocol.
+
+A *claim* is a lease on one document: ``{owner, token, expires_at}`` written atomically with
+``status: processing``. Every document claimed in one ``claim`` call shares one token, so a
+batch is renewed with one write; every completion is fenced on ``(_id, token)``, so a late
+finisher whose lease was taken over changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+Document = dict[str, Any]
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    PROCESSED = "processed"
+    FAILED = "failed"
+
+
+class ClaimKind(StrEnum):
+    """The three ways a document becomes claimable, each one plain filter."""
+
+    FRESH = "fresh"  # pending, no available_at
+    DUE_RETRY = "due_retry"  # pending, available_at <= now
+    EXPIRED = "expired"  # processing, lease.expires_at < now (its agent died)
+
+
+class OutcomeKind(StrEnum):
+    PROCESSED = "processed"
+    RETRY = "retry"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    type: str
+    message: str
+    traceback: str
+    at: datetime
+    attempt: int
+
+    def as_document(self) -> Document:
+        return {
+            "type": self.type,
+            "message": self.message,
+            "traceback": self.traceback,
+            "at": self.at,
+            "attempt": self.attempt,
+        }
+
+
+@dataclass(eq=False, slots=True)
+class Claim:
+    """One leased document. Identity equality: each claim object is one lease."""
+
+    doc_id: Any
+    token: str
+    attempts: int
+    document: Document
+    kind: ClaimKind = ClaimKind.FRESH
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The outcome of one attempt, to be written fenced on ``(doc_id, token)``."""
+
+    doc_id: Any
+    token: str
+    kind: OutcomeKind
+    error: ErrorInfo | None = None
+    errors: tuple[Document, ...] = field(default=())
+    available_at: datetime | None = None
+
+
+class WorkStore(Protocol):
+    """Storage for work documents. Every method is one or a few round trips.
+
+    Implementations: :class:`~pulling_agent.queue.mongo.MongoWorkStore` (production) and
+    :class:`~pulling_agent.queue.memory.MemoryWorkStore` (unit tests); one contract suite
+    runs against both.
+    """
+
+    async def ensure_indexes(self) -> list[str]:
+        """Create the indexes the queue needs (idempotent). Returns warnings, never raises
+        for a refused index: the queue works without it, only slower."""
+
+    async def claim(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        now: datetime,
+        kinds: Sequence[ClaimKind],
+    ) -> list[Claim]:
+        """Lease up to ``limit`` claimable documents, trying ``kinds`` in order. Atomic per
+        document: no document is returned to two callers while both leases are valid."""
+
+    async def renew(self, owner: str, token: str, expires_at: datetime) -> int:
+        """Extend every still-processing lease of ``token``. Returns how many were renewed."""
+
+    async def complete(self, completions: Sequence[Completion], now: datetime) -> int:
+        """Write outcomes in bulk, each fenced on its lease. Returns how many took effect."""
+
+    async def release(self, token: str, doc_ids: Sequence[Any], undo_attempt: bool) -> int:
+        """Give leases back: documents return to ``pending`` at once. ``undo_attempt`` for
+        documents whose handler never started."""
+
+    async def list_failed(self, limit: int) -> list[Document]:
+        """Documents in the dead letter (``status: failed``), oldest failure first."""
+
+    async def requeue(self, doc_ids: Sequence[Any] | None) -> int:
+        """Put failed documents (all when ``doc_ids`` is None) back to ``pending`` with
+        attempts reset. Returns how many."""
+
+    async def counts(self) -> dict[str, int]:
+        """Number of documents by status."""
+
+    async def close(self) -> None: ...

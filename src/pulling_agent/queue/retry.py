@@ -1,0 +1,65 @@
+"""What a failed attempt turns into: retry later (backoff with jitter) or dead letter. Pure."""
+
+from __future__ import annotations
+
+import traceback as tb
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pulling_agent.queue.model import Claim, Completion, Document, ErrorInfo, OutcomeKind
+
+ERROR_HISTORY = 10
+MAX_TRACEBACK_CHARS = 8_000
+MAX_MESSAGE_CHARS = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int
+    base_seconds: float
+    max_seconds: float
+
+    def delay(self, attempts: int, jitter: float) -> float:
+        """Seconds to wait after failed attempt number ``attempts`` (1-based).
+
+        Exponential (``base * 2**(attempts-1)``, capped at ``max_seconds``) with "equal
+        jitter": half fixed, half scaled by ``jitter`` in [0, 1), so agents that failed
+        together do not retry together.
+        """
+        ceiling: float = min(self.max_seconds, self.base_seconds * 2 ** min(attempts - 1, 62))
+        return ceiling / 2 + ceiling / 2 * jitter
+
+
+def error_info(exc: BaseException, at: datetime, attempt: int) -> ErrorInfo:
+    trace = "".join(tb.format_exception(exc))[-MAX_TRACEBACK_CHARS:]
+    return ErrorInfo(
+        type=type(exc).__qualname__,
+        message=str(exc)[:MAX_MESSAGE_CHARS],
+        traceback=trace,
+        at=at,
+        attempt=attempt,
+    )
+
+
+def _history(document: Document, error: ErrorInfo) -> tuple[Document, ...]:
+    previous = document.get("errors")
+    kept = [e for e in previous if isinstance(e, dict)] if isinstance(previous, list) else []
+    return (*kept[-(ERROR_HISTORY - 1) :], error.as_document())
+
+
+def failure_outcome(
+    claim: Claim, error: ErrorInfo, policy: RetryPolicy, now: datetime, jitter: float
+) -> Completion:
+    """Retry with backoff while attempts remain, else dead letter. Nothing is dropped."""
+    history = _history(claim.document, error)
+    if claim.attempts >= policy.max_attempts:
+        return Completion(claim.doc_id, claim.token, OutcomeKind.FAILED, error, history)
+    wait = timedelta(seconds=policy.delay(claim.attempts, jitter))
+    return Completion(
+        claim.doc_id, claim.token, OutcomeKind.RETRY, error, history, available_at=now + wait
+    )
+
+
+class AttemptsExhausted(Exception):
+    """A document was claimed more than MAX_ATTEMPTS times without a recorded outcome:
+    its agents died or lost the lease each time (a handler that crashes the process?)."""

@@ -1,0 +1,297 @@
+"""The agent: lifecycle, control, task supervision and graceful shutdown.
+
+``Agent.run()`` goes ``starting`` → (``running`` | ``paused``) → … → ``stopping`` →
+``stopped`` and returns the process exit code. It reads the control file before its first
+claim, so a standing pause is honoured from the start. Control sources each hold their own
+pause request (:mod:`pulling_agent.control.requests`); the agent processes only while none
+does. Shutdown: stop claiming, hand back documents whose handler has not started, wait up
+to ``SHUTDOWN_TIMEOUT`` for running handlers, cancel the rest and hand back their leases,
+write outstanding outcomes, remove the health files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+from pymongo.errors import PyMongoError
+
+from pulling_agent.config import Settings
+from pulling_agent.control import file as control_file
+from pulling_agent.control.requests import PauseRequest, PauseRequests, Source
+from pulling_agent.health import HealthFiles
+from pulling_agent.logs import get_logger
+from pulling_agent.pipeline import Clock, Pipeline, RunHandler, utcnow
+from pulling_agent.queue.model import WorkStore
+from pulling_agent.state import AgentState, check_transition, is_ready
+
+Wakeup = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+CLAIMER_STOP_TIMEOUT = 15.0
+STARTUP_RETRY = 2.0
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: Settings,
+        store: WorkStore,
+        run_handler: RunHandler,
+        *,
+        wakeup: Wakeup | None = None,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.state = AgentState.STARTING
+        self.pauses = PauseRequests()
+        self.health = HealthFiles(settings.health_dir)
+        self.started_at: datetime = clock()
+        self._store = store
+        self._wakeup = wakeup
+        self._clock = clock
+        self._log = get_logger(agent_id=settings.agent_id)
+        self.pipeline = Pipeline(
+            settings,
+            store,
+            run_handler,
+            may_claim=lambda: self.state is AgentState.RUNNING,
+            on_settled=self._settled,
+            clock=clock,
+        )
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._ignored_file_value: str | None = None
+        self._exit_code = EXIT_OK
+
+    # ----------------------------------------------------------------- control
+
+    def request_pause(self, source: Source, reason: str, by: str) -> None:
+        self.pauses.hold(PauseRequest(source, reason, by, self._clock()))
+        self._apply_control()
+
+    def request_resume(self, source: Source) -> None:
+        if self.pauses.release(source):
+            self._apply_control()
+        if self.pauses.paused and self.state is not AgentState.STOPPING:
+            self._log.info(
+                "Resume requested but still paused by another source",
+                action="control.still_paused",
+                source=source.value,
+                paused_by=self.pauses.summary(),
+            )
+
+    def request_shutdown(self, reason: str) -> None:
+        if self._stop.is_set():
+            self._log.warning("Second shutdown request: forcing exit", action="control.force")
+            self._exit_code = EXIT_FAILED
+            self._force.set()
+            return
+        self._log.info("Shutdown requested", action="control.shutdown", reason=reason)
+        self._stop.set()
+
+    def _apply_control(self) -> None:
+        if self.state in (AgentState.STARTING, AgentState.STOPPING, AgentState.STOPPED):
+            return
+        if self.pauses.paused and self.state is AgentState.RUNNING:
+            self._log.info("Pausing agent", action="control.pause", paused_by=self.pauses.summary())
+            self._set_state(AgentState.PAUSING if self.pipeline.held else AgentState.PAUSED)
+        elif not self.pauses.paused and self.state in (AgentState.PAUSING, AgentState.PAUSED):
+            self._log.info("Resuming agent", action="control.resume")
+            self._set_state(AgentState.RUNNING)
+            self.pipeline.kick.set()
+
+    def _settled(self) -> None:
+        if self.state is AgentState.PAUSING:
+            self._set_state(AgentState.PAUSED)
+
+    def _set_state(self, target: AgentState) -> None:
+        check_transition(self.state, target)
+        previous, self.state = self.state, target
+        self._log.info(
+            "state changed", action="agent.state", state=target.value, previous=previous.value
+        )
+        self._write_health()
+
+    def _write_health(self) -> None:
+        details: dict[str, object] = {
+            "agent_id": self.settings.agent_id,
+            "pid": os.getpid(),
+            "held": self.pipeline.held,
+            "in_flight": self.pipeline.in_flight,
+            **self.pipeline.counters.as_dict(),
+            "paused_by": self.pauses.summary(),
+        }
+        try:
+            self.health.write(self.state.value, is_ready(self.state), details)
+        except OSError as exc:
+            self._log.error("cannot write health files", action="health.error", error=str(exc))
+
+    def read_control_file(self) -> None:
+        reading = control_file.read(self.settings.control_file)
+        if reading.command is None:
+            if reading.raw != self._ignored_file_value:
+                self._ignored_file_value = reading.raw
+                self._log.warning(
+                    "Ignoring control file value (expected pause, resume or running)",
+                    action="control.file_invalid",
+                    path=str(self.settings.control_file),
+                    value=reading.raw,
+                )
+            return
+        self._ignored_file_value = None
+        wants_pause = reading.command is control_file.FileCommand.PAUSE
+        if wants_pause == self.pauses.holds(Source.CONTROL_FILE):
+            return
+        self._log.info(
+            f"Control file command detected: {reading.command.value}",
+            action="control.file",
+            command=reading.command.value,
+        )
+        if wants_pause:
+            self.request_pause(Source.CONTROL_FILE, "control file says pause", "control_file")
+        else:
+            self.request_resume(Source.CONTROL_FILE)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def run(self, install_signals: bool = True) -> int:
+        """Run until shut down. Returns the exit code (0 after a graceful shutdown)."""
+        self._log.info(
+            "Starting agent",
+            action="agent.start",
+            pid=os.getpid(),
+            batch_size=self.settings.batch_size,
+            concurrency=self.settings.concurrency,
+            lease_seconds=self.settings.lease_seconds,
+        )
+        self.health.prepare()
+        self._write_health()
+        if install_signals:
+            self._install_signals()
+        try:
+            if await self._prepare():
+                self._set_state(AgentState.PAUSED if self.pauses.paused else AgentState.RUNNING)
+                if self.pauses.paused:
+                    self._log.info(
+                        "Starting paused", action="control.pause", paused_by=self.pauses.summary()
+                    )
+                await self._serve()
+            else:
+                self._set_state(AgentState.STOPPING)
+            self._set_state(AgentState.STOPPED)
+            self.health.clear()
+            self._log.info(
+                "Agent stopped",
+                action="agent.stop",
+                exit_code=self._exit_code,
+                **self.pipeline.counters.as_dict(),
+            )
+            return self._exit_code
+        finally:
+            if install_signals:
+                self._remove_signals()
+
+    async def _prepare(self) -> bool:
+        """Create indexes (retrying while the server is unreachable) and read the control
+        file. Returns False if shutdown was requested before the agent could start."""
+        while not self._stop.is_set():
+            try:
+                for warning in await self._store.ensure_indexes():
+                    self._log.warning("queue index missing", action="queue.index", detail=warning)
+                break
+            except PyMongoError as exc:
+                self._log.warning(
+                    "MongoDB unreachable at start-up, retrying",
+                    action="agent.connect_error",
+                    error=str(exc)[:500],
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), STARTUP_RETRY)
+        if self._stop.is_set():
+            return False
+        self.read_control_file()
+        return True
+
+    async def _serve(self) -> None:
+        loops: dict[str, Coroutine[Any, Any, None]] = {
+            **self.pipeline.tasks(),
+            "heartbeat": self._every(self.settings.heartbeat_interval, self._write_health),
+            "control-file": self._every(
+                self.settings.control_file_interval, self.read_control_file
+            ),
+        }
+        if self._wakeup is not None:
+            loops["wakeup"] = self._wakeup(self.pipeline.kick)
+        tasks = {name: asyncio.create_task(coro, name=name) for name, coro in loops.items()}
+        stop = asyncio.create_task(self._stop.wait(), name="stop")
+        pending: set[asyncio.Task[Any]] = set(tasks.values())
+        while not self._stop.is_set():
+            done, pending = await asyncio.wait(
+                {stop, *pending}, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in done - {stop}:
+                if task.cancelled() or task.exception() is None:
+                    continue  # a side task that had nothing to do (e.g. polling-only wake-up)
+                self._log.error(
+                    "internal task failed; shutting down",
+                    action="agent.task_failed",
+                    task=task.get_name(),
+                    exc_info=task.exception(),
+                )
+                self._exit_code = EXIT_FAILED
+                self._stop.set()
+        stop.cancel()
+        await self._shutdown(tasks)
+
+    async def _shutdown(self, tasks: dict[str, asyncio.Task[None]]) -> None:
+        self._set_state(AgentState.STOPPING)
+        pipeline = self.pipeline
+        pipeline.stop_claiming()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(tasks["claimer"], CLAIMER_STOP_TIMEOUT)
+        unstarted = await pipeline.release_unstarted()
+        drained = await pipeline.wait_for_running(self.settings.shutdown_timeout, self._force)
+        workers = [t for name, t in tasks.items() if name.startswith("worker-")]
+        await _cancel(workers)
+        abandoned = await pipeline.release_abandoned()
+        await pipeline.flush()
+        await _cancel(list(tasks.values()))
+        self._log.info(
+            "Leases released",
+            action="agent.released",
+            unstarted=unstarted,
+            unfinished=abandoned,
+            drained=drained,
+        )
+
+    async def _every(self, seconds: float, action: Callable[[], None]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            action()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(
+            signal.SIGUSR1, self.request_pause, Source.SIGNAL, "SIGUSR1", "signal"
+        )
+        loop.add_signal_handler(signal.SIGUSR2, self.request_resume, Source.SIGNAL)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_shutdown, sig.name)
+
+    def _remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
