@@ -1,0 +1,41 @@
+"""Every known nx-27017 deviation from MongoDB that a test here runs into, in one place.
+
+Each is applied with :func:`nx_deviation`, which marks the affected test
+``xfail(strict=True)`` only when the suite runs against nx-27017 (no ``TEST_MONGODB_URI``),
+so a fixed server - or a real MongoDB - turns the mark into a failure to remove.
+See ../shared/NX-27017.md for the measurements.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+ON_NX = not os.environ.get("TEST_MONGODB_URI")
+
+SET_DATETIME_IS_STRING = (
+    "nx-27017 stores a datetime written with $set as a string "
+    "(processed_at, failed_at, available_at come back as str)"
+)
+INDEX_NAMES_NOT_KEPT = (
+    "nx-27017 accepts create_index with a name but lists the index under its own name (idx_...)"
+)
+
+
+def nx_deviation(reason: str) -> pytest.MarkDecorator:
+    """Mark a test as hitting a deviation: ``xfail(strict=True)`` on nx-27017 only, and only
+    for its runs that talk to the server (a run parametrized with the in-memory store is
+    left as it is; see ``pytest_collection_modifyitems`` in conftest.py)."""
+    return pytest.mark.nx_deviation(reason=reason)
+
+
+def apply(item: pytest.Item) -> None:
+    marker = item.get_closest_marker("nx_deviation")
+    if marker is None or not ON_NX:
+        return
+    params = getattr(item, "callspec", None)
+    if params is not None and "memory" in params.params.values():
+        return
+    item.add_marker(pytest.mark.xfail(reason=marker.kwargs["reason"], strict=True))

@@ -1,0 +1,171 @@
+"""The exact commands the MongoDB store sends, seen through PyMongo command monitoring.
+
+These hold whatever server answers; they pin the filters that make claims atomic and
+completions fenced, and the number of round trips per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pymongo import AsyncMongoClient, monitoring
+
+from pulling_agent.queue.model import ClaimKind, Completion, ErrorInfo, OutcomeKind
+from pulling_agent.queue.mongo import MongoWorkStore
+
+T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+LEASE_END = T + timedelta(seconds=30)
+WRITES = {"find", "update", "insert", "delete", "aggregate", "createIndexes"}
+
+
+class Recorder(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in WRITES:
+            self.commands.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def take(self) -> list[tuple[str, dict[str, Any]]]:
+        taken, self.commands = self.commands, []
+        return taken
+
+
+@pytest.fixture
+async def rec(mongo_uri: str, db_name: str) -> AsyncIterator[tuple[MongoWorkStore, Recorder]]:
+    recorder = Recorder()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_uri, tz_aware=True, event_listeners=[recorder]
+    )
+    collection = client[db_name]["work"]
+    await collection.insert_many([{"status": "pending", "n": i} for i in range(100)])
+    recorder.take()
+    yield MongoWorkStore(collection), recorder
+    await client.drop_database(db_name)
+    await client.close()
+
+
+async def test_fresh_claim_is_one_find_and_one_conditional_update(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    store, recorder = rec
+    claims = await store.claim("agent-1", 100, 30, T, [ClaimKind.FRESH])
+    assert len(claims) == 100
+    (find_name, find), (update_name, update) = recorder.take()
+    assert (find_name, update_name) == ("find", "update")
+    assert find["filter"] == {"status": "pending", "available_at": None}
+    assert find["sort"] == {"_id": 1} and find["limit"] == 100
+    [statement] = update["updates"]
+    ids = [c.doc_id for c in claims]
+    assert statement["q"] == {"_id": {"$in": ids}, "status": "pending", "available_at": None}
+    lease = {"owner": "agent-1", "token": claims[0].token, "expires_at": LEASE_END}
+    assert statement["u"] == {
+        "$set": {"status": "processing", "lease": lease},
+        "$inc": {"attempts": 1},
+    }
+    assert statement["multi"] is True
+
+
+async def test_recovery_claims_repeat_their_filter_per_document(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    store, recorder = rec
+    claims = await store.claim("agent-1", 2, 30, T, [ClaimKind.FRESH])
+    recorder.take()
+    later = LEASE_END + timedelta(seconds=1)
+    again = await store.claim("agent-2", 2, 30, later, [ClaimKind.EXPIRED, ClaimKind.DUE_RETRY])
+    assert {c.doc_id for c in again} == {c.doc_id for c in claims}
+    (find_name, find), (update_name, update) = recorder.take()
+    expired = {"status": "processing", "lease.expires_at": {"$lt": later}}
+    assert find["filter"] == expired
+    assert [s["q"] for s in update["updates"]] == [{"_id": c.doc_id, **expired} for c in claims]
+    assert all(not s.get("multi", False) for s in update["updates"])
+
+
+async def test_empty_queue_costs_one_find_per_kind_and_no_write(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    store, recorder = rec
+    await store.collection.delete_many({})
+    recorder.take()
+    kinds = [ClaimKind.EXPIRED, ClaimKind.DUE_RETRY, ClaimKind.FRESH]
+    assert await store.claim("agent-1", 10, 30, T, kinds) == []
+    sent = recorder.take()
+    assert [name for name, _ in sent] == ["find", "find", "find"]
+    assert sent[1][1]["filter"] == {"status": "pending", "available_at": {"$lte": T}}
+
+
+async def test_completions_are_one_bulk_write_fenced_on_the_token(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    store, recorder = rec
+    claims = await store.claim("agent-1", 3, 30, T, [ClaimKind.FRESH])
+    recorder.take()
+    token = claims[0].token
+    error = ErrorInfo("ValueError", "bad", "tb", T, 1)
+    retry_at = T + timedelta(seconds=9)
+    await store.complete(
+        [
+            Completion(claims[0].doc_id, token, OutcomeKind.PROCESSED),
+            Completion(claims[1].doc_id, token, OutcomeKind.PROCESSED),
+            Completion(
+                claims[2].doc_id, token, OutcomeKind.RETRY, error, (error.as_document(),), retry_at
+            ),
+        ],
+        T,
+    )
+    [(name, command)] = recorder.take()
+    assert name == "update" and command["ordered"] is False
+    retry, done = command["updates"]
+    assert retry["q"] == {"_id": claims[2].doc_id, "lease.token": token, "status": "processing"}
+    assert retry["u"]["$set"]["status"] == "pending"
+    assert retry["u"]["$set"]["available_at"] == retry_at
+    assert retry["u"]["$unset"] == {"lease": ""}
+    assert done["q"] == {
+        "_id": {"$in": [claims[0].doc_id, claims[1].doc_id]},
+        "lease.token": token,
+        "status": "processing",
+    }
+    assert done["u"] == {
+        "$set": {"status": "processed", "processed_at": T},
+        "$unset": {"lease": "", "available_at": "", "error": ""},
+    }
+    assert done["multi"] is True
+
+
+async def test_renewal_replaces_the_whole_lease_for_one_token(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    store, recorder = rec
+    await store.renew("agent-1", "tok", LEASE_END)
+    [(name, command)] = recorder.take()
+    [statement] = command["updates"]
+    assert statement["q"] == {"lease.token": "tok", "status": "processing"}
+    # the lease is replaced whole, never by a dotted path (which would also break on nx-27017)
+    assert statement["u"] == {
+        "$set": {"lease": {"owner": "agent-1", "token": "tok", "expires_at": LEASE_END}}
+    }
+
+
+async def test_release_is_fenced_and_can_undo_the_attempt(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    store, recorder = rec
+    await store.release("tok", [1, 2], undo_attempt=True)
+    [(_, command)] = recorder.take()
+    [statement] = command["updates"]
+    assert statement["q"] == {"_id": {"$in": [1, 2]}, "lease.token": "tok", "status": "processing"}
+    assert statement["u"] == {
+        "$set": {"status": "pending"},
+        "$unset": {"lease": ""},
+        "$inc": {"attempts": -1},
+    }

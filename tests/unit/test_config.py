@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+
+from pulling_agent.config import ChangeStreams, load_settings, redact_uri
+from pulling_agent.errors import ConfigError
+
+BASE = {"MONGODB_URI": "mongodb://h:27017", "MONGODB_DATABASE": "d", "MONGODB_COLLECTION": "c"}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for key in list(__import__("os").environ):
+        if key.startswith(("MONGODB_", "BATCH_", "POLL_", "LOG_", "HANDLER", "ENABLE_")):
+            monkeypatch.delenv(key)
+    for key, value in BASE.items():
+        monkeypatch.setenv(key, value)
+    return monkeypatch
+
+
+def test_seed_defaults(env: pytest.MonkeyPatch) -> None:
+    s = load_settings()
+    assert (s.poll_interval, s.batch_size, s.shutdown_timeout) == (5, 100, 30)
+    assert (s.log_level, s.heartbeat_interval, s.control_polling_interval) == ("INFO", 5, 10)
+    assert s.enable_distributed_control is True
+    assert s.enable_change_streams is ChangeStreams.AUTO
+    assert s.health_dir == Path("/tmp/health")
+    assert s.control_file == Path("/tmp/control/state")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BATCH_SIZE", "abc"),
+        ("BATCH_SIZE", "0"),
+        ("POLL_INTERVAL", "-1"),
+        ("LOG_LEVEL", "LOUD"),
+        ("ENABLE_CHANGE_STREAMS", "maybe"),
+        ("MAX_ATTEMPTS", "0"),
+        ("CONCURRENCY", ""),
+    ],
+)
+def test_invalid_values_name_the_variable(env: pytest.MonkeyPatch, name: str, value: str) -> None:
+    env.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith(f"{name} is invalid")
+    assert "\n" not in message
+
+
+def test_missing_required_variable(env: pytest.MonkeyPatch) -> None:
+    env.delenv("MONGODB_COLLECTION")
+    with pytest.raises(ConfigError, match=r"^MONGODB_COLLECTION is required"):
+        load_settings()
+
+
+def test_uri_password_never_in_errors_or_repr(env: pytest.MonkeyPatch) -> None:
+    env.setenv("MONGODB_URI", "http://admin:hunter2secret@db:27017")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "hunter2secret" not in str(info.value)
+    assert str(info.value).startswith("MONGODB_URI is invalid")
+    env.setenv("MONGODB_URI", "mongodb://admin:hunter2secret@db:27017/?authSource=admin")
+    settings = load_settings()
+    assert "hunter2secret" not in repr(settings)
+    assert "hunter2secret" not in settings.redacted_uri
+    assert "hunter2secret" in settings.secrets()
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected"),
+    [
+        ("mongodb://u:p@h:1/db", "mongodb://u:***@h:1/db"),
+        ("mongodb+srv://u:p%40ss@cluster.example/", "mongodb+srv://u:***@cluster.example/"),
+        ("mongodb://h:1", "mongodb://h:1"),
+        ("mongodb://u:p@x@h:1", "mongodb://u:***@h:1"),
+    ],
+)
+def test_redact_uri(uri: str, expected: str) -> None:
+    assert redact_uri(uri) == expected
+
+
+def test_change_streams_accepts_always_and_booleans(env: pytest.MonkeyPatch) -> None:
+    for raw, expected in [("always", "always"), ("False", "false"), ("1", "true")]:
+        env.setenv("ENABLE_CHANGE_STREAMS", raw)
+        assert load_settings().enable_change_streams.value == expected

@@ -1,0 +1,33 @@
+import os
+import time
+from pathlib import Path
+
+from pulling_agent.health import LIVENESS, READINESS, HealthFiles, check
+
+
+def test_readiness_follows_ready_flag_and_liveness_starts_with_state(tmp_path: Path) -> None:
+    files = HealthFiles(tmp_path)
+    files.write("running", True, {"processed": 3})
+    assert (tmp_path / READINESS).exists()
+    lines = (tmp_path / LIVENESS).read_text().splitlines()
+    assert lines[0] == "running"
+    assert lines[1].startswith("timestamp=")
+    assert "processed=3" in lines
+    files.write("paused", False, {})
+    assert not (tmp_path / READINESS).exists()
+    assert (tmp_path / LIVENESS).read_text().splitlines()[0] == "paused"
+    files.clear()
+    assert not (tmp_path / LIVENESS).exists()
+
+
+def test_check_reports_fresh_stale_missing_and_not_ready(tmp_path: Path) -> None:
+    assert not check(tmp_path, 30).healthy
+    files = HealthFiles(tmp_path)
+    files.write("paused", False, {})
+    report = check(tmp_path, 30)
+    assert report.healthy and report.state == "paused"
+    assert not check(tmp_path, 30, require_ready=True).healthy
+    old = time.time() - 100
+    os.utime(tmp_path / LIVENESS, (old, old))
+    stale = check(tmp_path, 30)
+    assert not stale.healthy and "old" in stale.message

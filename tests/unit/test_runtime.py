@@ -1,0 +1,345 @@
+"""The runtime over the in-memory store: lifecycle, control, retries, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from pulling_agent.control.requests import Source
+from pulling_agent.handlers import HandlerRunner
+from pulling_agent.health import LIVENESS, READINESS
+from pulling_agent.queue.memory import MemoryWorkStore
+from pulling_agent.queue.model import ClaimKind
+from pulling_agent.runtime import Agent
+from pulling_agent.state import AgentState
+from tests.conftest import async_wait_until, make_settings
+
+Handler = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def noop(doc: dict[str, Any]) -> None:
+    return None
+
+
+def pending(n: int, **fields: Any) -> list[dict[str, Any]]:
+    return [{"status": "pending", "n": i, **fields} for i in range(n)]
+
+
+class Running:
+    """An agent running as a task, for one test."""
+
+    def __init__(self, agent: Agent, task: asyncio.Task[int]) -> None:
+        self.agent = agent
+        self.task = task
+
+    async def stop(self) -> int:
+        self.agent.request_shutdown("test")
+        return await asyncio.wait_for(self.task, 30)
+
+
+@pytest.fixture
+async def start(tmp_path: Path) -> AsyncIterator[Callable[..., Running]]:
+    started: list[Running] = []
+
+    def _start(store: MemoryWorkStore, handler: Handler = noop, **overrides: Any) -> Running:
+        agent = Agent(make_settings(tmp_path, **overrides), store, handler)
+        running = Running(agent, asyncio.create_task(agent.run(install_signals=False)))
+        started.append(running)
+        return running
+
+    yield _start
+    for running in started:
+        if not running.task.done():
+            await running.stop()
+
+
+def statuses(store: MemoryWorkStore) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for doc in store.all():
+        out[doc["status"]] = out.get(doc["status"], 0) + 1
+    return out
+
+
+def liveness_state(agent: Agent) -> str:
+    return (agent.settings.health_dir / LIVENESS).read_text().splitlines()[0]
+
+
+async def test_processes_every_document_once_and_records_processed_at(
+    start: Callable[..., Running],
+) -> None:
+    calls: list[int] = []
+
+    async def handler(doc: dict[str, Any]) -> None:
+        calls.append(doc["n"])
+
+    store = MemoryWorkStore(pending(95, payload="keep me"))
+    run = start(store, handler)
+    await async_wait_until(lambda: statuses(store) == {"processed": 95}, what="all processed")
+    assert sorted(calls) == list(range(95))
+    doc = store.all()[0]
+    assert isinstance(doc["processed_at"], datetime)
+    assert doc["payload"] == "keep me" and doc["attempts"] == 1 and "lease" not in doc
+    assert await run.stop() == 0
+
+
+async def test_backlog_is_claimed_in_batches_not_per_document(
+    start: Callable[..., Running],
+) -> None:
+    store = MemoryWorkStore(pending(100))
+    run = start(store, batch_size=50)
+    await async_wait_until(lambda: statuses(store) == {"processed": 100})
+    await run.stop()
+    assert store.calls.count("claim") <= 6
+    assert store.calls.count("complete") <= 8
+
+
+async def test_failures_retry_then_dead_letter_and_nothing_is_lost(
+    start: Callable[..., Running],
+) -> None:
+    async def handler(doc: dict[str, Any]) -> None:
+        if doc["n"] == 0 or (doc["n"] == 1 and doc["attempts"] < 2):
+            raise RuntimeError(f"bad {doc['n']}")
+
+    store = MemoryWorkStore(pending(5))
+    run = start(store, handler, max_attempts=3)
+    await async_wait_until(lambda: statuses(store) == {"failed": 1, "processed": 4})
+    await run.stop()
+    poison, flaky = store.get(1), store.get(2)
+    assert poison["attempts"] == 3
+    assert poison["error"]["type"] == "RuntimeError" and poison["error"]["message"] == "bad 0"
+    assert [e["attempt"] for e in poison["errors"]] == [1, 2, 3]
+    assert isinstance(poison["failed_at"], datetime)
+    assert flaky["status"] == "processed" and flaky["attempts"] == 2
+    assert run.agent.pipeline.counters.retried == 3
+    assert await store.requeue(None) == 1
+    assert store.get(1)["status"] == "pending" and store.get(1)["attempts"] == 0
+
+
+async def test_a_handler_that_hangs_is_timed_out(start: Callable[..., Running]) -> None:
+    async def hang(doc: dict[str, Any]) -> None:
+        await asyncio.Event().wait()
+
+    store = MemoryWorkStore(pending(1))
+    runner = HandlerRunner(hang, 1, timeout=0.05)
+    run = start(store, runner, max_attempts=1)
+    await async_wait_until(lambda: statuses(store) == {"failed": 1})
+    assert store.get(1)["error"]["type"] == "TimeoutError"
+    await run.stop()
+
+
+async def test_document_claimed_too_often_is_dead_lettered_without_running(
+    start: Callable[..., Running],
+) -> None:
+    called: list[Any] = []
+
+    async def handler(doc: dict[str, Any]) -> None:
+        called.append(doc)
+
+    expired = datetime.now(UTC) - timedelta(seconds=1)
+    store = MemoryWorkStore(
+        [{"status": "processing", "attempts": 3, "lease": {"token": "dead", "expires_at": expired}}]
+    )
+    run = start(store, handler, max_attempts=3)
+    await async_wait_until(lambda: statuses(store) == {"failed": 1})
+    await run.stop()
+    assert called == []
+    assert store.get(1)["error"]["type"] == "AttemptsExhausted"
+
+
+async def test_pause_finishes_in_flight_then_claims_nothing_until_resume(
+    start: Callable[..., Running],
+) -> None:
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def handler(doc: dict[str, Any]) -> None:
+        started.set()
+        await release.wait()
+
+    store = MemoryWorkStore(pending(3))
+    run = start(store, handler, batch_size=3)
+    await asyncio.wait_for(started.wait(), 10)
+    run.agent.request_pause(Source.API, "test", "tester")
+    assert run.agent.state is AgentState.PAUSING
+    release.set()
+    await async_wait_until(lambda: run.agent.state is AgentState.PAUSED)
+    assert statuses(store) == {"processed": 3}, "in-flight work completes during a pause"
+    claims_when_paused = store.calls.count("claim")
+    store.insert(pending(4))
+    for _ in range(50):  # let every task run many times over; nothing may claim
+        run.agent.pipeline.kick.set()
+        await asyncio.sleep(0)
+    assert store.calls.count("claim") == claims_when_paused
+    assert statuses(store) == {"processed": 3, "pending": 4}
+    run.agent.request_resume(Source.API)
+    await async_wait_until(lambda: statuses(store) == {"processed": 7})
+    await run.stop()
+
+
+async def test_standing_pause_in_control_file_is_honoured_before_first_claim(
+    start: Callable[..., Running], tmp_path: Path
+) -> None:
+    control = tmp_path / "control" / "state"
+    control.parent.mkdir(parents=True)
+    control.write_text("pause\n")
+    store = MemoryWorkStore(pending(5))
+    run = start(store)
+    await async_wait_until(lambda: run.agent.state is AgentState.PAUSED)
+    await async_wait_until(lambda: liveness_state(run.agent) == "paused")
+    assert "claim" not in store.calls
+    assert not (run.agent.settings.health_dir / READINESS).exists()
+    control.write_text("running\n")
+    await async_wait_until(lambda: statuses(store) == {"processed": 5})
+    assert (run.agent.settings.health_dir / READINESS).exists()
+    await run.stop()
+
+
+async def test_control_file_swapped_like_kubelet_is_followed(
+    start: Callable[..., Running], tmp_path: Path
+) -> None:
+    """kubelet writes a new timestamped dir and renames the ``..data`` symlink over the old."""
+    control_dir = tmp_path / "control"
+    control_dir.mkdir()
+
+    def publish(value: str, version: int) -> None:
+        data = control_dir / f"..2026_01_01_00_00_0{version}.000"
+        data.mkdir()
+        (data / "state").write_text(value)
+        tmp_link = control_dir / "..data_tmp"
+        tmp_link.symlink_to(data.name)
+        os.replace(tmp_link, control_dir / "..data")
+        if not (control_dir / "state").is_symlink():
+            (control_dir / "state").symlink_to("..data/state")
+
+    publish("running", 1)
+    store = MemoryWorkStore()
+    run = start(store)
+    await async_wait_until(lambda: run.agent.state is AgentState.RUNNING)
+    publish("pause", 2)
+    await async_wait_until(lambda: run.agent.state is AgentState.PAUSED, what="pause via swap")
+    publish("resume", 3)
+    await async_wait_until(lambda: run.agent.state is AgentState.RUNNING, what="resume via swap")
+    await run.stop()
+
+
+async def test_bad_control_values_are_logged_once_and_ignored(
+    start: Callable[..., Running], tmp_path: Path
+) -> None:
+    control = tmp_path / "control" / "state"
+    control.parent.mkdir(parents=True)
+    control.write_text("pause")
+    run = start(MemoryWorkStore(), control_file_interval=3600)
+    await async_wait_until(lambda: run.agent.state is AgentState.PAUSED)
+    control.write_bytes(b"pasue\xff")
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):  # several reads of the same bad value
+            run.agent.read_control_file()
+        control.write_bytes(b"")
+        run.agent.read_control_file()
+    assert run.agent.state is AgentState.RUNNING, "an empty file withdraws the pause"
+    ignored = [e for e in logs if e["event"].startswith("Ignoring control file value")]
+    assert len(ignored) == 1
+    assert ignored[0]["value"] == "pasue\ufffd"
+    await run.stop()
+
+
+async def test_signal_resume_does_not_override_control_file_pause(
+    start: Callable[..., Running], tmp_path: Path
+) -> None:
+    control = tmp_path / "control" / "state"
+    control.parent.mkdir(parents=True)
+    control.write_text("pause")
+    run = start(MemoryWorkStore())
+    await async_wait_until(lambda: run.agent.state is AgentState.PAUSED)
+    run.agent.request_pause(Source.SIGNAL, "SIGUSR1", "signal")
+    run.agent.request_resume(Source.SIGNAL)
+    assert run.agent.state is AgentState.PAUSED
+    assert [r.source for r in run.agent.pauses.holders()] == [Source.CONTROL_FILE]
+    await async_wait_until(
+        lambda: (
+            "paused_by=control_file"
+            in "".join((run.agent.settings.health_dir / LIVENESS).read_text())
+        )
+    )
+    await run.stop()
+
+
+async def test_shutdown_releases_unstarted_and_unfinished_leases(
+    start: Callable[..., Running],
+) -> None:
+    started = asyncio.Event()
+
+    async def hang(doc: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    store = MemoryWorkStore(pending(10))
+    run = start(store, hang, batch_size=10, concurrency=2, shutdown_timeout=0.1)
+    await asyncio.wait_for(started.wait(), 10)
+    assert await run.stop() == 0
+    docs = store.all()
+    assert {d["status"] for d in docs} == {"pending"}
+    assert all("lease" not in d for d in docs)
+    attempts = sorted(d["attempts"] for d in docs)
+    assert attempts == [0] * 8 + [1, 1], "unstarted claims are undone, cancelled ones count"
+    assert not (run.agent.settings.health_dir / LIVENESS).exists()
+
+
+async def test_second_shutdown_request_forces_exit_without_waiting(
+    start: Callable[..., Running],
+) -> None:
+    started = asyncio.Event()
+
+    async def hang(doc: dict[str, Any]) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    store = MemoryWorkStore(pending(1))
+    run = start(store, hang, shutdown_timeout=3600)
+    await asyncio.wait_for(started.wait(), 10)
+    run.agent.request_shutdown("first")
+    await async_wait_until(lambda: run.agent.state is AgentState.STOPPING)
+    run.agent.request_shutdown("second")
+    assert await asyncio.wait_for(run.task, 10) == 1
+    assert store.get(1)["status"] == "pending"
+
+
+async def test_late_finisher_whose_lease_was_taken_over_changes_nothing(
+    start: Callable[..., Running],
+) -> None:
+    started = asyncio.Event()
+    finish = asyncio.Event()
+
+    async def slow(doc: dict[str, Any]) -> None:
+        started.set()
+        await finish.wait()
+
+    store = MemoryWorkStore(pending(1))
+    run = start(store, slow, batch_size=1)
+    await asyncio.wait_for(started.wait(), 10)
+    later = datetime.now(UTC) + timedelta(hours=1)  # the first lease has expired by then
+    [takeover] = await store.claim("other", 1, 30, later, [ClaimKind.EXPIRED])
+    finish.set()
+    await async_wait_until(lambda: run.agent.pipeline.counters.lost_leases == 1)
+    doc = store.get(1)
+    assert doc["status"] == "processing" and doc["lease"]["owner"] == "other"
+    assert takeover.attempts == 2
+    await run.stop()
+
+
+async def test_health_files_track_state(start: Callable[..., Running]) -> None:
+    run = start(MemoryWorkStore())
+    health = run.agent.settings.health_dir
+    await async_wait_until(lambda: (health / READINESS).exists())
+    assert liveness_state(run.agent) == "running"
+    run.agent.request_pause(Source.SIGNAL, "SIGUSR1", "signal")
+    await async_wait_until(lambda: liveness_state(run.agent) == "paused")
+    assert not (health / READINESS).exists()
+    await run.stop()
