@@ -13,8 +13,8 @@ Client = AsyncMongoClient[dict[str, Any]]
 
 
 def open_client(settings: Settings, **options: Any) -> Client:
-    """A client for ``MONGODB_URI``; connects lazily, datetimes come back timezone-aware."""
-    options.setdefault("serverSelectionTimeoutMS", 10_000)
+    """A client for ``MONGODB_URI``; connects lazily, datetimes come back timezone-aware.
+    Driver options (timeouts, TLS, replicaSet, ...) belong in the URI."""
     return AsyncMongoClient(
         settings.uri, tz_aware=True, appname=f"pulling-agent/{__version__}", **options
     )

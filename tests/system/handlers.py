@@ -1,0 +1,22 @@
+"""Handlers that system-test agents load by name (``HANDLER=tests.system.handlers:record``)."""
+
+import os
+import time
+from typing import Any
+
+
+class PoisonError(Exception):
+    pass
+
+
+def record(doc: dict[str, Any]) -> None:
+    """Append ``n pid`` to RECORD_FILE (one write, O_APPEND), sleep HANDLER_SLEEP, fail on
+    documents marked ``poison``."""
+    fd = os.open(os.environ["RECORD_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{doc['n']} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+    time.sleep(float(os.environ.get("HANDLER_SLEEP", "0")))
+    if doc.get("poison"):
+        raise PoisonError(f"document {doc['n']} is poison")
