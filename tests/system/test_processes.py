@@ -111,7 +111,9 @@ def test_signals_and_kubelet_style_control_file_swap_change_health_files(spawn: 
 
     publish("pause", 1)
     wait_until(lambda: agent.liveness()[:1] == ["paused"], what="paused by control file")
-    assert any(line == "paused_by=control_file(control file says pause)" for line in agent.liveness())
+    assert any(
+        line == "paused_by=control_file(control file says pause)" for line in agent.liveness()
+    )
     publish("resume", 2)
     wait_until(lambda: agent.liveness()[:1] == ["running"], what="running after file resume")
     agent.signal(signal.SIGTERM)

@@ -56,8 +56,10 @@ def claim_filter(kind: ClaimKind, now: datetime) -> Document:
 
 
 def leased_filter(doc_id: Any, token: str) -> Document:
-    """The fence every completion carries."""
-    return {"_id": doc_id, "lease.token": token, "status": Status.PROCESSING.value}
+    """The fence every completion and release carries: the document is still processing
+    under this lease. ``doc_id`` may be a list, for a batch of documents of one lease."""
+    match = {"$in": list(doc_id)} if isinstance(doc_id, list) else doc_id
+    return {"_id": match, "lease.token": token, "status": Status.PROCESSING.value}
 
 
 def completion_update(c: Completion, now: datetime) -> Document:
@@ -176,8 +178,7 @@ class MongoWorkStore:
                 )
         done = Completion(None, "", OutcomeKind.PROCESSED)
         for token, ids in processed.items():
-            fence = {"_id": {"$in": ids}, "lease.token": token, "status": Status.PROCESSING.value}
-            requests.append(UpdateMany(fence, completion_update(done, now)))
+            requests.append(UpdateMany(leased_filter(ids, token), completion_update(done, now)))
         result = await self.collection.bulk_write(requests, ordered=False)
         return result.modified_count
 
@@ -187,14 +188,7 @@ class MongoWorkStore:
         update: Document = {"$set": {"status": Status.PENDING.value}, "$unset": {"lease": ""}}
         if undo_attempt:
             update["$inc"] = {"attempts": -1}
-        result = await self.collection.update_many(
-            {
-                "_id": {"$in": list(doc_ids)},
-                "lease.token": token,
-                "status": Status.PROCESSING.value,
-            },
-            update,
-        )
+        result = await self.collection.update_many(leased_filter(list(doc_ids), token), update)
         return result.modified_count
 
     async def list_failed(self, limit: int) -> list[Document]:
