@@ -9,7 +9,6 @@ See ../shared/NX-27017.md for the measurements.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import pytest
 

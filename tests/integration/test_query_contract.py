@@ -54,16 +54,18 @@ async def rec(mongo_uri: str, db_name: str) -> AsyncIterator[tuple[MongoWorkStor
     await client.close()
 
 
-async def test_fresh_claim_is_one_find_and_one_conditional_update(
+async def test_fresh_claims_are_one_conditional_update_and_a_find_every_other_batch(
     rec: tuple[MongoWorkStore, Recorder],
 ) -> None:
     store, recorder = rec
-    claims = await store.claim("agent-1", 100, 30, T, [ClaimKind.FRESH])
-    assert len(claims) == 100
+    claims = await store.claim("agent-1", 50, 30, T, [ClaimKind.FRESH])
+    assert len(claims) == 50
     (find_name, find), (update_name, update) = recorder.take()
     assert (find_name, update_name) == ("find", "update")
     assert find["filter"] == {"status": "pending", "available_at": None}
-    assert find["sort"] == {"_id": 1} and find["limit"] == 100
+    assert find["sort"] == {"_id": 1}
+    assert find["limit"] == 100, "two batches of candidates: the spare feeds the next claim"
+    assert find["batchSize"] >= 100, "all candidates in the first reply (no getMore)"
     [statement] = update["updates"]
     ids = [c.doc_id for c in claims]
     assert statement["q"] == {"_id": {"$in": ids}, "status": "pending", "available_at": None}
@@ -73,6 +75,25 @@ async def test_fresh_claim_is_one_find_and_one_conditional_update(
         "$inc": {"attempts": 1},
     }
     assert statement["multi"] is True
+
+    second = await store.claim("agent-1", 50, 30, T, [ClaimKind.FRESH])
+    [(name, update)] = recorder.take()
+    assert name == "update", "the spare candidates need no find"
+    assert update["updates"][0]["q"]["_id"] == {"$in": [c.doc_id for c in second]}
+    assert not {c.doc_id for c in second} & set(ids)
+
+
+async def test_stale_spare_candidates_are_lost_not_double_claimed(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    store, _ = rec
+    other = MongoWorkStore(store.collection)
+    mine = await store.claim("agent-1", 50, 30, T, [ClaimKind.FRESH])
+    theirs = await other.claim("agent-2", 50, 30, T, [ClaimKind.FRESH])
+    again = await store.claim("agent-1", 50, 30, T, [ClaimKind.FRESH])
+    assert again == [], "agent-1's spare candidates were all taken by agent-2"
+    ids = [c.doc_id for c in mine + theirs]
+    assert len(ids) == len(set(ids)) == 100
 
 
 async def test_recovery_claims_repeat_their_filter_per_document(

@@ -14,6 +14,7 @@ the lease is always replaced whole, never by a dotted path.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ from pulling_agent.queue.model import (
     Status,
 )
 
+SPARE_FACTOR = 2  # fresh candidates read per find, in batches: the spare feeds the next claim
+SPARE_MAX_AGE = 1.0  # seconds a spare candidate list stays usable
 CONTENTION_ROUNDS = 3  # look again at once when other agents won some of the candidates
 
 INDEXES: dict[str, list[tuple[str, int]]] = {
@@ -80,6 +83,8 @@ def completion_update(c: Completion, now: datetime) -> Document:
 class MongoWorkStore:
     def __init__(self, collection: AsyncCollection[Document]) -> None:
         self.collection = collection
+        self._spare: list[Document] = []
+        self._spare_at = 0.0
 
     async def ensure_indexes(self) -> list[str]:
         warnings = []
@@ -122,8 +127,7 @@ class MongoWorkStore:
         """Claim up to ``limit`` documents of one kind. Returns the claims and how many
         candidates were found (more than claimed when another agent won some)."""
         match = claim_filter(kind, now)
-        cursor = self.collection.find(match, sort=[("_id", ASCENDING)], limit=limit)
-        candidates = await cursor.to_list(length=limit)
+        candidates, from_spare = await self._candidates(kind, match, limit)
         if not candidates:
             return [], 0
         ids = [doc["_id"] for doc in candidates]
@@ -151,11 +155,36 @@ class MongoWorkStore:
             won = candidates
         elif result.modified_count == 0:
             won = []
+            if from_spare:
+                self._spare = []  # stale: other agents got there first
         else:  # another agent took some: read back exactly what this token holds
             reread = self.collection.find({"_id": {"$in": ids}, "lease.token": lease["token"]})
             won = await reread.to_list(length=len(ids))
+        if from_spare and len(won) < len(ids):
+            self._spare = []
         claims = [Claim(d["_id"], lease["token"], int(d["attempts"]), d, kind) for d in won]
         return claims, len(candidates)
+
+    async def _candidates(
+        self, kind: ClaimKind, match: Document, limit: int
+    ) -> tuple[list[Document], bool]:
+        """Up to ``limit`` candidates, and whether they came from the spare list.
+
+        A fresh-work find reads ``SPARE_FACTOR`` batches; the next claim uses the spare ones
+        without a find while they are younger than ``SPARE_MAX_AGE``. The conditional
+        update re-checks every candidate, so a stale one is merely lost, never double-claimed.
+        """
+        if kind is ClaimKind.FRESH and self._spare:
+            if time.monotonic() - self._spare_at < SPARE_MAX_AGE:
+                taken, self._spare = self._spare[:limit], self._spare[limit:]
+                return taken, True
+            self._spare = []
+        read = limit * SPARE_FACTOR if kind is ClaimKind.FRESH else limit
+        cursor = self.collection.find(match, sort=[("_id", ASCENDING)], limit=read, batch_size=read)
+        found = await cursor.to_list(length=read)
+        if kind is ClaimKind.FRESH:
+            self._spare, self._spare_at = found[limit:], time.monotonic()
+        return found[:limit], False
 
     async def renew(self, owner: str, token: str, expires_at: datetime) -> int:
         result = await self.collection.update_many(
