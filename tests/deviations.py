@@ -38,3 +38,14 @@ def apply(item: pytest.Item) -> None:
     if params is not None and "memory" in params.params.values():
         return
     item.add_marker(pytest.mark.xfail(reason=marker.kwargs["reason"], strict=True))
+
+
+# Deviations the product meets without bending MongoDB semantics, so no assertion is marked:
+# - A compound index that includes _id is accepted in --data-dir mode, after which every
+#   insert into the collection fails ("JSON path error near '_id'"); the claim index is
+#   {status, available_at} (index order, no sort), which is also the better MongoDB index.
+# - $in combined with a comparison on a $set-stored date matches nothing in update_many;
+#   recovery claims use per-_id conditional updates in one bulk_write (equally atomic).
+# - An $or inside a change stream's $match delivers nothing, and change events carry no
+#   updateDescription; the wake-up filter uses $in/$nin, which on nx-27017 merely wakes on
+#   more events than on MongoDB.

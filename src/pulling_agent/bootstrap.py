@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from pulling_agent.config import ChangeStreams, Settings
-from pulling_agent.database import open_client
+from pulling_agent.database import Client, open_client
 from pulling_agent.logs import get_logger
 from pulling_agent.pipeline import RunHandler
 from pulling_agent.queue.mongo import MongoWorkStore
@@ -26,11 +26,16 @@ async def run_agent(
     )
     client = open_client(settings)
     try:
-        collection = client[settings.mongodb_database][settings.mongodb_collection]
-        wakeup = None
-        if settings.enable_change_streams is not ChangeStreams.OFF:
-            wakeup = partial(watch_for_work, client, collection, settings.enable_change_streams)
-        agent = Agent(settings, MongoWorkStore(collection), run_handler, wakeup=wakeup)
+        agent = build_agent(settings, client, run_handler)
         return await agent.run(install_signals=install_signals)
     finally:
         await client.close()
+
+
+def build_agent(settings: Settings, client: Client, run_handler: RunHandler) -> Agent:
+    """An agent on ``client``'s work collection, woken by change streams where enabled."""
+    collection = client[settings.mongodb_database][settings.mongodb_collection]
+    wakeup = None
+    if settings.enable_change_streams is not ChangeStreams.OFF:
+        wakeup = partial(watch_for_work, client, collection, settings.enable_change_streams)
+    return Agent(settings, MongoWorkStore(collection), run_handler, wakeup=wakeup)

@@ -62,6 +62,7 @@ class Counters:
     released: int = 0
     lost_leases: int = 0
     store_errors: int = 0
+    idle_waits: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -148,6 +149,7 @@ class Pipeline:
             if claims:
                 self._accept(claims)
                 continue
+            self.counters.idle_waits += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.kick.wait(), self._settings.poll_interval)
 

@@ -20,3 +20,9 @@ def record(doc: dict[str, Any]) -> None:
     time.sleep(float(os.environ.get("HANDLER_SLEEP", "0")))
     if doc.get("poison"):
         raise PoisonError(f"document {doc['n']} is poison")
+
+
+def hang(doc: dict[str, Any]) -> None:
+    """A sync handler that never finishes in time (its thread cannot be cancelled)."""
+    record(doc)
+    time.sleep(600)

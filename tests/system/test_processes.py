@@ -205,3 +205,58 @@ def test_module_entry_point_and_console_script_agree() -> None:
     assert result.returncode == 0
     for command in ("run", "demo", "health", "dlq"):
         assert command in result.stdout
+
+
+def test_hung_sync_handler_does_not_block_shutdown_and_its_lease_is_released(
+    spawn: Any, work: Any
+) -> None:
+    work.insert_many(docs(1))
+    agent = spawn("agent", HANDLER="tests.system.handlers:hang", SHUTDOWN_TIMEOUT="0.5")
+    wait_until(lambda: statuses(work) == {"processing": 1}, what="handler started")
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(timeout=30) == 0
+    [doc] = work.find()
+    assert doc["status"] == "pending"
+    assert doc["attempts"] == 1, "an abandoned attempt still counts"
+    assert "lease" not in doc
+
+
+def test_agent_rides_out_a_mongodb_outage(spawn: Any, tmp_path: Path) -> None:
+    from pymongo import MongoClient
+    from pymongo.errors import AutoReconnect
+
+    from pulling_agent.embedded import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path / "own-server").start()
+    client: MongoClient[dict[str, Any]] = MongoClient(server.uri, serverSelectionTimeoutMS=20_000)
+    try:
+        work = client.outage.work
+        work.insert_many(docs(20))
+        agent = spawn(
+            "agent",
+            MONGODB_URI=server.uri + "?serverSelectionTimeoutMS=500",
+            MONGODB_DATABASE="outage",
+            HANDLER_SLEEP="0.02",
+            CONCURRENCY="1",
+            BATCH_SIZE="5",
+        )
+        wait_until(lambda: statuses(work).get("processed", 0) >= 3, what="some processed")
+        server.stop()
+        wait_until(lambda: "store unavailable" in agent.log(), what="outage noticed")
+        server.start()
+
+        def insert_late() -> bool:
+            try:
+                work.insert_many(docs(5, late=True))
+            except AutoReconnect:  # the test's own pooled connection died with the server
+                return False
+            return True
+
+        wait_until(insert_late, what="server back")
+        wait_until(lambda: statuses(work) == {"processed": 25}, timeout=90, what="all processed")
+        assert agent.process.poll() is None, "the agent survived the outage"
+        agent.signal(signal.SIGTERM)
+        assert agent.wait() == 0
+    finally:
+        client.close()
+        server.stop()

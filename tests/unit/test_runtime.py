@@ -343,3 +343,23 @@ async def test_health_files_track_state(start: Callable[..., Running]) -> None:
     await async_wait_until(lambda: liveness_state(run.agent) == "paused")
     assert not (health / READINESS).exists()
     await run.stop()
+
+
+async def test_leases_are_renewed_while_a_long_handler_runs(
+    start: Callable[..., Running],
+) -> None:
+    """The handler outlives its first lease three times over; nobody may take it."""
+    taken: list[Any] = []
+
+    async def long_handler(doc: dict[str, Any]) -> None:
+        for _ in range(6):
+            await asyncio.sleep(0.5)  # the work itself: time must pass for leases to expire
+            taken.extend(await store.claim("thief", 1, 30, datetime.now(UTC), [ClaimKind.EXPIRED]))
+
+    store = MemoryWorkStore(pending(1))
+    run = start(store, long_handler, lease_seconds=1)
+    await async_wait_until(lambda: statuses(store) == {"processed": 1}, what="processed")
+    assert taken == []
+    assert run.agent.pipeline.counters.lost_leases == 0
+    assert store.calls.count("renew") >= 3
+    await run.stop()

@@ -40,8 +40,9 @@ SPARE_MAX_AGE = 1.0  # seconds a spare candidate list stays usable
 CONTENTION_ROUNDS = 3  # look again at once when other agents won some of the candidates
 
 INDEXES: dict[str, list[tuple[str, int]]] = {
-    # fresh and due-retry claims, oldest first
-    "pulling_agent_claim": [("status", ASCENDING), ("available_at", ASCENDING), ("_id", ASCENDING)],
+    # fresh and due-retry claims. Equal keys come back in the index's record order, which on
+    # WiredTiger follows insertion: roughly oldest first, without an in-memory sort.
+    "pulling_agent_claim": [("status", ASCENDING), ("available_at", ASCENDING)],
     # expired-lease recovery
     "pulling_agent_expiry": [("status", ASCENDING), ("lease.expires_at", ASCENDING)],
     # renewals, completions and re-reads by lease token
@@ -180,7 +181,7 @@ class MongoWorkStore:
                 return taken, True
             self._spare = []
         read = limit * SPARE_FACTOR if kind is ClaimKind.FRESH else limit
-        cursor = self.collection.find(match, sort=[("_id", ASCENDING)], limit=read, batch_size=read)
+        cursor = self.collection.find(match, limit=read, batch_size=read)
         found = await cursor.to_list(length=read)
         if kind is ClaimKind.FRESH:
             self._spare, self._spare_at = found[limit:], time.monotonic()

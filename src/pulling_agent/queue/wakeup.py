@@ -18,14 +18,16 @@ from pulling_agent.database import Client, use_change_streams
 from pulling_agent.logs import get_logger
 from pulling_agent.queue.model import Document
 
-# inserts, replaces, and updates that set status back to pending (retries, requeues)
+# Inserts, replaces, and updates that may have made work claimable: everything except the
+# agents' own claims and completions. ($nin also matches events with no updateDescription,
+# i.e. inserts and replaces, without an $or.)
 PIPELINE: list[Document] = [
     {
         "$match": {
-            "$or": [
-                {"operationType": {"$in": ["insert", "replace"]}},
-                {"updateDescription.updatedFields.status": "pending"},
-            ]
+            "operationType": {"$in": ["insert", "replace", "update"]},
+            "updateDescription.updatedFields.status": {
+                "$nin": ["processing", "processed", "failed"]
+            },
         }
     }
 ]
@@ -56,6 +58,7 @@ async def watch_for_work(
     while True:
         try:
             async with await collection.watch(PIPELINE) as stream:
+                arrived.set()  # look once more: work may have arrived before the stream opened
                 async for _change in stream:
                     arrived.set()
         except PyMongoError as exc:
