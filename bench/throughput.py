@@ -164,7 +164,7 @@ async def measure(
 
 async def main(n: int, delay: float, batch_size: int) -> None:
     configure_logging("ERROR")
-    console = Console()
+    console = Console(width=130)
     rows: list[Row] = []
     with EmbeddedServer() as server, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

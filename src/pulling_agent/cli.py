@@ -58,6 +58,8 @@ def run() -> None:
     settings = _settings()
     if not settings.handler:
         raise _fail("HANDLER is required: set it to module:function, e.g. myapp.jobs:handle")
+    if os.getcwd() not in sys.path:  # like uvicorn and celery: the working directory imports
+        sys.path.insert(0, os.getcwd())
     try:
         handler = load_handler(settings.handler)
     except PullingAgentError as exc:

@@ -5,7 +5,8 @@ Four kinds of task share this object inside one event loop:
 * the *claimer* leases the next batch as soon as fewer than ``BATCH_SIZE / 2`` claimed
   documents wait to start, so claiming overlaps processing and a backlog never sleeps;
   when a claim comes back empty it waits for a wake-up (change stream or a state change)
-  or ``POLL_INTERVAL``;
+  or ``POLL_INTERVAL``. Due retries and expired leases are swept for at most every
+  ``POLL_INTERVAL`` (they produce no wake-up event), fresh work on every claim;
 * ``CONCURRENCY`` *workers* run the handler, one document each;
 * the *flusher* writes outcomes with one ``bulk_write`` per batch (group commit: whatever
   accumulated while the previous write was in flight goes out in the next one);
@@ -142,9 +143,6 @@ class Pipeline:
             if claims is None:  # the store failed; _claim already waited
                 continue
             if sweep_due:
-                last_sweep = loop.time()
-            elif not claims:  # nothing fresh: look for due retries and expired leases now
-                claims = await self._claim(RECOVERY) or []
                 last_sweep = loop.time()
             if claims:
                 self._accept(claims)

@@ -43,10 +43,10 @@ INDEXES: dict[str, list[tuple[str, int]]] = {
     # fresh and due-retry claims. Equal keys come back in the index's record order, which on
     # WiredTiger follows insertion: roughly oldest first, without an in-memory sort.
     "pulling_agent_claim": [("status", ASCENDING), ("available_at", ASCENDING)],
-    # expired-lease recovery
+    # expired-lease recovery; renewals find a lease's documents among the few processing
+    # ones through its status prefix (completions and re-reads go by _id), so the lease
+    # token needs no index of its own - one less index to maintain on every write
     "pulling_agent_expiry": [("status", ASCENDING), ("lease.expires_at", ASCENDING)],
-    # renewals, completions and re-reads by lease token
-    "pulling_agent_token": [("lease.token", ASCENDING)],
 }
 
 

@@ -1,0 +1,30 @@
+"""Example handlers. Run one with:
+
+    HANDLER=examples.handlers:send_invoice pulling-agent run
+
+A handler receives the work document (a dict) and returns nothing. Raising an exception
+marks the attempt failed: the document is retried with backoff, and after MAX_ATTEMPTS it
+is kept in the dead letter (``status: failed``) - never lost. Delivery is at-least-once: a
+handler can run again for a document whose previous agent died mid-way, so make it
+idempotent (e.g. key external side effects on the document's ``_id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+async def send_invoice(document: dict[str, Any]) -> None:
+    """An async handler: runs on the agent's event loop, CONCURRENCY at a time."""
+    if "customer" not in document:
+        raise ValueError("document has no customer")  # retried, then dead-lettered
+    await asyncio.sleep(0.01)  # stand-in for an HTTP call keyed on document["_id"]
+
+
+def resize_image(document: dict[str, Any]) -> None:
+    """A sync handler: runs in a thread pool of CONCURRENCY threads."""
+    log.info("resizing %s", document.get("path"))
