@@ -83,7 +83,10 @@ def demo(
     documents: Annotated[int, typer.Option(help="Sample documents to insert.")] = 600,
     agents: Annotated[int, typer.Option(help="Agents to run side by side.")] = 3,
 ) -> None:
-    """Start an embedded MongoDB-wire server, run agents on sample work, show the result."""
+    """Start an embedded MongoDB-wire server, run agents on sample work, show the result.
+
+    With MONGODB_URI set, the demo uses that server instead: database pulling_agent_demo,
+    whose work collection it replaces."""
     from pulling_agent.demo import run_demo
 
     try:

@@ -1,8 +1,9 @@
 """``pulling-agent demo``: the whole system on sample work, with no setup.
 
-Starts the embedded MongoDB-wire server (unless ``MONGODB_URI`` is set), inserts sample
-documents (a few fail once, a few always fail), runs several agents side by side with the
-built-in demo handler, shows live progress, and prints a summary.
+Starts the embedded MongoDB-wire server (unless ``MONGODB_URI`` is set, in which case it
+uses that server's ``pulling_agent_demo`` database and replaces its ``work`` collection),
+inserts sample documents (a few fail once, a few always fail), runs several agents side by
+side with the built-in demo handler, shows live progress, and prints a summary.
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ async def _run(uri: str, documents: int, agent_count: int, workdir: Path, consol
         await collection.insert_many(sample_documents(documents))
         store = MongoWorkStore(collection)
         runners = [HandlerRunner(demo_handler, s.concurrency, None) for s in settings]
-        agents = [Agent(s, store, r) for s, r in zip(settings, runners, strict=True)]
+        agents = [
+            Agent(s, MongoWorkStore(collection), r) for s, r in zip(settings, runners, strict=True)
+        ]
         started = time.monotonic()
         tasks = [asyncio.create_task(a.run(install_signals=False)) for a in agents]
         counts: dict[str, int] = {}

@@ -39,7 +39,13 @@ from pulling_agent.queue.model import (
     OutcomeKind,
     WorkStore,
 )
-from pulling_agent.queue.retry import AttemptsExhausted, RetryPolicy, error_info, failure_outcome
+from pulling_agent.queue.retry import (
+    AttemptsExhausted,
+    RetryPolicy,
+    error_history,
+    error_info,
+    failure_outcome,
+)
 
 Clock = Callable[[], datetime]
 RunHandler = Callable[[Document], Awaitable[None]]
@@ -204,12 +210,13 @@ class Pipeline:
                 "(its agents died or lost the lease each time)"
             )
             error = error_info(exc, now, claim.attempts)
-            return Completion(
-                claim.doc_id, claim.token, OutcomeKind.FAILED, error, (error.as_document(),)
-            )
+            history = error_history(claim.document, error)
+            return Completion(claim.doc_id, claim.token, OutcomeKind.FAILED, error, history)
         try:
             await self._run_handler(claim.document)
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # SystemExit from a handler fails the document, not us
             now = self._clock()
             outcome = failure_outcome(
                 claim, error_info(exc, now, claim.attempts), self._policy, now, self._jitter()

@@ -363,3 +363,18 @@ async def test_leases_are_renewed_while_a_long_handler_runs(
     assert run.agent.pipeline.counters.lost_leases == 0
     assert store.calls.count("renew") >= 3
     await run.stop()
+
+
+async def test_a_handler_calling_sys_exit_fails_its_document_not_the_agent(
+    start: Callable[..., Running],
+) -> None:
+    async def exits(doc: dict[str, Any]) -> None:
+        if doc["n"] == 0:
+            raise SystemExit(3)
+
+    store = MemoryWorkStore(pending(3))
+    run = start(store, exits, max_attempts=1)
+    await async_wait_until(lambda: statuses(store) == {"failed": 1, "processed": 2})
+    assert store.get(1)["error"]["type"] == "SystemExit"
+    assert run.agent.state is AgentState.RUNNING
+    assert await run.stop() == 0

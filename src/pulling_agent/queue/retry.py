@@ -41,7 +41,8 @@ def error_info(exc: BaseException, at: datetime, attempt: int) -> ErrorInfo:
     )
 
 
-def _history(document: Document, error: ErrorInfo) -> tuple[Document, ...]:
+def error_history(document: Document, error: ErrorInfo) -> tuple[Document, ...]:
+    """The document's previous failures (last ``ERROR_HISTORY - 1``) plus ``error``."""
     previous = document.get("errors")
     kept = [e for e in previous if isinstance(e, dict)] if isinstance(previous, list) else []
     return (*kept[-(ERROR_HISTORY - 1) :], error.as_document())
@@ -51,7 +52,7 @@ def failure_outcome(
     claim: Claim, error: ErrorInfo, policy: RetryPolicy, now: datetime, jitter: float
 ) -> Completion:
     """Retry with backoff while attempts remain, else dead letter. Nothing is dropped."""
-    history = _history(claim.document, error)
+    history = error_history(claim.document, error)
     if claim.attempts >= policy.max_attempts:
         return Completion(claim.doc_id, claim.token, OutcomeKind.FAILED, error, history)
     wait = timedelta(seconds=policy.delay(claim.attempts, jitter))
