@@ -131,6 +131,7 @@ async def _run(uri: str, documents: int, agent_count: int, workdir: Path, consol
             counts = await store.counts()
             live.update(_progress(counts, agents, time.monotonic() - started))
         elapsed = time.monotonic() - started
+        console.print()
         _summary(console, counts, agents, elapsed, documents)
         finished = not counts.get("pending") and not counts.get("processing")
         return 0 if finished and not any(codes) else 1

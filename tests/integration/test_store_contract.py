@@ -139,7 +139,7 @@ async def test_renewal_keeps_a_lease_alive(h: Harness) -> None:
     assert await h.store.renew("a1", "unknown-token", t + timedelta(seconds=60)) == 0
 
 
-async def test_retry_returns_to_pending_with_error_history(h: Harness) -> None:
+async def _fail_once_retry_in_60s(h: Harness) -> tuple[Any, datetime]:
     [doc_id] = await h.insert(pending(1))
     t = now()
     [claim] = await h.store.claim("a1", 1, 30, t, ALL)
@@ -148,6 +148,11 @@ async def test_retry_returns_to_pending_with_error_history(h: Harness) -> None:
         doc_id, claim.token, OutcomeKind.RETRY, e, (e.as_document(),), t + timedelta(seconds=60)
     )
     assert await h.store.complete([retry], t) == 1
+    return doc_id, t
+
+
+async def test_retry_returns_to_pending_with_error_history(h: Harness) -> None:
+    doc_id, t = await _fail_once_retry_in_60s(h)
     doc = await h.get(doc_id)
     assert doc["status"] == "pending" and "lease" not in doc
     assert doc["error"]["type"] == "ValueError" and len(doc["errors"]) == 1
@@ -156,14 +161,7 @@ async def test_retry_returns_to_pending_with_error_history(h: Harness) -> None:
 
 
 async def test_retry_is_not_claimable_before_available_at(h: Harness) -> None:
-    [doc_id] = await h.insert(pending(1))
-    t = now()
-    [claim] = await h.store.claim("a1", 1, 30, t, ALL)
-    e = err(t)
-    retry = Completion(
-        doc_id, claim.token, OutcomeKind.RETRY, e, (e.as_document(),), t + timedelta(seconds=60)
-    )
-    await h.store.complete([retry], t)
+    _, t = await _fail_once_retry_in_60s(h)
     assert await h.store.claim("a1", 1, 30, t + timedelta(seconds=30), ALL) == []
 
 

@@ -60,6 +60,21 @@ async def start(tmp_path: Path) -> AsyncIterator[Callable[..., Running]]:
             await running.stop()
 
 
+class Gate:
+    """A handler that signals when a document starts and holds it until opened."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.opened = asyncio.Event()
+
+    async def __call__(self, doc: dict[str, Any]) -> None:
+        self.started.set()
+        await self.opened.wait()
+
+    async def wait_started(self) -> None:
+        await asyncio.wait_for(self.started.wait(), 10)
+
+
 def statuses(store: MemoryWorkStore) -> dict[str, int]:
     out: dict[str, int] = {}
     for doc in store.all():
@@ -156,19 +171,13 @@ async def test_document_claimed_too_often_is_dead_lettered_without_running(
 async def test_pause_finishes_in_flight_then_claims_nothing_until_resume(
     start: Callable[..., Running],
 ) -> None:
-    release = asyncio.Event()
-    started = asyncio.Event()
-
-    async def handler(doc: dict[str, Any]) -> None:
-        started.set()
-        await release.wait()
-
+    gate = Gate()
     store = MemoryWorkStore(pending(3))
-    run = start(store, handler, batch_size=3)
-    await asyncio.wait_for(started.wait(), 10)
+    run = start(store, gate, batch_size=3)
+    await gate.wait_started()
     run.agent.request_pause(Source.API, "test", "tester")
     assert run.agent.state is AgentState.PAUSING
-    release.set()
+    gate.opened.set()
     await async_wait_until(lambda: run.agent.state is AgentState.PAUSED)
     assert statuses(store) == {"processed": 3}, "in-flight work completes during a pause"
     claims_when_paused = store.calls.count("claim")
@@ -274,15 +283,10 @@ async def test_signal_resume_does_not_override_control_file_pause(
 async def test_shutdown_releases_unstarted_and_unfinished_leases(
     start: Callable[..., Running],
 ) -> None:
-    started = asyncio.Event()
-
-    async def hang(doc: dict[str, Any]) -> None:
-        started.set()
-        await asyncio.Event().wait()
-
+    gate = Gate()
     store = MemoryWorkStore(pending(10))
-    run = start(store, hang, batch_size=10, concurrency=2, shutdown_timeout=0.1)
-    await asyncio.wait_for(started.wait(), 10)
+    run = start(store, gate, batch_size=10, concurrency=2, shutdown_timeout=0.1)
+    await gate.wait_started()
     assert await run.stop() == 0
     docs = store.all()
     assert {d["status"] for d in docs} == {"pending"}
@@ -295,15 +299,10 @@ async def test_shutdown_releases_unstarted_and_unfinished_leases(
 async def test_second_shutdown_request_forces_exit_without_waiting(
     start: Callable[..., Running],
 ) -> None:
-    started = asyncio.Event()
-
-    async def hang(doc: dict[str, Any]) -> None:
-        started.set()
-        await asyncio.Event().wait()
-
+    gate = Gate()
     store = MemoryWorkStore(pending(1))
-    run = start(store, hang, shutdown_timeout=3600)
-    await asyncio.wait_for(started.wait(), 10)
+    run = start(store, gate, shutdown_timeout=3600)
+    await gate.wait_started()
     run.agent.request_shutdown("first")
     await async_wait_until(lambda: run.agent.state is AgentState.STOPPING)
     run.agent.request_shutdown("second")
@@ -314,19 +313,13 @@ async def test_second_shutdown_request_forces_exit_without_waiting(
 async def test_late_finisher_whose_lease_was_taken_over_changes_nothing(
     start: Callable[..., Running],
 ) -> None:
-    started = asyncio.Event()
-    finish = asyncio.Event()
-
-    async def slow(doc: dict[str, Any]) -> None:
-        started.set()
-        await finish.wait()
-
+    gate = Gate()
     store = MemoryWorkStore(pending(1))
-    run = start(store, slow, batch_size=1)
-    await asyncio.wait_for(started.wait(), 10)
+    run = start(store, gate, batch_size=1)
+    await gate.wait_started()
     later = datetime.now(UTC) + timedelta(hours=1)  # the first lease has expired by then
     [takeover] = await store.claim("other", 1, 30, later, [ClaimKind.EXPIRED])
-    finish.set()
+    gate.opened.set()
     await async_wait_until(lambda: run.agent.pipeline.counters.lost_leases == 1)
     doc = store.get(1)
     assert doc["status"] == "processing" and doc["lease"]["owner"] == "other"

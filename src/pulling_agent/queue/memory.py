@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import copy
 import itertools
-import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pulling_agent.queue.model import (
@@ -20,6 +19,7 @@ from pulling_agent.queue.model import (
     Document,
     OutcomeKind,
     Status,
+    new_lease,
 )
 
 
@@ -69,12 +69,7 @@ class MemoryWorkStore:
         kinds: Sequence[ClaimKind],
     ) -> list[Claim]:
         self.calls.append("claim")
-        token = uuid.uuid4().hex
-        lease = {
-            "owner": owner,
-            "token": token,
-            "expires_at": now + timedelta(seconds=lease_seconds),
-        }
+        lease = new_lease(owner, lease_seconds, now)
         claims: list[Claim] = []
         for kind in kinds:
             for doc in self._docs.values():
@@ -85,7 +80,7 @@ class MemoryWorkStore:
                     doc["lease"] = dict(lease)
                     doc["attempts"] = int(doc.get("attempts", 0)) + 1
                     claims.append(
-                        Claim(doc["_id"], token, doc["attempts"], copy.deepcopy(doc), kind)
+                        Claim(doc["_id"], lease["token"], doc["attempts"], copy.deepcopy(doc), kind)
                     )
         return claims
 

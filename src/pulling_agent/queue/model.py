@@ -8,9 +8,10 @@ finisher whose lease was taken over changes nothing.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -77,6 +78,15 @@ class Completion:
     error: ErrorInfo | None = None
     errors: tuple[Document, ...] = field(default=())
     available_at: datetime | None = None
+
+
+def new_lease(owner: str, lease_seconds: float, now: datetime) -> Document:
+    """A fresh lease sub-document with a new token, for one claim call."""
+    return {
+        "owner": owner,
+        "token": uuid.uuid4().hex,
+        "expires_at": now + timedelta(seconds=lease_seconds),
+    }
 
 
 class WorkStore(Protocol):

@@ -15,10 +15,9 @@ the lease is always replaced whole, never by a dotted path.
 from __future__ import annotations
 
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, UpdateMany, UpdateOne
@@ -33,6 +32,7 @@ from pulling_agent.queue.model import (
     Document,
     OutcomeKind,
     Status,
+    new_lease,
 )
 
 SPARE_FACTOR = 2  # fresh candidates read per find, in batches: the spare feeds the next claim
@@ -104,12 +104,7 @@ class MongoWorkStore:
         now: datetime,
         kinds: Sequence[ClaimKind],
     ) -> list[Claim]:
-        token = uuid.uuid4().hex
-        lease = {
-            "owner": owner,
-            "token": token,
-            "expires_at": now + timedelta(seconds=lease_seconds),
-        }
+        lease = new_lease(owner, lease_seconds, now)
         claims: list[Claim] = []
         for kind in kinds:
             for _ in range(CONTENTION_ROUNDS):
