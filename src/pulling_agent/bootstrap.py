@@ -1,16 +1,106 @@
-"""Wire an :class:`Agent` to MongoDB from :class:`Settings` and run it."""
+"""Wire an agent to MongoDB from :class:`Settings`: the work queue, cluster control, the
+registry, metrics and the HTTP API, and run it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
+from pulling_agent.api.app import create_app
+from pulling_agent.api.auth import TokenAuth
+from pulling_agent.api.server import ApiServer
 from pulling_agent.config import ChangeStreams, Settings
+from pulling_agent.control.cluster_store import ClusterControlStore
+from pulling_agent.control.follower import ClusterFollower
 from pulling_agent.database import Client, open_client
 from pulling_agent.logs import get_logger
-from pulling_agent.pipeline import RunHandler
+from pulling_agent.metrics import AgentMetrics
+from pulling_agent.pipeline import Clock, RunHandler, utcnow
 from pulling_agent.queue.mongo import MongoWorkStore
 from pulling_agent.queue.wakeup import watch_for_work
+from pulling_agent.registry import AgentRegistry, Heartbeat
 from pulling_agent.runtime import Agent
+from pulling_agent.service import AgentService, ClusterService
+
+
+@dataclass
+class Node:
+    """One agent process's parts."""
+
+    agent: Agent
+    cluster: ClusterService
+    metrics: AgentMetrics
+    follower: ClusterFollower | None
+    api: ApiServer | None
+
+    def snapshot(self) -> dict[str, Any]:
+        follower = self.follower
+        return {
+            **self.agent.snapshot(),
+            "version_seen": follower.version_seen if follower else 0,
+            "watch_mode": follower.watch_mode if follower else "disabled",
+        }
+
+
+def cluster_service(settings: Settings, client: Client, clock: Clock = utcnow) -> ClusterService:
+    """Fleet-wide operations; needs MongoDB only (also used by ``ctl --mongodb-uri``)."""
+    db = client[settings.mongodb_database]
+    return ClusterService(
+        ClusterControlStore(db[settings.control_collection]),
+        AgentRegistry(db[settings.agents_collection], settings.heartbeat_interval),
+        MongoWorkStore(db[settings.mongodb_collection]),
+        clock,
+    )
+
+
+def build_node(
+    settings: Settings, client: Client, run_handler: RunHandler, clock: Clock = utcnow
+) -> Node:
+    collection = client[settings.mongodb_database][settings.mongodb_collection]
+    wakeup = None
+    if settings.enable_change_streams is not ChangeStreams.OFF:
+        wakeup = partial(watch_for_work, client, collection, settings.enable_change_streams)
+    store = MongoWorkStore(collection)
+    agent = Agent(
+        settings,
+        store,
+        run_handler,
+        wakeup=wakeup,
+        clock=clock,
+        on_handler_done=lambda seconds, outcome: node.metrics.observe(seconds, outcome),
+    )
+    cluster = cluster_service(settings, client, clock)
+    follower = None
+    if settings.enable_distributed_control:
+        follower = ClusterFollower(
+            cluster.control,
+            client,
+            settings.enable_change_streams,
+            settings.control_polling_interval,
+            agent,
+            settings.agent_id,
+        )
+    node = Node(agent, cluster, AgentMetrics(lambda: node.snapshot(), store.counts), follower, None)
+    if follower is not None:
+        agent.companions["cluster-follower"] = follower
+    agent.companions["registry"] = Heartbeat(
+        cluster.registry, settings.agent_id, node.snapshot, agent.changed, clock
+    )
+    agent.companions["metrics"] = node.metrics
+    if settings.enable_api:
+        app = create_app(
+            cluster,
+            AgentService(agent, client, node.snapshot, settings.redacted_uri),
+            TokenAuth(settings.tokens),
+            node.metrics.render,
+            settings.secrets(),
+        )
+        node.api = ApiServer(
+            app, settings.api_bind_host, settings.api_port, settings.agent_id, bool(settings.tokens)
+        )
+        agent.companions["api"] = node.api
+    return node
 
 
 async def run_agent(
@@ -26,16 +116,7 @@ async def run_agent(
     )
     client = open_client(settings)
     try:
-        agent = build_agent(settings, client, run_handler)
-        return await agent.run(install_signals=install_signals)
+        node = build_node(settings, client, run_handler)
+        return await node.agent.run(install_signals=install_signals)
     finally:
         await client.close()
-
-
-def build_agent(settings: Settings, client: Client, run_handler: RunHandler) -> Agent:
-    """An agent on ``client``'s work collection, woken by change streams where enabled."""
-    collection = client[settings.mongodb_database][settings.mongodb_collection]
-    wakeup = None
-    if settings.enable_change_streams is not ChangeStreams.OFF:
-        wakeup = partial(watch_for_work, client, collection, settings.enable_change_streams)
-    return Agent(settings, MongoWorkStore(collection), run_handler, wakeup=wakeup)

@@ -42,7 +42,7 @@ def _default_agent_id() -> str:
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 
-_SECRET_FIELDS = frozenset({"mongodb_uri"})
+_SECRET_FIELDS = frozenset({"mongodb_uri", "api_tokens"})
 
 _HINTS: dict[str, str] = {
     "mongodb_uri": "set it to a connection string such as mongodb://host:27017/?replicaSet=rs0",
@@ -52,6 +52,7 @@ _HINTS: dict[str, str] = {
     "log_level": "use DEBUG, INFO, WARNING or ERROR",
     "log_format": "use auto, json or console",
     "enable_change_streams": "use true (auto-detect), false or always",
+    "api_tokens": "use name:token pairs separated by commas, tokens of 16+ characters",
 }
 
 
@@ -85,6 +86,36 @@ class Settings(BaseSettings):
     enable_distributed_control: bool = True
     enable_change_streams: ChangeStreams = ChangeStreams.AUTO
     control_polling_interval: PositiveFloat = 10.0
+    control_collection: str = Field(default="agent_control", min_length=1)
+    agents_collection: str = Field(default="agents", min_length=1)
+    enable_api: bool = True
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    api_host: str | None = None
+    api_tokens: SecretStr = SecretStr("")
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens_parse(cls, value: SecretStr) -> SecretStr:
+        parse_tokens(value.get_secret_value())
+        return value
+
+    @field_validator("api_host", mode="before")
+    @classmethod
+    def _blank_host(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        """API tokens as ``{token: name}``."""
+        return parse_tokens(self.api_tokens.get_secret_value())
+
+    @property
+    def api_bind_host(self) -> str:
+        """Where the API listens: all interfaces when tokens are configured (or as
+        ``API_HOST`` says), loopback only when they are not."""
+        if self.api_host:
+            return self.api_host
+        return "0.0.0.0" if self.tokens else "127.0.0.1"  # noqa: S104 - protected by tokens
 
     @field_validator("mongodb_uri")
     @classmethod
@@ -136,7 +167,24 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Strings that must never appear in any log line or error message."""
         password = urlsplit(self.uri).password if "@" in self.uri else None
-        return [s for s in (password, self.uri) if s]
+        return [s for s in (password, self.uri, *self.tokens) if s]
+
+
+def parse_tokens(raw: str) -> dict[str, str]:
+    """``name:token,other:token2`` as ``{token: name}``. Raises ValueError (without
+    echoing any token) when an entry is malformed or a name or token repeats."""
+    tokens: dict[str, str] = {}
+    for position, entry in enumerate(e.strip() for e in raw.split(",") if e.strip()):
+        name, sep, token = entry.partition(":")
+        name, token = name.strip(), token.strip()
+        if not sep or not name or not token:
+            raise ValueError(f"entry {position + 1} is not name:token")
+        if len(token) < 16:
+            raise ValueError(f"the token of {name!r} is shorter than 16 characters")
+        if token in tokens or name in tokens.values():
+            raise ValueError(f"entry {position + 1} repeats a name or a token")
+        tokens[token] = name
+    return tokens
 
 
 def redact_uri(uri: str) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass
@@ -70,6 +71,7 @@ class Counters:
     lost_leases: int = 0
     store_errors: int = 0
     idle_waits: int = 0
+    lease_renewals: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -86,6 +88,7 @@ class Pipeline:
         on_settled: Callable[[], None],
         clock: Clock = utcnow,
         jitter: Callable[[], float] = random.random,
+        on_handler_done: Callable[[float, str], None] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -94,6 +97,7 @@ class Pipeline:
         self._on_settled = on_settled
         self._clock = clock
         self._jitter = jitter
+        self._on_handler_done = on_handler_done
         self._policy = RetryPolicy(
             settings.max_attempts, settings.retry_base_seconds, settings.retry_max_seconds
         )
@@ -212,6 +216,7 @@ class Pipeline:
             error = error_info(exc, now, claim.attempts)
             history = error_history(claim.document, error)
             return Completion(claim.doc_id, claim.token, OutcomeKind.FAILED, error, history)
+        started = time.perf_counter()
         try:
             await self._run_handler(claim.document)
         except asyncio.CancelledError:
@@ -231,8 +236,14 @@ class Pipeline:
                 outcome=outcome.kind.value,
                 retry_at=outcome.available_at.isoformat() if outcome.available_at else None,
             )
+            self._handler_done(started, outcome.kind)
             return outcome
+        self._handler_done(started, OutcomeKind.PROCESSED)
         return Completion(claim.doc_id, claim.token, OutcomeKind.PROCESSED)
+
+    def _handler_done(self, started: float, outcome: OutcomeKind) -> None:
+        if self._on_handler_done is not None:
+            self._on_handler_done(time.perf_counter() - started, outcome.value)
 
     def _busy(self) -> bool:
         return bool(self._running) or not self._ready.empty()
@@ -321,6 +332,7 @@ class Pipeline:
                 )
                 self.counters.store_errors += 1
                 continue
+            self.counters.lease_renewals += renewed
             lost = self._held.get(token, 0) - renewed
             if lost > 0:
                 self.counters.lost_leases += lost

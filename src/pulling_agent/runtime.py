@@ -17,13 +17,14 @@ import os
 import signal
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pymongo.errors import PyMongoError
 
 from pulling_agent.config import Settings
 from pulling_agent.control import file as control_file
 from pulling_agent.control.requests import PauseRequest, PauseRequests, Source
+from pulling_agent.errors import PullingAgentError
 from pulling_agent.health import HealthFiles
 from pulling_agent.logs import get_logger
 from pulling_agent.pipeline import Clock, Pipeline, RunHandler, utcnow
@@ -31,6 +32,19 @@ from pulling_agent.queue.model import WorkStore
 from pulling_agent.state import AgentState, check_transition, is_ready
 
 Wakeup = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+
+
+class Companion(Protocol):
+    """A part that lives as long as the agent (cluster follower, registry, metrics, API)."""
+
+    async def start(self) -> None:
+        """Called before the agent's first claim; may apply standing control state."""
+
+    async def run(self) -> None:
+        """Supervised like the agent's own tasks; cancelled at shutdown."""
+
+    async def stop(self) -> None:
+        """Called at the end of shutdown, after every lease was handed back."""
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -47,6 +61,7 @@ class Agent:
         *,
         wakeup: Wakeup | None = None,
         clock: Clock = utcnow,
+        on_handler_done: Callable[[float, str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.state = AgentState.STARTING
@@ -64,7 +79,10 @@ class Agent:
             may_claim=lambda: self.state is AgentState.RUNNING,
             on_settled=self._settled,
             clock=clock,
+            on_handler_done=on_handler_done,
         )
+        self.companions: dict[str, Companion] = {}
+        self.changed = asyncio.Event()  # state or control changed: tell the registry now
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._ignored_file_value: str | None = None
@@ -107,6 +125,21 @@ class Agent:
             self._set_state(AgentState.RUNNING)
             self.pipeline.kick.set()
 
+    def notify_changed(self) -> None:
+        self.changed.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The agent's state for status displays, the registry and metrics."""
+        return {
+            "agent_id": self.settings.agent_id,
+            "state": self.state.value,
+            "paused_by": [r.as_dict() for r in self.pauses.holders()],
+            "counters": self.pipeline.counters.as_dict(),
+            "held": self.pipeline.held,
+            "in_flight": self.pipeline.in_flight,
+            "started_at": self.started_at,
+        }
+
     def _settled(self) -> None:
         if self.state is AgentState.PAUSING:
             self._set_state(AgentState.PAUSED)
@@ -118,6 +151,7 @@ class Agent:
             "state changed", action="agent.state", state=target.value, previous=previous.value
         )
         self._write_health()
+        self.changed.set()
 
     def _write_health(self) -> None:
         details: dict[str, object] = {
@@ -176,7 +210,14 @@ class Agent:
         if install_signals:
             self._install_signals()
         try:
-            if await self._prepare():
+            try:
+                prepared = await self._prepare()
+            except PullingAgentError as exc:
+                self._log.error(str(exc), action="agent.start_failed")
+                self._exit_code = EXIT_FAILED
+                await self._stop_companions()
+                prepared = False
+            if prepared:
                 self._set_state(AgentState.PAUSED if self.pauses.paused else AgentState.RUNNING)
                 if self.pauses.paused:
                     self._log.info(
@@ -217,6 +258,23 @@ class Agent:
         if self._stop.is_set():
             return False
         self.read_control_file()
+        for name, companion in self.companions.items():
+            if not await self._unless_stopped(companion.start()):
+                return False
+            self._log.debug("companion started", action="agent.companion", companion=name)
+        return True
+
+    async def _unless_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run ``work`` unless shutdown is requested first (then cancel it)."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return False
+        task.result()
         return True
 
     async def _serve(self) -> None:
@@ -229,6 +287,9 @@ class Agent:
         }
         if self._wakeup is not None:
             loops["wakeup"] = self._wakeup(self.pipeline.kick)
+        for name, companion in self.companions.items():
+            assert name not in loops, f"companion name {name!r} is taken"
+            loops[name] = companion.run()
         tasks = {name: asyncio.create_task(coro, name=name) for name, coro in loops.items()}
         stop = asyncio.create_task(self._stop.wait(), name="stop")
         pending: set[asyncio.Task[Any]] = set(tasks.values())
@@ -263,6 +324,7 @@ class Agent:
         abandoned = await pipeline.release_abandoned()
         await pipeline.flush()
         await _cancel(list(tasks.values()))
+        await self._stop_companions()
         self._log.info(
             "Leases released",
             action="agent.released",
@@ -270,6 +332,13 @@ class Agent:
             unfinished=abandoned,
             drained=drained,
         )
+
+    async def _stop_companions(self) -> None:
+        for name, companion in reversed(self.companions.items()):
+            try:
+                await companion.stop()
+            except Exception:
+                self._log.exception("companion did not stop cleanly", companion=name)
 
     async def _every(self, seconds: float, action: Callable[[], None]) -> None:
         while True:

@@ -8,7 +8,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from pulling_agent.bootstrap import build_agent
+from pulling_agent.bootstrap import build_node
 from pulling_agent.database import supports_change_streams
 from tests.conftest import async_wait_until, make_settings
 from tests.deviations import ON_NX
@@ -34,9 +34,11 @@ async def test_an_idle_agent_wakes_on_insert_through_the_change_stream(
         mongodb_database=db_name,
         poll_interval=3600,
         enable_change_streams="always",
+        enable_api=False,
+        enable_distributed_control=False,
     )
     collection = client[db_name]["work"]
-    agent = build_agent(settings, client, noop)
+    agent = build_node(settings, client, noop).agent
     task = asyncio.create_task(agent.run(install_signals=False))
     try:
         # idle once at start, then once more after the stream opened and woke it to look again

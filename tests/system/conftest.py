@@ -92,6 +92,8 @@ def agent_env(mongo_uri: str, db_name: str, tmp_path: Path) -> dict[str, str]:
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "INFO",
             "ENABLE_CHANGE_STREAMS": "false",
+            "API_PORT": "0",
+            "CONTROL_POLLING_INTERVAL": "0.2",
         }
     )
     return env

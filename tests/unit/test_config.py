@@ -85,3 +85,21 @@ def test_change_streams_accepts_always_and_booleans(env: pytest.MonkeyPatch) -> 
     for raw, expected in [("always", "always"), ("False", "false"), ("1", "true")]:
         env.setenv("ENABLE_CHANGE_STREAMS", raw)
         assert load_settings().enable_change_streams.value == expected
+
+
+def test_api_tokens_parse_and_never_echo(env: pytest.MonkeyPatch) -> None:
+    env.setenv("API_TOKENS", "ops:0123456789abcdef0123, ci:fedcba9876543210fedc")
+    settings = load_settings()
+    assert settings.tokens == {"0123456789abcdef0123": "ops", "fedcba9876543210fedc": "ci"}
+    assert settings.api_bind_host == "0.0.0.0"
+    assert "0123456789abcdef0123" in settings.secrets()
+    assert "0123456789abcdef0123" not in repr(settings)
+    env.setenv("API_TOKENS", "ops:short-secret")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert str(info.value).startswith("API_TOKENS is invalid")
+    assert "short-secret" not in str(info.value)
+
+
+def test_without_tokens_the_api_binds_to_loopback(env: pytest.MonkeyPatch) -> None:
+    assert load_settings().api_bind_host == "127.0.0.1"

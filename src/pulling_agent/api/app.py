@@ -1,0 +1,148 @@
+"""The HTTP API: thin routes over :mod:`pulling_agent.service`.
+
+Seed endpoints keep their paths and query parameters. Every error is JSON
+(``{"detail": ...}``) with a 4xx status for anything the caller got wrong; 503 only when
+MongoDB cannot be reached (or, for ``/readyz``, when the agent is not running).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pymongo.errors import PyMongoError
+
+from pulling_agent import __version__
+from pulling_agent.api.auth import TokenAuth, require_identity
+from pulling_agent.control.cluster import ClusterCommand
+from pulling_agent.service import AgentService, ClusterService
+
+Identity = Annotated[str, Depends(require_identity)]
+Reason = Annotated[str, Query(max_length=500, description="Why (recorded in the audit trail)")]
+UpdatedBy = Annotated[
+    str,
+    Query(
+        max_length=200,
+        description="A note on who asked; the audit trail records the token's name as well",
+    ),
+]
+Wait = Annotated[
+    float | None,
+    Query(ge=0, le=300, description="Seconds to wait for every live agent to acknowledge"),
+]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+TAGS = [
+    {"name": "cluster", "description": "Every agent, through the control document in MongoDB"},
+    {"name": "agent", "description": "The agent serving this request"},
+    {"name": "health", "description": "Probes and metrics"},
+]
+
+
+def create_app(
+    cluster: ClusterService,
+    agent: AgentService,
+    auth: TokenAuth,
+    metrics: Callable[[], bytes],
+    secrets: list[str],
+) -> FastAPI:
+    app = FastAPI(
+        title="pulling-agent",
+        version=__version__,
+        description="Control one pulling agent or the whole fleet.",
+        openapi_tags=TAGS,
+    )
+    app.state.auth = auth
+
+    @app.exception_handler(PyMongoError)
+    async def mongo_unavailable(request: Request, exc: PyMongoError) -> JSONResponse:
+        message = str(exc)[:300]
+        for secret in secrets:
+            message = message.replace(secret, "***")
+        return JSONResponse({"detail": f"MongoDB unavailable: {message}"}, status_code=503)
+
+    async def cluster_command(
+        command: ClusterCommand, identity: str, reason: str, updated_by: str, wait: float | None
+    ) -> dict[str, Any]:
+        return await cluster.command(command, reason, identity, updated_by, wait)
+
+    @app.post("/api/cluster/pause", tags=["cluster"])
+    async def cluster_pause(
+        identity: Identity, reason: Reason = "", updated_by: UpdatedBy = "", wait: Wait = None
+    ) -> dict[str, Any]:
+        """Pause every agent: in-flight documents finish, then no agent claims."""
+        return await cluster_command(ClusterCommand.PAUSE, identity, reason, updated_by, wait)
+
+    @app.post("/api/cluster/resume", tags=["cluster"])
+    async def cluster_resume(
+        identity: Identity, reason: Reason = "", updated_by: UpdatedBy = "", wait: Wait = None
+    ) -> dict[str, Any]:
+        """Withdraw the cluster's pause (other sources may still hold their own)."""
+        return await cluster_command(ClusterCommand.RESUME, identity, reason, updated_by, wait)
+
+    @app.post("/api/cluster/shutdown", tags=["cluster"])
+    async def cluster_shutdown(
+        identity: Identity, reason: Reason = "", updated_by: UpdatedBy = "", wait: Wait = None
+    ) -> dict[str, Any]:
+        """Stop every running agent (exit 0). Agents started later stay paused until a
+        resume, instead of crash-looping."""
+        return await cluster_command(ClusterCommand.SHUTDOWN, identity, reason, updated_by, wait)
+
+    @app.get("/api/cluster/control-state", tags=["cluster"])
+    async def control_state() -> dict[str, Any]:
+        """The current cluster command, its version, and how this agent follows it."""
+        state = await cluster.control_state()
+        return {**state, "watch_mode": agent.state().get("watch_mode")}
+
+    @app.get("/api/cluster/history", tags=["cluster"])
+    async def control_history(limit: Limit = 20) -> list[dict[str, Any]]:
+        """The audit trail, newest first."""
+        return await cluster.history(limit)
+
+    @app.get("/api/cluster/stats", tags=["cluster"])
+    async def cluster_stats() -> dict[str, Any]:
+        """Live agents (heartbeat within three intervals), backlog by status, throughput."""
+        stats = await cluster.stats()
+        return {"watch_mode": agent.state().get("watch_mode"), **stats}
+
+    @app.get("/api/agent/state", tags=["agent"])
+    async def agent_state() -> dict[str, Any]:
+        """This agent: state, which sources hold it paused (and why, who, when), counters."""
+        return agent.state()
+
+    @app.post("/api/agent/pause", tags=["agent"])
+    async def agent_pause(identity: Identity, reason: Reason = "") -> dict[str, Any]:
+        """Pause this agent only (source ``api``)."""
+        return agent.pause(reason, identity)
+
+    @app.post("/api/agent/resume", tags=["agent"])
+    async def agent_resume(identity: Identity) -> dict[str, Any]:
+        """Withdraw this agent's API pause (other sources may still hold theirs)."""
+        return agent.resume()
+
+    @app.get("/api/mongo/status", tags=["agent"])
+    async def mongo_status() -> dict[str, Any]:
+        """Connection, server kind, ping; the URI with its password redacted."""
+        return await agent.mongo_status()
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, Any]:
+        """Alive (the event loop answers), whatever the state."""
+        return {"status": "alive", "state": agent.state()["state"]}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "Not running"}})
+    async def readyz() -> JSONResponse:
+        """200 while the agent is running, 503 otherwise (paused, starting, stopping)."""
+        snap = agent.state()
+        ready = snap["state"] == "running"
+        body = {"ready": ready, "state": snap["state"], "paused_by": snap["paused_by"]}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        """Prometheus text format."""
+        return Response(metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app

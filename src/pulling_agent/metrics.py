@@ -1,0 +1,124 @@
+"""Prometheus metrics, one registry per agent (no process-global state).
+
+Counters and gauges are read from the agent at scrape time, so there is one source of
+truth; only the handler-duration histogram is observed as handlers finish. The backlog
+gauge comes from a count by status refreshed every ``BACKLOG_REFRESH`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pymongo.errors import PyMongoError
+
+from pulling_agent.state import AgentState
+
+BACKLOG_REFRESH = 15.0
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+COUNTERS = {
+    "claimed": "Documents claimed (leased)",
+    "processed": "Documents processed successfully",
+    "failed": "Documents moved to the dead letter",
+    "retried": "Failed attempts scheduled for a retry",
+    "released": "Leases handed back to pending (shutdown)",
+    "lost_leases": "Outcomes or renewals refused because the lease was taken over",
+    "lease_renewals": "Lease renewals written",
+    "store_errors": "Store calls that failed and were retried",
+}
+STATUSES = ("pending", "processing", "processed", "failed")
+
+Snapshot = Callable[[], dict[str, Any]]
+
+
+class AgentCollector(Collector):
+    def __init__(self, snapshot: Snapshot, backlog: Callable[[], dict[str, int]]) -> None:
+        self._snapshot = snapshot
+        self._backlog = backlog
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        counters = snap["counters"]
+        for name, help_text in COUNTERS.items():
+            family = CounterMetricFamily(f"pulling_agent_{name}", help_text)
+            family.add_metric([], float(counters.get(name, 0)))
+            yield family
+        in_flight = GaugeMetricFamily("pulling_agent_in_flight", "Handlers running now")
+        in_flight.add_metric([], float(snap["in_flight"]))
+        yield in_flight
+        held = GaugeMetricFamily("pulling_agent_held", "Documents leased by this agent")
+        held.add_metric([], float(snap["held"]))
+        yield held
+        state = GaugeMetricFamily(
+            "pulling_agent_state", "1 for the agent's current state", labels=["state"]
+        )
+        for value in AgentState:
+            state.add_metric([value.value], 1.0 if snap["state"] == value.value else 0.0)
+        yield state
+        paused_by = GaugeMetricFamily(
+            "pulling_agent_paused_by", "1 for each control source holding a pause", labels=["source"]
+        )
+        for request in snap["paused_by"]:
+            paused_by.add_metric([request["source"]], 1.0)
+        yield paused_by
+        version = GaugeMetricFamily(
+            "pulling_agent_control_version", "Cluster control version this agent applied"
+        )
+        version.add_metric([], float(snap["version_seen"]))
+        yield version
+        mode = GaugeMetricFamily(
+            "pulling_agent_watch_mode", "1 for how cluster control is followed", labels=["mode"]
+        )
+        for watch_mode in ("change_streams", "polling", "disabled"):
+            mode.add_metric([watch_mode], 1.0 if snap["watch_mode"] == watch_mode else 0.0)
+        yield mode
+        backlog = GaugeMetricFamily(
+            "pulling_agent_backlog", "Work documents by status", labels=["status"]
+        )
+        counts = self._backlog()
+        for status in STATUSES:
+            backlog.add_metric([status], float(counts.get(status, 0)))
+        yield backlog
+
+
+class AgentMetrics:
+    """The registry, the handler histogram, and the backlog refresher (a companion)."""
+
+    def __init__(self, snapshot: Snapshot, count: Callable[[], Awaitable[dict[str, int]]]) -> None:
+        self.registry = CollectorRegistry()
+        self._count = count
+        self._backlog: dict[str, int] = {}
+        self.registry.register(AgentCollector(snapshot, lambda: self._backlog))
+        self.handler_seconds = Histogram(
+            "pulling_agent_handler_seconds",
+            "Handler duration by outcome",
+            ["outcome"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
+
+    def observe(self, seconds: float, outcome: str) -> None:
+        self.handler_seconds.labels(outcome=outcome).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def start(self) -> None:
+        await self._refresh()
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(BACKLOG_REFRESH)
+            await self._refresh()
+
+    async def _refresh(self) -> None:
+        with contextlib.suppress(PyMongoError):
+            self._backlog = await self._count()
+
+    async def stop(self) -> None:
+        return None

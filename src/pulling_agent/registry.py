@@ -1,0 +1,126 @@
+"""The agent registry: one heartbeat document per live agent, for fleet status and acks.
+
+``{_id: agent_id, host, pid, state, version_seen, watch_mode, paused_by, counters,
+throughput_per_min, started_at, heartbeat_at}`` in the ``agents`` collection, replaced
+whole at every heartbeat and whenever the agent's state or control version changes;
+deleted on clean exit; expired by a TTL index on ``heartbeat_at`` when an agent dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import OperationFailure, PyMongoError
+
+from pulling_agent.logs import get_logger
+
+Document = dict[str, Any]
+LIVE_HEARTBEATS = 3  # an agent is live while its heartbeat is at most this many intervals old
+TTL_MINIMUM_SECONDS = 60  # MongoDB's TTL monitor runs once a minute anyway
+THROUGHPUT_WINDOW = timedelta(minutes=1)
+
+
+def is_live(doc: Document, now: datetime, heartbeat_interval: float) -> bool:
+    beat = doc.get("heartbeat_at")
+    if not isinstance(beat, datetime):
+        return False
+    return now - beat <= timedelta(seconds=heartbeat_interval * LIVE_HEARTBEATS)
+
+
+class AgentRegistry:
+    def __init__(self, collection: AsyncCollection[Document], heartbeat_interval: float) -> None:
+        self.collection = collection
+        self.heartbeat_interval = heartbeat_interval
+
+    async def ensure_indexes(self) -> None:
+        ttl = max(TTL_MINIMUM_SECONDS, int(self.heartbeat_interval * LIVE_HEARTBEATS * 4))
+        with contextlib.suppress(OperationFailure):  # an existing TTL of another length
+            await self.collection.create_index(
+                "heartbeat_at", name="pulling_agent_ttl", expireAfterSeconds=ttl
+            )
+
+    async def beat(self, doc: Document) -> None:
+        await self.collection.replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+    async def remove(self, agent_id: str) -> None:
+        await self.collection.delete_one({"_id": agent_id})
+
+    async def live(self, now: datetime) -> list[Document]:
+        """Agents whose heartbeat is recent. Fleets are small: filtered here, not by query,
+        so the result does not depend on how the server compares dates."""
+        docs = await self.collection.find({}).to_list(length=None)
+        return [d for d in docs if is_live(d, now, self.heartbeat_interval)]
+
+
+class Heartbeat:
+    """Keeps this agent's registry document current (a companion of the agent)."""
+
+    def __init__(
+        self,
+        registry: AgentRegistry,
+        agent_id: str,
+        snapshot: Callable[[], Document],
+        changed: asyncio.Event,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._registry = registry
+        self._agent_id = agent_id
+        self._snapshot = snapshot
+        self._changed = changed
+        self._clock = clock
+        self._started_at = clock()
+        self._host = socket.gethostname()
+        self._samples: deque[tuple[datetime, int]] = deque()
+        self._log = get_logger(agent_id=agent_id, component="registry")
+
+    def document(self) -> Document:
+        now = self._clock()
+        snap = self._snapshot()
+        processed = int(snap.get("counters", {}).get("processed", 0))
+        self._samples.append((now, processed))
+        while self._samples and now - self._samples[0][0] > THROUGHPUT_WINDOW:
+            self._samples.popleft()
+        first_at, first = self._samples[0]
+        span = (now - first_at).total_seconds()
+        rate = (processed - first) * 60 / span if span > 0 else 0.0
+        return {
+            "_id": self._agent_id,
+            "host": self._host,
+            "pid": os.getpid(),
+            **snap,
+            "throughput_per_min": round(rate, 1),
+            "started_at": self._started_at,
+            "heartbeat_at": now,
+        }
+
+    async def start(self) -> None:
+        with contextlib.suppress(PyMongoError):
+            await self._registry.ensure_indexes()
+        await self._beat()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), self._registry.heartbeat_interval)
+            self._changed.clear()
+            await self._beat()
+
+    async def _beat(self) -> None:
+        try:
+            await self._registry.beat(self.document())
+        except PyMongoError as exc:
+            self._log.warning("heartbeat not recorded", action="registry.error", error=str(exc)[:300])
+
+    async def stop(self) -> None:
+        try:
+            await self._registry.remove(self._agent_id)
+        except PyMongoError as exc:
+            self._log.warning("registry entry not removed", action="registry.error", error=str(exc)[:300])

@@ -1,0 +1,136 @@
+"""The one control service behind the HTTP API and ``pulling-agent ctl``.
+
+Fleet-wide operations need only MongoDB (``ctl --mongodb-uri`` uses them with no agent
+running); per-agent operations need the agent this process runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pulling_agent.control.cluster import ClusterCommand
+from pulling_agent.control.cluster_store import ClusterControlStore
+from pulling_agent.control.requests import Source
+from pulling_agent.database import Client
+from pulling_agent.queue.model import WorkStore
+from pulling_agent.registry import AgentRegistry
+from pulling_agent.runtime import Agent
+
+ACK_POLL_SECONDS = 0.1
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class ClusterService:
+    def __init__(
+        self,
+        control: ClusterControlStore,
+        registry: AgentRegistry,
+        work: WorkStore,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.control = control
+        self.registry = registry
+        self.work = work
+        self.clock = clock
+
+    async def command(
+        self, command: ClusterCommand, reason: str, identity: str, note: str, wait: float | None
+    ) -> dict[str, Any]:
+        """Issue a cluster command; with ``wait``, return once every live agent has applied
+        its version (or the time is up), saying who did and who did not."""
+        state = await self.control.issue(command, reason, identity, note, self.clock())
+        result: dict[str, Any] = {"control": state.as_dict()}
+        if wait:
+            result["acks"] = await self.wait_for_acks(state.version, wait)
+        return result
+
+    async def wait_for_acks(self, version: int, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            live = await self.registry.live(self.clock())
+            acked = sorted(a["_id"] for a in live if int(a.get("version_seen", 0)) >= version)
+            pending = sorted(a["_id"] for a in live if int(a.get("version_seen", 0)) < version)
+            if not pending or time.monotonic() >= deadline:
+                return {"version": version, "complete": not pending,
+                        "acknowledged": acked, "pending": pending}
+            await asyncio.sleep(ACK_POLL_SECONDS)
+
+    async def control_state(self) -> dict[str, Any]:
+        state = await self.control.read()
+        if state is None:
+            return {"command": None, "version": 0, "timestamp": None, "reason": "",
+                    "updated_by": "", "note": ""}
+        return state.as_dict()
+
+    async def history(self, limit: int) -> list[dict[str, Any]]:
+        docs = await self.control.history(limit)
+        return [_jsonable({k: v for k, v in d.items() if k != "kind"}) for d in docs]
+
+    async def stats(self) -> dict[str, Any]:
+        agents = await self.registry.live(self.clock())
+        backlog = await self.work.counts()
+        agents.sort(key=lambda a: str(a["_id"]))
+        return {
+            "agents": [_jsonable({"agent_id": a.pop("_id"), **a}) for a in agents],
+            "live_agents": len(agents),
+            "backlog": backlog,
+            "fleet_throughput_per_min": round(
+                sum(float(a.get("throughput_per_min", 0)) for a in agents), 1
+            ),
+        }
+
+
+class AgentService:
+    """This process's agent, for the per-agent endpoints."""
+
+    def __init__(self, agent: Agent, client: Client, snapshot: Callable[[], dict[str, Any]],
+                 redacted_uri: str) -> None:
+        self.agent = agent
+        self.client = client
+        self.snapshot = snapshot
+        self.redacted_uri = redacted_uri
+
+    def state(self) -> dict[str, Any]:
+        state: dict[str, Any] = _jsonable(self.snapshot())
+        return state
+
+    def pause(self, reason: str, identity: str) -> dict[str, Any]:
+        self.agent.request_pause(Source.API, reason or "paused through the API", identity)
+        return self.state()
+
+    def resume(self) -> dict[str, Any]:
+        self.agent.request_resume(Source.API)
+        return self.state()
+
+    async def mongo_status(self) -> dict[str, Any]:
+        started = time.perf_counter()
+        hello = await self.client.admin.command("hello")
+        ping_ms = (time.perf_counter() - started) * 1000
+        kind = "mongos" if hello.get("msg") == "isdbgrid" else (
+            "replica_set" if hello.get("setName") else "standalone"
+        )
+        settings = self.agent.settings
+        return {
+            "connected": True,
+            "ping_ms": round(ping_ms, 2),
+            "server": kind,
+            "replica_set": hello.get("setName"),
+            "writable_primary": bool(hello.get("isWritablePrimary")),
+            "uri": self.redacted_uri,
+            "database": settings.mongodb_database,
+            "collection": settings.mongodb_collection,
+            "watch_mode": self.snapshot().get("watch_mode"),
+        }
