@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from fastapi import FastAPI
+
 from pulling_agent.api.app import create_app
 from pulling_agent.api.auth import TokenAuth
 from pulling_agent.api.server import ApiServer
@@ -32,7 +34,8 @@ class Node:
     cluster: ClusterService
     metrics: AgentMetrics
     follower: ClusterFollower | None
-    api: ApiServer | None
+    api: ApiServer | None = None
+    app: FastAPI | None = None
 
     def snapshot(self) -> dict[str, Any]:
         follower = self.follower
@@ -81,7 +84,7 @@ def build_node(
             agent,
             settings.agent_id,
         )
-    node = Node(agent, cluster, AgentMetrics(lambda: node.snapshot(), store.counts), follower, None)
+    node = Node(agent, cluster, AgentMetrics(lambda: node.snapshot(), store.counts), follower)
     if follower is not None:
         agent.companions["cluster-follower"] = follower
     agent.companions["registry"] = Heartbeat(
@@ -89,7 +92,7 @@ def build_node(
     )
     agent.companions["metrics"] = node.metrics
     if settings.enable_api:
-        app = create_app(
+        node.app = app = create_app(
             cluster,
             AgentService(agent, client, node.snapshot, settings.redacted_uri),
             TokenAuth(settings.tokens),

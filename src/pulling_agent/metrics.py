@@ -61,7 +61,9 @@ class AgentCollector(Collector):
             state.add_metric([value.value], 1.0 if snap["state"] == value.value else 0.0)
         yield state
         paused_by = GaugeMetricFamily(
-            "pulling_agent_paused_by", "1 for each control source holding a pause", labels=["source"]
+            "pulling_agent_paused_by",
+            "1 for each control source holding a pause",
+            labels=["source"],
         )
         for request in snap["paused_by"]:
             paused_by.add_metric([request["source"]], 1.0)

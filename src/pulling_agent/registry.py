@@ -117,10 +117,14 @@ class Heartbeat:
         try:
             await self._registry.beat(self.document())
         except PyMongoError as exc:
-            self._log.warning("heartbeat not recorded", action="registry.error", error=str(exc)[:300])
+            self._log.warning(
+                "heartbeat not recorded", action="registry.error", error=str(exc)[:300]
+            )
 
     async def stop(self) -> None:
         try:
             await self._registry.remove(self._agent_id)
         except PyMongoError as exc:
-            self._log.warning("registry entry not removed", action="registry.error", error=str(exc)[:300])
+            self._log.warning(
+                "registry entry not removed", action="registry.error", error=str(exc)[:300]
+            )

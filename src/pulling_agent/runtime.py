@@ -46,6 +46,7 @@ class Companion(Protocol):
     async def stop(self) -> None:
         """Called at the end of shutdown, after every lease was handed back."""
 
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 CLAIMER_STOP_TIMEOUT = 15.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
 
@@ -50,29 +50,45 @@ class ClusterService:
         self, command: ClusterCommand, reason: str, identity: str, note: str, wait: float | None
     ) -> dict[str, Any]:
         """Issue a cluster command; with ``wait``, return once every live agent has applied
-        its version (or the time is up), saying who did and who did not."""
+        its version (or the time is up), saying who did, who did not, and who left (an agent
+        that stopped - as after a shutdown - removes itself from the registry)."""
+        before = {a["_id"] for a in await self.registry.live(self.clock())} if wait else set()
         state = await self.control.issue(command, reason, identity, note, self.clock())
         result: dict[str, Any] = {"control": state.as_dict()}
         if wait:
-            result["acks"] = await self.wait_for_acks(state.version, wait)
+            result["acks"] = await self.wait_for_acks(state.version, wait, before)
         return result
 
-    async def wait_for_acks(self, version: int, timeout: float) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+    async def wait_for_acks(
+        self, version: int, seconds: float, expected: Collection[str] = ()
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + seconds
         while True:
             live = await self.registry.live(self.clock())
             acked = sorted(a["_id"] for a in live if int(a.get("version_seen", 0)) >= version)
             pending = sorted(a["_id"] for a in live if int(a.get("version_seen", 0)) < version)
+            gone = sorted(set(expected) - {a["_id"] for a in live})
             if not pending or time.monotonic() >= deadline:
-                return {"version": version, "complete": not pending,
-                        "acknowledged": acked, "pending": pending}
+                return {
+                    "version": version,
+                    "complete": not pending,
+                    "acknowledged": acked,
+                    "pending": pending,
+                    "stopped": gone,
+                }
             await asyncio.sleep(ACK_POLL_SECONDS)
 
     async def control_state(self) -> dict[str, Any]:
         state = await self.control.read()
         if state is None:
-            return {"command": None, "version": 0, "timestamp": None, "reason": "",
-                    "updated_by": "", "note": ""}
+            return {
+                "command": None,
+                "version": 0,
+                "timestamp": None,
+                "reason": "",
+                "updated_by": "",
+                "note": "",
+            }
         return state.as_dict()
 
     async def history(self, limit: int) -> list[dict[str, Any]]:
@@ -96,8 +112,13 @@ class ClusterService:
 class AgentService:
     """This process's agent, for the per-agent endpoints."""
 
-    def __init__(self, agent: Agent, client: Client, snapshot: Callable[[], dict[str, Any]],
-                 redacted_uri: str) -> None:
+    def __init__(
+        self,
+        agent: Agent,
+        client: Client,
+        snapshot: Callable[[], dict[str, Any]],
+        redacted_uri: str,
+    ) -> None:
         self.agent = agent
         self.client = client
         self.snapshot = snapshot
@@ -119,8 +140,10 @@ class AgentService:
         started = time.perf_counter()
         hello = await self.client.admin.command("hello")
         ping_ms = (time.perf_counter() - started) * 1000
-        kind = "mongos" if hello.get("msg") == "isdbgrid" else (
-            "replica_set" if hello.get("setName") else "standalone"
+        kind = (
+            "mongos"
+            if hello.get("msg") == "isdbgrid"
+            else ("replica_set" if hello.get("setName") else "standalone")
         )
         settings = self.agent.settings
         return {

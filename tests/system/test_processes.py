@@ -87,6 +87,8 @@ def test_signals_and_kubelet_style_control_file_swap_change_health_files(spawn: 
     ready = agent.health_dir / "readiness"
     wait_until(ready.exists, what="readiness")
     assert _health(agent, "--ready") == 0
+    first_beat = agent.liveness()[1]
+    wait_until(lambda: agent.liveness()[1:2] not in ([], [first_beat]), what="next heartbeat")
 
     agent.signal(signal.SIGUSR1)
     wait_until(lambda: agent.liveness()[:1] == ["paused"], what="paused by SIGUSR1")

@@ -371,3 +371,21 @@ async def test_a_handler_calling_sys_exit_fails_its_document_not_the_agent(
     assert store.get(1)["error"]["type"] == "SystemExit"
     assert run.agent.state is AgentState.RUNNING
     assert await run.stop() == 0
+
+
+async def test_liveness_is_rewritten_every_heartbeat_while_idle(
+    start: Callable[..., Running],
+) -> None:
+    run = start(MemoryWorkStore())
+    liveness = run.agent.settings.health_dir / LIVENESS
+
+    def stamp() -> str:
+        try:
+            return liveness.read_text().splitlines()[1]
+        except (FileNotFoundError, IndexError):
+            return ""
+
+    await async_wait_until(lambda: run.agent.state is AgentState.RUNNING)
+    first = stamp()
+    await async_wait_until(lambda: stamp() not in ("", first), what="a newer heartbeat")
+    await run.stop()

@@ -17,6 +17,7 @@ from pymongo.errors import PyMongoError
 from pulling_agent import __version__
 from pulling_agent.api.auth import TokenAuth, require_identity
 from pulling_agent.control.cluster import ClusterCommand
+from pulling_agent.logs import get_logger
 from pulling_agent.service import AgentService, ClusterService
 
 Identity = Annotated[str, Depends(require_identity)]
@@ -30,7 +31,7 @@ UpdatedBy = Annotated[
 ]
 Wait = Annotated[
     float | None,
-    Query(ge=0, le=300, description="Seconds to wait for every live agent to acknowledge"),
+    Query(ge=0, le=60, description="Seconds to wait for every live agent to acknowledge"),
 ]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
@@ -55,6 +56,7 @@ def create_app(
         openapi_tags=TAGS,
     )
     app.state.auth = auth
+    log = get_logger(component="api")
 
     @app.exception_handler(PyMongoError)
     async def mongo_unavailable(request: Request, exc: PyMongoError) -> JSONResponse:
@@ -62,6 +64,11 @@ def create_app(
         for secret in secrets:
             message = message.replace(secret, "***")
         return JSONResponse({"detail": f"MongoDB unavailable: {message}"}, status_code=503)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("API request failed", action="api.error", path=request.url.path)
+        return JSONResponse({"detail": "internal error (logged by the agent)"}, status_code=500)
 
     async def cluster_command(
         command: ClusterCommand, identity: str, reason: str, updated_by: str, wait: float | None

@@ -43,7 +43,9 @@ class ControlState:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        stamp = self.timestamp.isoformat() if isinstance(self.timestamp, datetime) else self.timestamp
+        stamp = (
+            self.timestamp.isoformat() if isinstance(self.timestamp, datetime) else self.timestamp
+        )
         return {
             "command": self.command,
             "version": self.version,

@@ -63,7 +63,9 @@ class ClusterFollower:
 
     async def start(self) -> None:
         """Choose the watch mode and apply the standing command (retrying until read)."""
-        self._log.info("[Distributed Control] Initializing cluster coordination", action="cluster.init")
+        self._log.info(
+            "[Distributed Control] Initializing cluster coordination", action="cluster.init"
+        )
         streams = await self._retry(lambda: use_change_streams(self._client, self._mode))
         if streams:
             self.watch_mode = WatchMode.CHANGE_STREAMS
@@ -123,8 +125,11 @@ class ClusterFollower:
         try:
             return await self._store.read()
         except PyMongoError as exc:
-            self._log.warning("cannot read the control document", action="cluster.read_error",
-                              error=str(exc)[:300])
+            self._log.warning(
+                "cannot read the control document",
+                action="cluster.read_error",
+                error=str(exc)[:300],
+            )
             raise
 
     async def _retry(self, call: Any) -> Any:

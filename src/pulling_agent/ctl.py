@@ -1,0 +1,297 @@
+"""``pulling-agent ctl``: fleet control from a shell, through an agent's API or, with
+``--mongodb-uri``, straight through MongoDB when no agent is reachable."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import socket
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from pulling_agent.control.cluster import ClusterCommand
+
+T = TypeVar("T")
+DEFAULT_URL = "http://127.0.0.1:8000"
+HTTP_TIMEOUT = 10.0
+
+app = typer.Typer(help="Pause, resume or shut down the fleet; show its status.")
+
+Url = Annotated[
+    str,
+    typer.Option(envvar="PULLING_AGENT_URL", help="An agent's API (any agent of the fleet)."),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(envvar="PULLING_AGENT_TOKEN", help="API token (Authorization: Bearer)."),
+]
+MongoUri = Annotated[
+    str | None,
+    typer.Option(
+        "--mongodb-uri",
+        help="Talk to MongoDB directly (MONGODB_DATABASE and MONGODB_COLLECTION from the env).",
+    ),
+]
+Reason = Annotated[str, typer.Option(help="Why; recorded in the audit trail.")]
+Wait = Annotated[
+    float, typer.Option(help="Seconds to wait until every live agent has acknowledged.")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+class CtlError(Exception):
+    """A control call failed; the message says why."""
+
+
+def _http(method: str, url: str, path: str, token: str | None, **params: Any) -> Any:
+    query = urllib.parse.urlencode({k: v for k, v in params.items() if v not in (None, "")})
+    full = f"{url.rstrip('/')}{path}" + (f"?{query}" if query else "")
+    request = urllib.request.Request(full, method=method)  # noqa: S310 - operator-given URL
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
+            return json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = json.loads(exc.read()).get("detail")
+        except (ValueError, AttributeError):
+            detail = exc.reason
+        raise CtlError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CtlError(
+            f"cannot reach {url} ({reason}); is an agent's API there? "
+            "Use --url, or --mongodb-uri to go straight to MongoDB"
+        ) from None
+
+
+def _direct(action: Callable[[Any], Awaitable[T]], uri: str) -> T:
+    from pulling_agent.bootstrap import cluster_service
+    from pulling_agent.config import load_settings
+    from pulling_agent.database import open_client
+    from pulling_agent.errors import ConfigError
+
+    try:
+        settings = load_settings(mongodb_uri=uri)
+    except ConfigError as exc:
+        raise CtlError(str(exc)) from None
+
+    async def go() -> T:
+        client = open_client(settings)
+        try:
+            return await action(cluster_service(settings, client))
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(go())
+    except Exception as exc:
+        message = str(exc)
+        for secret in settings.secrets():
+            message = message.replace(secret, "***")
+        raise CtlError(f"MongoDB error: {message}") from None
+
+
+def _identity() -> str:
+    return f"cli:{getpass.getuser()}@{socket.gethostname()}"
+
+
+def _command(
+    command: ClusterCommand, reason: str, wait: float, url: str, token: str | None, uri: str | None
+) -> dict[str, Any]:
+    if uri:
+        return _direct(lambda svc: svc.command(command, reason, _identity(), "", wait or None), uri)
+    result: dict[str, Any] = _http(
+        "POST",
+        url,
+        f"/api/cluster/{command.value}",
+        token,
+        reason=reason,
+        updated_by=_identity(),
+        wait=wait or None,
+    )
+    return result
+
+
+def _run_command(
+    command: ClusterCommand,
+    reason: str,
+    wait: float,
+    url: str,
+    token: str | None,
+    uri: str | None,
+    as_json: bool,
+) -> None:
+    try:
+        result = _command(command, reason, wait, url, token, uri)
+    except CtlError as exc:
+        Console(stderr=True).print(f"pulling-agent ctl: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    control = result["control"]
+    typer.echo(
+        f"cluster {control['command']} issued: version {control['version']} "
+        f"by {control['updated_by']}"
+    )
+    acks = result.get("acks")
+    if acks is not None:
+        typer.echo(
+            f"acknowledged by {len(acks['acknowledged'])}: {', '.join(acks['acknowledged']) or '-'}"
+        )
+        if acks.get("stopped"):
+            typer.echo(f"stopped: {', '.join(acks['stopped'])}")
+        if acks["pending"]:
+            typer.echo(f"NOT acknowledged by {len(acks['pending'])}: {', '.join(acks['pending'])}")
+            raise typer.Exit(1)
+
+
+@app.command()
+def pause(
+    reason: Reason = "",
+    wait: Wait = 0,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    mongodb_uri: MongoUri = None,
+    as_json: AsJson = False,
+) -> None:
+    """Pause every agent (in-flight work finishes first)."""
+    _run_command(ClusterCommand.PAUSE, reason, wait, url, token, mongodb_uri, as_json)
+
+
+@app.command()
+def resume(
+    reason: Reason = "",
+    wait: Wait = 0,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    mongodb_uri: MongoUri = None,
+    as_json: AsJson = False,
+) -> None:
+    """Withdraw the cluster's pause."""
+    _run_command(ClusterCommand.RESUME, reason, wait, url, token, mongodb_uri, as_json)
+
+
+@app.command()
+def shutdown(
+    reason: Reason = "",
+    wait: Wait = 0,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    mongodb_uri: MongoUri = None,
+    as_json: AsJson = False,
+) -> None:
+    """Stop every running agent; agents started later stay paused until a resume."""
+    _run_command(ClusterCommand.SHUTDOWN, reason, wait, url, token, mongodb_uri, as_json)
+
+
+def _fetch_status(url: str, token: str | None, uri: str | None) -> dict[str, Any]:
+    if uri:
+
+        async def both(svc: Any) -> dict[str, Any]:
+            return {"control": await svc.control_state(), "stats": await svc.stats()}
+
+        return _direct(both, uri)
+    return {
+        "control": _http("GET", url, "/api/cluster/control-state", token),
+        "stats": _http("GET", url, "/api/cluster/stats", token),
+    }
+
+
+def _age(stamp: Any, now: datetime) -> str:
+    try:
+        when = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return "?"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return f"{(now - when).total_seconds():.0f}s"
+
+
+def render_status(status: dict[str, Any]) -> Group:
+    control, stats = status["control"], status["stats"]
+    head = Table.grid(padding=(0, 2))
+    head.add_row(
+        "cluster command", f"{control.get('command') or '-'} (version {control['version']})"
+    )
+    head.add_row(
+        "issued by", f"{control.get('updated_by') or '-'} at {control.get('timestamp') or '-'}"
+    )
+    head.add_row("reason", control.get("reason") or "-")
+    head.add_row(
+        "backlog", ", ".join(f"{k} {v}" for k, v in sorted(stats["backlog"].items())) or "-"
+    )
+    head.add_row("fleet throughput", f"{stats['fleet_throughput_per_min']}/min")
+    now = datetime.now(UTC)
+    agents = Table(title=f"{stats['live_agents']} live agents")
+    for column in (
+        "agent",
+        "state",
+        "paused by",
+        "version",
+        "processed",
+        "failed",
+        "in flight",
+        "per min",
+        "heartbeat",
+    ):
+        agents.add_column(column)
+    for a in stats["agents"]:
+        holders = "; ".join(
+            f"{p['source']}: {p['reason']} ({p['by']})" for p in a.get("paused_by", [])
+        )
+        counters = a.get("counters", {})
+        agents.add_row(
+            str(a["agent_id"]),
+            str(a.get("state")),
+            holders or "-",
+            str(a.get("version_seen")),
+            str(counters.get("processed", 0)),
+            str(counters.get("failed", 0)),
+            str(a.get("in_flight", 0)),
+            str(a.get("throughput_per_min", 0)),
+            _age(a.get("heartbeat_at"), now),
+        )
+    return Group(head, agents)
+
+
+@app.command()
+def status(
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    mongodb_uri: MongoUri = None,
+    watch: Annotated[bool, typer.Option(help="Refresh every 2 s until Ctrl-C.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """The cluster command, the live agents (who holds each paused, and why), the backlog."""
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    try:
+        if as_json:
+            typer.echo(json.dumps(_fetch_status(url, token, mongodb_uri)))
+            return
+        if not watch:
+            console.print(render_status(_fetch_status(url, token, mongodb_uri)))
+            return
+        with Live(console=console, refresh_per_second=1) as live:
+            while True:
+                live.update(render_status(_fetch_status(url, token, mongodb_uri)))
+                time.sleep(2)
+    except CtlError as exc:
+        Console(stderr=True).print(f"pulling-agent ctl: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        return
