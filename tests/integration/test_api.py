@@ -65,7 +65,9 @@ async def api(node: Node) -> AsyncIterator[httpx.AsyncClient]:
         "/api/agent/resume",
     ],
 )
-async def test_mutating_endpoints_need_a_valid_token(api: httpx.AsyncClient, path: str) -> None:
+async def test_mutating_endpoints_need_a_valid_token(
+    api: httpx.AsyncClient, node: Node, path: str
+) -> None:
     missing = await api.post(path)
     assert missing.status_code == 401
     assert missing.headers["www-authenticate"] == "Bearer"
@@ -75,6 +77,9 @@ async def test_mutating_endpoints_need_a_valid_token(api: httpx.AsyncClient, pat
     assert wrong.json() == {"detail": "token not accepted"}
     basic = await api.post(path, headers={"Authorization": "Basic b3BzOm9wcw=="})
     assert basic.status_code == 401
+    # nothing happened: auth is checked before the action
+    assert (await api.get("/api/cluster/control-state")).json()["version"] == 0
+    assert (await api.get("/api/agent/state")).json()["paused_by"] == []
 
 
 async def test_cluster_pause_records_the_token_name_not_the_callers_claim(

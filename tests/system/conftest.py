@@ -62,6 +62,12 @@ class AgentProcess:
                 continue
         return out
 
+    def api_port(self) -> int | None:
+        for event in self.events():
+            if event.get("action") == "api.listen":
+                return int(event["port"])
+        return None
+
     def liveness(self) -> list[str]:
         try:
             return (self.health_dir / "liveness").read_text().splitlines()
