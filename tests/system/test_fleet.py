@@ -55,8 +55,7 @@ def state(agent: AgentProcess) -> str:
 
 def start_fleet(spawn: Any, count: int, **env: str) -> list[AgentProcess]:
     agents = [spawn(f"agent-{i}", API_TOKENS=f"ops:{TOKEN}", **env) for i in range(count)]
-    for agent in agents:
-        wait_until(lambda a=agent: a.api_port() is not None, what="API listening")
+    wait_until(lambda: all(a.api_port() is not None for a in agents), what="APIs listening")
     return agents
 
 
@@ -89,8 +88,7 @@ def test_fleet_obeys_the_seed_curl_commands(spawn: Any, work: Any, mode: str) ->
     paused = curl(SEED_PAUSE, port)
     assert paused["control"]["command"] == "pause"
     assert paused["control"]["updated_by"] == "ops"
-    for agent in agents:
-        wait_until(lambda a=agent: state(a) == "paused", what=f"{agent.name} paused")
+    wait_until(lambda: all(state(a) == "paused" for a in agents), what="every agent paused")
     frozen = statuses(work)
     assert "processing" not in frozen, "in-flight work finished before the pause took hold"
     control = curl(SEED_STATE, port, token=None)
@@ -98,8 +96,7 @@ def test_fleet_obeys_the_seed_curl_commands(spawn: Any, work: Any, mode: str) ->
     assert control["watch_mode"] == mode
 
     curl(SEED_RESUME, port)
-    for agent in agents:
-        wait_until(lambda a=agent: state(a) == "running", what=f"{agent.name} resumed")
+    wait_until(lambda: all(state(a) == "running" for a in agents), what="every agent resumed")
     wait_until(lambda: statuses(work).get("processed", 0) > frozen.get("processed", 0))
 
     curl(SEED_SHUTDOWN, port)
