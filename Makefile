@@ -30,6 +30,7 @@ format: install
 
 bench: install
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.pause_propagation
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
