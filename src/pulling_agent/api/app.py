@@ -35,6 +35,14 @@ Wait = Annotated[
 ]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
+ERROR = {"content": {"application/json": {"example": {"detail": "why"}}}}
+MONGO_DOWN: dict[int | str, dict[str, Any]] = {503: {"description": "MongoDB unreachable", **ERROR}}
+AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No bearer token", **ERROR},
+    403: {"description": "Token not accepted", **ERROR},
+    **MONGO_DOWN,
+}
+
 TAGS = [
     {"name": "cluster", "description": "Every agent, through the control document in MongoDB"},
     {"name": "agent", "description": "The agent serving this request"},
@@ -75,21 +83,21 @@ def create_app(
     ) -> dict[str, Any]:
         return await cluster.command(command, reason, identity, updated_by, wait)
 
-    @app.post("/api/cluster/pause", tags=["cluster"])
+    @app.post("/api/cluster/pause", tags=["cluster"], responses=AUTH)
     async def cluster_pause(
         identity: Identity, reason: Reason = "", updated_by: UpdatedBy = "", wait: Wait = None
     ) -> dict[str, Any]:
         """Pause every agent: in-flight documents finish, then no agent claims."""
         return await cluster_command(ClusterCommand.PAUSE, identity, reason, updated_by, wait)
 
-    @app.post("/api/cluster/resume", tags=["cluster"])
+    @app.post("/api/cluster/resume", tags=["cluster"], responses=AUTH)
     async def cluster_resume(
         identity: Identity, reason: Reason = "", updated_by: UpdatedBy = "", wait: Wait = None
     ) -> dict[str, Any]:
         """Withdraw the cluster's pause (other sources may still hold their own)."""
         return await cluster_command(ClusterCommand.RESUME, identity, reason, updated_by, wait)
 
-    @app.post("/api/cluster/shutdown", tags=["cluster"])
+    @app.post("/api/cluster/shutdown", tags=["cluster"], responses=AUTH)
     async def cluster_shutdown(
         identity: Identity, reason: Reason = "", updated_by: UpdatedBy = "", wait: Wait = None
     ) -> dict[str, Any]:
@@ -97,18 +105,18 @@ def create_app(
         resume, instead of crash-looping."""
         return await cluster_command(ClusterCommand.SHUTDOWN, identity, reason, updated_by, wait)
 
-    @app.get("/api/cluster/control-state", tags=["cluster"])
+    @app.get("/api/cluster/control-state", tags=["cluster"], responses=MONGO_DOWN)
     async def control_state() -> dict[str, Any]:
         """The current cluster command, its version, and how this agent follows it."""
         state = await cluster.control_state()
         return {**state, "watch_mode": agent.state().get("watch_mode")}
 
-    @app.get("/api/cluster/history", tags=["cluster"])
+    @app.get("/api/cluster/history", tags=["cluster"], responses=MONGO_DOWN)
     async def control_history(limit: Limit = 20) -> list[dict[str, Any]]:
         """The audit trail, newest first."""
         return await cluster.history(limit)
 
-    @app.get("/api/cluster/stats", tags=["cluster"])
+    @app.get("/api/cluster/stats", tags=["cluster"], responses=MONGO_DOWN)
     async def cluster_stats() -> dict[str, Any]:
         """Live agents (heartbeat within three intervals), backlog by status, throughput."""
         stats = await cluster.stats()
@@ -119,17 +127,17 @@ def create_app(
         """This agent: state, which sources hold it paused (and why, who, when), counters."""
         return agent.state()
 
-    @app.post("/api/agent/pause", tags=["agent"])
+    @app.post("/api/agent/pause", tags=["agent"], responses=AUTH)
     async def agent_pause(identity: Identity, reason: Reason = "") -> dict[str, Any]:
         """Pause this agent only (source ``api``)."""
         return agent.pause(reason, identity)
 
-    @app.post("/api/agent/resume", tags=["agent"])
+    @app.post("/api/agent/resume", tags=["agent"], responses=AUTH)
     async def agent_resume(identity: Identity) -> dict[str, Any]:
         """Withdraw this agent's API pause (other sources may still hold theirs)."""
         return agent.resume()
 
-    @app.get("/api/mongo/status", tags=["agent"])
+    @app.get("/api/mongo/status", tags=["agent"], responses=MONGO_DOWN)
     async def mongo_status() -> dict[str, Any]:
         """Connection, server kind, ping; the URI with its password redacted."""
         return await agent.mongo_status()

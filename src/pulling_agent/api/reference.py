@@ -1,0 +1,72 @@
+"""Render the API reference (docs/API-REFERENCE.md) from the OpenAPI document.
+
+    python -m pulling_agent.api.reference > docs/API-REFERENCE.md
+
+A test keeps the committed file equal to this output, so the docs follow the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from pulling_agent.api.app import create_app
+from pulling_agent.api.auth import TokenAuth
+
+MUTATING = {"post", "put", "patch", "delete"}
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI document; routes do not touch their services to describe themselves."""
+    app = create_app(cast(Any, None), cast(Any, None), TokenAuth({}), lambda: b"", [])
+    return app.openapi()
+
+
+def _param(p: dict[str, Any]) -> str:
+    schema = p.get("schema", {})
+    variants = [s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
+    kinds = [s.get("type", "") for s in variants]
+    limits = [
+        f"{k} {v[k]}" for v in variants for k in ("minimum", "maximum", "maxLength") if k in v
+    ]
+    default = f", default `{schema['default']}`" if schema.get("default") not in (None, "") else ""
+    extra = f" ({', '.join(limits)})" if limits else ""
+    return f"| `{p['name']}` | {'/'.join(kinds)}{extra}{default} | {p.get('description', '')} |"
+
+
+def render() -> str:
+    spec = openapi()
+    lines = [
+        "# API reference",
+        "",
+        f"Generated from the OpenAPI document of pulling-agent {spec['info']['version']} "
+        "(`python -m pulling_agent.api.reference`); every agent serves it live at "
+        "`/openapi.json` on `API_PORT` (default 8000).",
+        "",
+        "Mutating endpoints (POST) need `Authorization: Bearer <token>` when `API_TOKENS` is "
+        "set: 401 without a bearer token, 403 with an unknown one. With no tokens the API "
+        'listens on 127.0.0.1 only. Errors are JSON: `{"detail": ...}`. 503 means MongoDB '
+        "is unreachable (or, for `/readyz`, that the agent is not running).",
+        "",
+    ]
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            lines.append(f"## `{method.upper()} {path}`")
+            lines.append("")
+            if method in MUTATING:
+                lines.append("Requires a bearer token when `API_TOKENS` is set.")
+                lines.append("")
+            lines.append(op.get("description") or op.get("summary", ""))
+            lines.append("")
+            params = op.get("parameters", [])
+            if params:
+                lines += ["| query parameter | type | meaning |", "|---|---|---|"]
+                lines += [_param(p) for p in params]
+                lines.append("")
+            codes = ", ".join(sorted(op.get("responses", {})))
+            lines.append(f"Responses: {codes}.")
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
