@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -104,6 +104,16 @@ class Settings(BaseSettings):
     def _blank_host(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @model_validator(mode="after")
+    def _no_open_api_without_tokens(self) -> Settings:
+        host = self.api_host
+        if self.enable_api and host and not self.tokens and not _is_loopback(host):
+            raise ValueError(
+                f"API_HOST={host} needs API_TOKENS: an API without tokens listens on "
+                "loopback only (set API_TOKENS=name:token, or leave API_HOST unset)"
+            )
+        return self
+
     @property
     def tokens(self) -> dict[str, str]:
         """API tokens as ``{token: name}``."""
@@ -170,6 +180,10 @@ class Settings(BaseSettings):
         return [s for s in (password, self.uri, *self.tokens) if s]
 
 
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
 def parse_tokens(raw: str) -> dict[str, str]:
     """``name:token,other:token2`` as ``{token: name}``. Raises ValueError (without
     echoing any token) when an entry is malformed or a name or token repeats."""
@@ -204,7 +218,9 @@ def _env_name(field: str) -> str:
 
 
 def _describe(error: ErrorDetails) -> str:
-    field = str(error["loc"][0]) if error.get("loc") else "?"
+    if not error.get("loc"):  # a rule across variables: the message names them
+        return str(error["msg"]).removeprefix("Value error, ")
+    field = str(error["loc"][0])
     name = _env_name(field)
     if error["type"] == "missing":
         return f"{name} is required: {_HINTS.get(field, 'set it')}"

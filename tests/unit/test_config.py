@@ -103,3 +103,14 @@ def test_api_tokens_parse_and_never_echo(env: pytest.MonkeyPatch) -> None:
 
 def test_without_tokens_the_api_binds_to_loopback(env: pytest.MonkeyPatch) -> None:
     assert load_settings().api_bind_host == "127.0.0.1"
+
+
+def test_an_exposed_api_needs_tokens(env: pytest.MonkeyPatch) -> None:
+    env.setenv("API_HOST", "0.0.0.0")
+    with pytest.raises(ConfigError, match=r"^API_HOST=0.0.0.0 needs API_TOKENS"):
+        load_settings()
+    env.setenv("API_HOST", "127.0.0.1")
+    assert load_settings().api_bind_host == "127.0.0.1"
+    env.setenv("API_HOST", "0.0.0.0")
+    env.setenv("API_TOKENS", "ops:0123456789abcdef0123")
+    assert load_settings().api_bind_host == "0.0.0.0"
