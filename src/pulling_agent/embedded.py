@@ -7,6 +7,7 @@ and log file, binds to loopback on a free port, and is stopped by its PID.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,11 +23,22 @@ from pulling_agent.errors import EmbeddedServerError
 START_TIMEOUT = 20.0
 
 
+PORT_RANGE = (20_000, 32_000)  # below Linux's ephemeral range (32768-60999)
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free loopback port *outside* the ephemeral range, so that no outgoing connection
+    (whose source port is ephemeral) can take it while the server restarts, and no
+    self-connection to it can succeed while it is down."""
+    for _ in range(200):
+        port = random.randint(*PORT_RANGE)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise EmbeddedServerError("no free loopback port between 20000 and 32000")
 
 
 def _executable() -> list[str]:
