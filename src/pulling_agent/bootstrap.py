@@ -3,6 +3,7 @@ registry, metrics and the HTTP API, and run it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -23,6 +24,9 @@ from pulling_agent.queue.mongo import MongoWorkStore
 from pulling_agent.queue.wakeup import watch_for_work
 from pulling_agent.registry import AgentRegistry, Heartbeat
 from pulling_agent.runtime import Agent
+from pulling_agent.scheduler.definitions import JobDefinition
+from pulling_agent.scheduler.runner import Scheduler
+from pulling_agent.scheduler.store import ScheduleStore
 from pulling_agent.service import AgentService, ClusterService
 
 
@@ -36,6 +40,7 @@ class Node:
     follower: ClusterFollower | None
     api: ApiServer | None = None
     app: FastAPI | None = None
+    scheduler: Scheduler | None = None
 
     def snapshot(self) -> dict[str, Any]:
         follower = self.follower
@@ -43,6 +48,7 @@ class Node:
             **self.agent.snapshot(),
             "version_seen": follower.version_seen if follower else 0,
             "watch_mode": follower.watch_mode if follower else "disabled",
+            "jobs": sorted(self.scheduler.jobs) if self.scheduler else [],
         }
 
 
@@ -58,7 +64,11 @@ def cluster_service(settings: Settings, client: Client, clock: Clock = utcnow) -
 
 
 def build_node(
-    settings: Settings, client: Client, run_handler: RunHandler, clock: Clock = utcnow
+    settings: Settings,
+    client: Client,
+    run_handler: RunHandler,
+    clock: Clock = utcnow,
+    jobs: Sequence[JobDefinition] = (),
 ) -> Node:
     collection = client[settings.mongodb_database][settings.mongodb_collection]
     wakeup = None
@@ -91,6 +101,20 @@ def build_node(
         cluster.registry, settings.agent_id, node.snapshot, agent.changed, clock
     )
     agent.companions["metrics"] = node.metrics
+    if jobs:
+        db = client[settings.mongodb_database]
+        node.scheduler = Scheduler(
+            list(jobs),
+            ScheduleStore(db[settings.jobs_collection], db[settings.job_runs_collection]),
+            cluster.control,
+            db,
+            settings.agent_id,
+            clock,
+            settings.job_history_days,
+            settings.shutdown_timeout,
+            on_run=node.metrics.observe_job,
+        )
+        agent.companions["scheduler"] = node.scheduler
     if settings.enable_api:
         node.app = app = create_app(
             cluster,
@@ -107,7 +131,10 @@ def build_node(
 
 
 async def run_agent(
-    settings: Settings, run_handler: RunHandler, install_signals: bool = True
+    settings: Settings,
+    run_handler: RunHandler,
+    install_signals: bool = True,
+    jobs: Sequence[JobDefinition] = (),
 ) -> int:
     """Run one agent against ``MONGODB_URI`` until it is shut down; returns the exit code."""
     get_logger(agent_id=settings.agent_id).info(
@@ -119,7 +146,7 @@ async def run_agent(
     )
     client = open_client(settings)
     try:
-        node = build_node(settings, client, run_handler)
+        node = build_node(settings, client, run_handler, jobs=jobs)
         return await node.agent.run(install_signals=install_signals)
     finally:
         await client.close()

@@ -66,9 +66,17 @@ def run() -> None:
         handler = load_handler(settings.handler)
     except PullingAgentError as exc:
         raise _fail(str(exc)) from None
+    jobs = []
+    if settings.jobs_file is not None:
+        from pulling_agent.scheduler.definitions import load_jobs_file
+
+        try:
+            jobs = load_jobs_file(settings.jobs_file)
+        except ConfigError as exc:
+            raise _fail(str(exc)) from None
     runner = HandlerRunner(handler, settings.concurrency, settings.handler_timeout)
     try:
-        code = asyncio.run(run_agent(settings, runner))
+        code = asyncio.run(run_agent(settings, runner, jobs=jobs))
     finally:
         runner.close()
     if threading.active_count() > 1:

@@ -92,12 +92,21 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_host: str | None = None
     api_tokens: SecretStr = SecretStr("")
+    jobs_file: Path | None = None
+    jobs_collection: str = Field(default="jobs", min_length=1)
+    job_runs_collection: str = Field(default="job_runs", min_length=1)
+    job_history_days: float = Field(default=14, gt=0)
 
     @field_validator("api_tokens")
     @classmethod
     def _tokens_parse(cls, value: SecretStr) -> SecretStr:
         parse_tokens(value.get_secret_value())
         return value
+
+    @field_validator("jobs_file", mode="before")
+    @classmethod
+    def _blank_path(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_host", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pymongo.errors import PyMongoError
@@ -103,6 +103,32 @@ class AgentMetrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
         )
+        self.job_runs = Counter(
+            "pulling_agent_job_runs",
+            "Scheduled job runs recorded by this agent, by outcome",
+            ["job_id", "outcome"],
+            registry=self.registry,
+        )
+        self.job_seconds = Histogram(
+            "pulling_agent_job_seconds",
+            "Scheduled job duration",
+            ["job_id"],
+            registry=self.registry,
+            buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+        )
+        self.job_lag = Histogram(
+            "pulling_agent_job_lag_seconds",
+            "Delay between a job's scheduled fire time and its start",
+            ["job_id"],
+            registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+        )
+
+    def observe_job(self, job_id: str, outcome: str, seconds: float, lag: float) -> None:
+        self.job_runs.labels(job_id=job_id, outcome=outcome).inc()
+        if outcome in ("succeeded", "failed"):
+            self.job_seconds.labels(job_id=job_id).observe(seconds)
+            self.job_lag.labels(job_id=job_id).observe(max(0.0, lag))
 
     def observe(self, seconds: float, outcome: str) -> None:
         self.handler_seconds.labels(outcome=outcome).observe(seconds)

@@ -1,0 +1,1 @@
+"""Scheduled jobs: interval, cron and date triggers; each fire runs once across the fleet."""
