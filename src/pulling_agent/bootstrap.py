@@ -113,6 +113,7 @@ def build_node(
             settings.job_history_days,
             settings.shutdown_timeout,
             on_run=node.metrics.observe_job,
+            lease_seconds=settings.job_lease_seconds,
         )
         agent.companions["scheduler"] = node.scheduler
     if settings.enable_api:

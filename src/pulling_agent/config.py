@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     jobs_collection: str = Field(default="jobs", min_length=1)
     job_runs_collection: str = Field(default="job_runs", min_length=1)
     job_history_days: float = Field(default=14, gt=0)
+    job_lease_seconds: float = Field(default=30, ge=1)
 
     @field_validator("api_tokens")
     @classmethod

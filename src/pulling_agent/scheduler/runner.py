@@ -29,7 +29,7 @@ from pulling_agent.scheduler.store import RUNNING, ScheduleStore, run_id
 from pulling_agent.scheduler.timing import anchored, first_fire, plan
 
 TICK_SECONDS = 1.0
-SWEEP_SECONDS = 5.0
+SWEEP_SECONDS = 2.0
 RUN_LEASE_SECONDS = 30.0
 
 
@@ -56,7 +56,9 @@ class Scheduler:
         history_days: float,
         shutdown_timeout: float,
         on_run: Callable[[str, str, float, float], None] | None = None,
+        lease_seconds: float = RUN_LEASE_SECONDS,
     ) -> None:
+        self._lease_seconds = lease_seconds
         self.jobs = {job.id: job for job in jobs if job.enabled}
         self._triggers = {
             job.id: anchored(build_trigger(job), job.start_date is not None)
@@ -201,7 +203,7 @@ class Scheduler:
         return record_id
 
     def _lease(self, now: datetime) -> dict[str, Any]:
-        return {"owner": self._agent_id, "expires_at": now + timedelta(seconds=RUN_LEASE_SECONDS)}
+        return {"owner": self._agent_id, "expires_at": now + timedelta(seconds=self._lease_seconds)}
 
     def _start(self, job: JobDefinition, record_id: str, fire_time: datetime) -> None:
         task = asyncio.create_task(self._execute(job, record_id, fire_time), name=record_id)
@@ -260,10 +262,10 @@ class Scheduler:
 
     async def _renew(self, record_id: str) -> None:
         while True:
-            await asyncio.sleep(RUN_LEASE_SECONDS / 3)
+            await asyncio.sleep(self._lease_seconds / 3)
             with contextlib.suppress(PyMongoError):
                 await self._store.renew(
-                    record_id, self._agent_id, self._clock() + timedelta(seconds=RUN_LEASE_SECONDS)
+                    record_id, self._agent_id, self._lease(self._clock())["expires_at"]
                 )
 
     async def _sweep(self, now: datetime) -> None:
@@ -271,7 +273,7 @@ class Scheduler:
         for run in await self._store.expired(now):
             job = self.jobs.get(run["job_id"])
             if job is not None and job.retry and int(run.get("attempts", 1)) < 3:
-                if await self._store.take_over(run, self._agent_id, RUN_LEASE_SECONDS, now):
+                if await self._store.take_over(run, self._agent_id, self._lease_seconds, now):
                     self._log.warning(
                         "retrying a run whose agent died",
                         action="scheduler.retry",
