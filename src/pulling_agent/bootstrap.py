@@ -27,7 +27,7 @@ from pulling_agent.runtime import Agent
 from pulling_agent.scheduler.definitions import JobDefinition
 from pulling_agent.scheduler.runner import Scheduler
 from pulling_agent.scheduler.store import ScheduleStore
-from pulling_agent.service import AgentService, ClusterService
+from pulling_agent.service import AgentService, ClusterService, JobService
 
 
 @dataclass
@@ -59,6 +59,17 @@ def cluster_service(settings: Settings, client: Client, clock: Clock = utcnow) -
         ClusterControlStore(db[settings.control_collection]),
         AgentRegistry(db[settings.agents_collection], settings.heartbeat_interval),
         MongoWorkStore(db[settings.mongodb_collection]),
+        clock,
+    )
+
+
+def job_service(settings: Settings, client: Client, clock: Clock = utcnow) -> JobService:
+    """Scheduled jobs as seen from MongoDB alone (``pulling-agent jobs --mongodb-uri``)."""
+    db = client[settings.mongodb_database]
+    return JobService(
+        ScheduleStore(db[settings.jobs_collection], db[settings.job_runs_collection]),
+        AgentRegistry(db[settings.agents_collection], settings.heartbeat_interval),
+        None,
         clock,
     )
 
@@ -101,11 +112,12 @@ def build_node(
         cluster.registry, settings.agent_id, node.snapshot, agent.changed, clock
     )
     agent.companions["metrics"] = node.metrics
+    db = client[settings.mongodb_database]
+    schedules = ScheduleStore(db[settings.jobs_collection], db[settings.job_runs_collection])
     if jobs:
-        db = client[settings.mongodb_database]
         node.scheduler = Scheduler(
             list(jobs),
-            ScheduleStore(db[settings.jobs_collection], db[settings.job_runs_collection]),
+            schedules,
             cluster.control,
             db,
             settings.agent_id,
@@ -120,6 +132,7 @@ def build_node(
         node.app = app = create_app(
             cluster,
             AgentService(agent, client, node.snapshot, settings.redacted_uri),
+            JobService(schedules, cluster.registry, node.scheduler, clock),
             TokenAuth(settings.tokens),
             node.metrics.render,
             settings.secrets(),

@@ -20,6 +20,7 @@ from rich.table import Table
 from pulling_agent.config import Settings, load_settings
 from pulling_agent.ctl import app as ctl_app
 from pulling_agent.errors import ConfigError, PullingAgentError
+from pulling_agent.jobs_cli import app as jobs_app
 from pulling_agent.logs import configure_logging
 
 EXIT_CONFIG = 2
@@ -33,6 +34,7 @@ app = typer.Typer(
 dlq_app = typer.Typer(help="The dead letter: documents that failed MAX_ATTEMPTS times.")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(ctl_app, name="ctl")
+app.add_typer(jobs_app, name="jobs")
 
 
 def _fail(message: str, code: int = EXIT_CONFIG) -> typer.Exit:

@@ -55,7 +55,7 @@ class CtlError(Exception):
     """A control call failed; the message says why."""
 
 
-def _http(method: str, url: str, path: str, token: str | None, **params: Any) -> Any:
+def http(method: str, url: str, path: str, token: str | None, **params: Any) -> Any:
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v not in (None, "")})
     full = f"{url.rstrip('/')}{path}" + (f"?{query}" if query else "")
     request = urllib.request.Request(full, method=method)  # noqa: S310 - operator-given URL
@@ -78,8 +78,16 @@ def _http(method: str, url: str, path: str, token: str | None, **params: Any) ->
         ) from None
 
 
-def _direct(action: Callable[[Any], Awaitable[T]], uri: str) -> T:
-    from pulling_agent.bootstrap import cluster_service
+class Direct:
+    """The services ``--mongodb-uri`` reaches without an agent."""
+
+    def __init__(self, cluster: Any, jobs: Any) -> None:
+        self.cluster = cluster
+        self.jobs = jobs
+
+
+def direct(action: Callable[[Direct], Awaitable[T]], uri: str) -> T:
+    from pulling_agent.bootstrap import cluster_service, job_service
     from pulling_agent.config import load_settings
     from pulling_agent.database import open_client
     from pulling_agent.errors import ConfigError
@@ -92,7 +100,9 @@ def _direct(action: Callable[[Any], Awaitable[T]], uri: str) -> T:
     async def go() -> T:
         client = open_client(settings)
         try:
-            return await action(cluster_service(settings, client))
+            return await action(
+                Direct(cluster_service(settings, client), job_service(settings, client))
+            )
         finally:
             await client.close()
 
@@ -113,8 +123,10 @@ def _command(
     command: ClusterCommand, reason: str, wait: float, url: str, token: str | None, uri: str | None
 ) -> dict[str, Any]:
     if uri:
-        return _direct(lambda svc: svc.command(command, reason, _identity(), "", wait or None), uri)
-    result: dict[str, Any] = _http(
+        return direct(
+            lambda d: d.cluster.command(command, reason, _identity(), "", wait or None), uri
+        )
+    result: dict[str, Any] = http(
         "POST",
         url,
         f"/api/cluster/{command.value}",
@@ -202,13 +214,13 @@ def shutdown(
 def _fetch_status(url: str, token: str | None, uri: str | None) -> dict[str, Any]:
     if uri:
 
-        async def both(svc: Any) -> dict[str, Any]:
-            return {"control": await svc.control_state(), "stats": await svc.stats()}
+        async def both(d: Direct) -> dict[str, Any]:
+            return {"control": await d.cluster.control_state(), "stats": await d.cluster.stats()}
 
-        return _direct(both, uri)
+        return direct(both, uri)
     return {
-        "control": _http("GET", url, "/api/cluster/control-state", token),
-        "stats": _http("GET", url, "/api/cluster/stats", token),
+        "control": http("GET", url, "/api/cluster/control-state", token),
+        "stats": http("GET", url, "/api/cluster/stats", token),
     }
 
 

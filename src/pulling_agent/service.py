@@ -19,6 +19,10 @@ from pulling_agent.database import Client
 from pulling_agent.queue.model import WorkStore
 from pulling_agent.registry import AgentRegistry
 from pulling_agent.runtime import Agent
+from pulling_agent.scheduler.definitions import JobDefinition, build_trigger
+from pulling_agent.scheduler.runner import Scheduler
+from pulling_agent.scheduler.store import ScheduleStore
+from pulling_agent.scheduler.timing import anchored, first_fire
 
 ACK_POLL_SECONDS = 0.1
 
@@ -157,3 +161,86 @@ class AgentService:
             "collection": settings.mongodb_collection,
             "watch_mode": self.snapshot().get("watch_mode"),
         }
+
+
+class NotFound(LookupError):
+    """No such job (API: 404)."""
+
+
+class Conflict(RuntimeError):
+    """The request cannot be served by this agent (API: 409); the message says where."""
+
+
+class JobService:
+    """Scheduled jobs for the API and ``pulling-agent jobs``."""
+
+    def __init__(
+        self,
+        store: ScheduleStore,
+        registry: AgentRegistry,
+        scheduler: Scheduler | None,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.scheduler = scheduler
+        self.clock = clock
+
+    async def list_jobs(self) -> list[dict[str, Any]]:
+        """Every job with its next fire time, last outcome, and who declares it; a job no
+        live agent declares any more is ``orphaned`` and does not fire."""
+        jobs = await self.store.all_jobs()
+        live = await self.registry.live(self.clock())
+        declared = {job_id for a in live for job_id in a.get("jobs", [])}
+        last = await self.store.last_outcomes([j["_id"] for j in jobs])
+        out = []
+        for job in jobs:
+            schedule = job.get("schedule") or {}
+            previous = last.get(job["_id"], {})
+            out.append(
+                _jsonable(
+                    {
+                        "id": job["_id"],
+                        "trigger": job.get("definition", {}).get("trigger"),
+                        "paused": bool(job.get("paused")),
+                        "orphaned": job["_id"] not in declared,
+                        "next_fire_time": schedule.get("next_fire_time"),
+                        "last_fire_time": schedule.get("last_fire_time"),
+                        "last_outcome": previous.get("outcome"),
+                        "last_run": previous.get("_id"),
+                        "declared_by": job.get("declared_by"),
+                        "digest": job.get("digest"),
+                    }
+                )
+            )
+        return out
+
+    async def _require(self, job_id: str) -> dict[str, Any]:
+        [*found] = (await self.store.get_many([job_id])).values()
+        if not found:
+            raise NotFound(f"no job {job_id!r}")
+        return found[0]
+
+    async def run(self, job_id: str) -> dict[str, Any]:
+        await self._require(job_id)
+        if self.scheduler is None or job_id not in self.scheduler.jobs:
+            raise Conflict(
+                f"job {job_id!r} is not declared by this agent; "
+                "call an agent whose JOBS_FILE has it"
+            )
+        return {"job_id": job_id, "run_id": await self.scheduler.run_now(job_id)}
+
+    async def set_paused(self, job_id: str, paused: bool) -> dict[str, Any]:
+        job = await self._require(job_id)
+        await self.store.set_paused(job_id, paused)
+        if not paused:  # restart from now: no catch-up of fires skipped while paused
+            definition = JobDefinition(**job["definition"])
+            trigger = anchored(build_trigger(definition), definition.start_date is not None)
+            version = int((job.get("schedule") or {}).get("version", 0))
+            await self.store.reschedule(job_id, version, first_fire(trigger, self.clock()))
+        return {"job_id": job_id, "paused": paused}
+
+    async def runs(self, job_id: str, limit: int) -> list[dict[str, Any]]:
+        await self._require(job_id)
+        history = await self.store.history(job_id, limit)
+        return [_jsonable({"run_id": r.pop("_id"), **r}) for r in history]

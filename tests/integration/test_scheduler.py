@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -95,7 +96,7 @@ async def test_each_interval_fire_runs_once_across_agents(
     per_fire = Counter(fire for _, fire in sample_jobs.fired)
     assert max(per_fire.values()) == 1, f"a fire ran twice: {per_fire}"
     fires = sorted(per_fire)
-    assert all(b - a == timedelta(seconds=1) for a, b in zip(fires, fires[1:], strict=False))
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(fires))
     records = [r for r in await runs(client, db_name) if r["outcome"] != "running"]
     assert {r["outcome"] for r in records} == {"succeeded"}
 

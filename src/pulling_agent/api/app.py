@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pymongo.errors import PyMongoError
 
@@ -18,7 +18,7 @@ from pulling_agent import __version__
 from pulling_agent.api.auth import TokenAuth, require_identity
 from pulling_agent.control.cluster import ClusterCommand
 from pulling_agent.logs import get_logger
-from pulling_agent.service import AgentService, ClusterService
+from pulling_agent.service import AgentService, ClusterService, Conflict, JobService, NotFound
 
 Identity = Annotated[str, Depends(require_identity)]
 Reason = Annotated[str, Query(max_length=500, description="Why (recorded in the audit trail)")]
@@ -34,6 +34,7 @@ Wait = Annotated[
     Query(ge=0, le=60, description="Seconds to wait for every live agent to acknowledge"),
 ]
 Limit = Annotated[int, Query(ge=1, le=1000)]
+JobId = Annotated[str, Path(max_length=200)]
 
 ERROR = {"content": {"application/json": {"example": {"detail": "why"}}}}
 MONGO_DOWN: dict[int | str, dict[str, Any]] = {503: {"description": "MongoDB unreachable", **ERROR}}
@@ -46,6 +47,7 @@ AUTH: dict[int | str, dict[str, Any]] = {
 TAGS = [
     {"name": "cluster", "description": "Every agent, through the control document in MongoDB"},
     {"name": "agent", "description": "The agent serving this request"},
+    {"name": "jobs", "description": "Scheduled jobs (each fire runs once across the fleet)"},
     {"name": "health", "description": "Probes and metrics"},
 ]
 
@@ -53,6 +55,7 @@ TAGS = [
 def create_app(
     cluster: ClusterService,
     agent: AgentService,
+    jobs: JobService,
     auth: TokenAuth,
     metrics: Callable[[], bytes],
     secrets: list[str],
@@ -72,6 +75,14 @@ def create_app(
         for secret in secrets:
             message = message.replace(secret, "***")
         return JSONResponse({"detail": f"MongoDB unavailable: {message}"}, status_code=503)
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -141,6 +152,38 @@ def create_app(
     async def mongo_status() -> dict[str, Any]:
         """Connection, server kind, ping; the URI with its password redacted."""
         return await agent.mongo_status()
+
+    job_errors: dict[int | str, dict[str, Any]] = {404: {"description": "No such job", **ERROR}}
+
+    @app.get("/api/jobs", tags=["jobs"], responses=MONGO_DOWN)
+    async def list_jobs() -> list[dict[str, Any]]:
+        """Every job: next fire time, last outcome, paused, orphaned (no live agent declares
+        it any more)."""
+        return await jobs.list_jobs()
+
+    @app.post(
+        "/api/jobs/{job_id}/run",
+        tags=["jobs"],
+        responses=AUTH | job_errors | {409: {"description": "Not declared by this agent", **ERROR}},
+    )
+    async def run_job(identity: Identity, job_id: JobId) -> dict[str, Any]:
+        """Run a job now, on this agent, outside its schedule."""
+        return await jobs.run(job_id)
+
+    @app.post("/api/jobs/{job_id}/pause", tags=["jobs"], responses=AUTH | job_errors)
+    async def pause_job(identity: Identity, job_id: JobId) -> dict[str, Any]:
+        """Stop firing a job (fleet-wide) until resumed."""
+        return await jobs.set_paused(job_id, True)
+
+    @app.post("/api/jobs/{job_id}/resume", tags=["jobs"], responses=AUTH | job_errors)
+    async def resume_job(identity: Identity, job_id: JobId) -> dict[str, Any]:
+        """Fire a job again, from its next fire time after now (no catch-up)."""
+        return await jobs.set_paused(job_id, False)
+
+    @app.get("/api/jobs/{job_id}/runs", tags=["jobs"], responses=MONGO_DOWN | job_errors)
+    async def job_runs(job_id: JobId, limit: Limit = 20) -> list[dict[str, Any]]:
+        """A job's run history, newest first."""
+        return await jobs.runs(job_id, limit)
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:

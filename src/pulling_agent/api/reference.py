@@ -17,7 +17,9 @@ MUTATING = {"post", "put", "patch", "delete"}
 
 def openapi() -> dict[str, Any]:
     """The OpenAPI document; routes do not touch their services to describe themselves."""
-    app = create_app(cast(Any, None), cast(Any, None), TokenAuth({}), lambda: b"", [])
+    app = create_app(
+        cast(Any, None), cast(Any, None), cast(Any, None), TokenAuth({}), lambda: b"", []
+    )
     return app.openapi()
 
 

@@ -1,0 +1,141 @@
+"""``pulling-agent jobs``: list, run, pause, resume and inspect scheduled jobs, through an
+agent's API or, with ``--mongodb-uri``, straight through MongoDB (``run`` needs an agent)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pulling_agent.ctl import DEFAULT_URL, CtlError, Direct, MongoUri, Token, Url, direct, http
+
+app = typer.Typer(help="Scheduled jobs: each fire runs once across the fleet.")
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JobArg = Annotated[str, typer.Argument(help="The job id.")]
+
+
+def _fail(exc: CtlError) -> typer.Exit:
+    Console(stderr=True).print(f"pulling-agent jobs: {exc}", markup=False)
+    return typer.Exit(1)
+
+
+def _call(
+    url: str, token: str | None, uri: str | None, method: str, path: str, local: Any, **params: Any
+) -> Any:
+    try:
+        if uri:
+            return direct(local, uri)
+        return http(method, url, path, token, **params)
+    except CtlError as exc:
+        raise _fail(exc) from None
+
+
+def _print(result: Any, as_json: bool) -> None:
+    typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
+@app.command("list")
+def list_jobs(
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    mongodb_uri: MongoUri = None,
+    as_json: AsJson = False,
+) -> None:
+    """Every job: next fire time, last outcome, paused, orphaned."""
+
+    async def local(d: Direct) -> Any:
+        return await d.jobs.list_jobs()
+
+    jobs = _call(url, token, mongodb_uri, "GET", "/api/jobs", local)
+    if as_json:
+        _print(jobs, True)
+        return
+    table = Table(title=f"{len(jobs)} scheduled jobs")
+    for column in ("job", "trigger", "next fire", "last outcome", "paused", "orphaned"):
+        table.add_column(column)
+    for job in jobs:
+        table.add_row(
+            job["id"],
+            str(job["trigger"]),
+            str(job["next_fire_time"]),
+            str(job["last_outcome"] or "-"),
+            "yes" if job["paused"] else "",
+            "yes" if job["orphaned"] else "",
+        )
+    Console().print(table)
+
+
+@app.command()
+def run(
+    job_id: JobArg, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False
+) -> None:
+    """Run a job now on the agent at --url (it must declare the job)."""
+    _print(_call(url, token, None, "POST", f"/api/jobs/{job_id}/run", None), as_json)
+
+
+@app.command()
+def pause(
+    job_id: JobArg,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    mongodb_uri: MongoUri = None,
+    as_json: AsJson = False,
+) -> None:
+    """Stop firing a job, fleet-wide."""
+
+    async def local(d: Direct) -> Any:
+        return await d.jobs.set_paused(job_id, True)
+
+    _print(_call(url, token, mongodb_uri, "POST", f"/api/jobs/{job_id}/pause", local), as_json)
+
+
+@app.command()
+def resume(
+    job_id: JobArg,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    mongodb_uri: MongoUri = None,
+    as_json: AsJson = False,
+) -> None:
+    """Fire a job again from its next fire time after now."""
+
+    async def local(d: Direct) -> Any:
+        return await d.jobs.set_paused(job_id, False)
+
+    _print(_call(url, token, mongodb_uri, "POST", f"/api/jobs/{job_id}/resume", local), as_json)
+
+
+@app.command()
+def history(
+    job_id: JobArg,
+    limit: Annotated[int, typer.Option(help="Runs to show.")] = 20,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    mongodb_uri: MongoUri = None,
+    as_json: AsJson = False,
+) -> None:
+    """A job's runs, newest first: fire time, agent, outcome, error."""
+
+    async def local(d: Direct) -> Any:
+        return await d.jobs.runs(job_id, limit)
+
+    runs = _call(url, token, mongodb_uri, "GET", f"/api/jobs/{job_id}/runs", local, limit=limit)
+    if as_json:
+        _print(runs, True)
+        return
+    table = Table(title=f"runs of {job_id}")
+    for column in ("fire time", "agent", "outcome", "attempts", "error"):
+        table.add_column(column)
+    for r in runs:
+        error = (r.get("result") or {}).get("error") or ""
+        table.add_row(
+            str(r["fire_time"]),
+            str(r["agent"]),
+            str(r["outcome"]),
+            str(r.get("attempts", 1)),
+            str(error)[:60],
+        )
+    Console().print(table)
