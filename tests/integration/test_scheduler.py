@@ -217,3 +217,76 @@ async def test_a_failing_job_records_its_error(
     assert run is not None
     assert run["outcome"] == "failed"
     assert run["result"]["error"] == "RuntimeError: job failed on purpose"
+
+
+async def test_a_run_whose_agent_died_is_run_again_when_the_job_says_retry(
+    fleet: Callable[..., list[Scheduler]], client: Client, db_name: str
+) -> None:
+    [survivor] = fleet(
+        [
+            {
+                "id": "tick",
+                "trigger": "interval",
+                "seconds": 3600,
+                "retry": True,
+                "func": "tests.unit.sample_jobs:record",
+            }
+        ],
+        1,
+    )
+    await survivor.start()
+    gone = utcnow() - timedelta(seconds=10)
+    await client[db_name]["job_runs"].insert_one(
+        {
+            "_id": "tick@dead",
+            "job_id": "tick",
+            "fire_time": gone,
+            "agent": "agent-dead",
+            "started_at": gone,
+            "attempts": 1,
+            "outcome": "running",
+            "lease": {"owner": "agent-dead", "expires_at": gone + timedelta(seconds=1)},
+        }
+    )
+    await survivor.tick()
+    await async_wait_until(lambda: not survivor._running, timeout=30)
+    run = await client[db_name]["job_runs"].find_one({"_id": "tick@dead"})
+    assert run is not None
+    assert (run["outcome"], run["attempts"], run["agent"]) == ("succeeded", 2, "agent-0")
+    assert [job for job, _ in sample_jobs.fired] == ["tick"]
+
+
+async def test_pause_and_resume_a_job(
+    fleet: Callable[..., list[Scheduler]], client: Client, db_name: str
+) -> None:
+    from pulling_agent.registry import AgentRegistry
+    from pulling_agent.service import JobService, NotFound
+
+    [scheduler] = fleet(
+        [
+            {
+                "id": "tick",
+                "trigger": "interval",
+                "seconds": 1,
+                "func": "tests.unit.sample_jobs:record",
+            }
+        ],
+        1,
+    )
+    await scheduler.start()
+    db = client[db_name]
+    service = JobService(
+        ScheduleStore(db["jobs"], db["job_runs"]), AgentRegistry(db["agents"], 5), scheduler, utcnow
+    )
+    assert await service.set_paused("tick", True) == {"job_id": "tick", "paused": True}
+    await scheduler.tick()
+    [listed] = await service.list_jobs()
+    assert listed["paused"] is True
+    assert listed["orphaned"] is True, "no live agent has registered it"
+    assert sample_jobs.fired == []
+    await service.set_paused("tick", False)
+    [listed] = await service.list_jobs()
+    next_fire = datetime.fromisoformat(listed["next_fire_time"])
+    assert next_fire > utcnow() - timedelta(seconds=1), "resumed from now, no catch-up"
+    with pytest.raises(NotFound):
+        await service.runs("nope", 5)
