@@ -3,7 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint format bench clean
+TOOLS := .venv-tools
+IMAGE ?= pulling-agent:dev
+NAMESPACE ?= pulling-agent
+OVERLAY ?= production
+
+.PHONY: install tools demo test lint format bench clean docker-build docker-run \
+	k8s-render k8s-validate k8s-deploy k8s-logs k8s-status k8s-pause k8s-resume
 
 install: $(BIN)/pulling-agent
 
@@ -13,11 +19,21 @@ $(BIN)/pulling-agent: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
+# Offline validators (checkov, kubernetes-validate, yamllint, hadolint, shellcheck) in
+# their own venv, so their dependencies never meet the agent's.
+tools: $(TOOLS)/bin/checkov
+
+$(TOOLS)/bin/checkov: deploy/tools-requirements.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS)/bin/python -m pip install --quiet -r deploy/tools-requirements.txt
+	touch $@
+
 demo: install
 	$(BIN)/pulling-agent demo
 
-test: install
-	$(BIN)/python -m pytest
+test: install tools
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/python -m pytest
 
 lint: install
 	$(BIN)/ruff check src tests bench examples
@@ -32,5 +48,34 @@ bench: install
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.pause_propagation
 
+docker-build:
+	docker build -t $(IMAGE) .
+
+docker-run:
+	docker run --rm -e MONGODB_URI -e MONGODB_DATABASE -e MONGODB_COLLECTION -e HANDLER \
+		-p 8000:8000 $(IMAGE)
+
+k8s-render:
+	kubectl kustomize deploy/k8s/overlays/$(OVERLAY)
+
+k8s-validate: install tools
+	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/python -m pytest tests/deploy -q
+
+k8s-deploy:
+	kubectl apply -k deploy/k8s/overlays/$(OVERLAY)
+
+k8s-logs:
+	kubectl --namespace $(NAMESPACE) logs -f deployment/pulling-agent
+
+k8s-status:
+	kubectl --namespace $(NAMESPACE) get deployment,pods,service -l app.kubernetes.io/name=pulling-agent
+	NAMESPACE=$(NAMESPACE) scripts/control-agent.sh status
+
+k8s-pause:
+	NAMESPACE=$(NAMESPACE) scripts/control-agent.sh pause
+
+k8s-resume:
+	NAMESPACE=$(NAMESPACE) scripts/control-agent.sh resume
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,229 @@
+"""The deploy kit, checked offline: Kustomize renders, Kubernetes schemas, checkov,
+yamllint, hadolint, shellcheck, and the manifests agree with the code.
+
+A missing tool skips its test with the install hint on a developer's machine; in CI
+(``CI`` set) it fails instead, since CI installs them (``make tools``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from pulling_agent.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+OVERLAYS = ["staging", "production", "example-full"]
+CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "PrometheusRule"}
+HINTS = {
+    "kubectl": "install kubectl (https://kubernetes.io/docs/tasks/tools/)",
+    "checkov": "make tools",
+    "yamllint": "make tools",
+    "hadolint": "make tools",
+    "shellcheck": "make tools",
+}
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(ROOT / ".venv-tools" / "bin"))
+    if found is None:
+        message = f"{name} is not installed: {HINTS[name]}"
+        if os.environ.get("CI"):
+            pytest.fail(message + " (CI must install it)")
+        pytest.skip(message)
+    return found
+
+
+@cache
+def rendered(overlay: str) -> str:
+    result = subprocess.run(
+        [tool("kubectl"), "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def documents(overlay: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(rendered(overlay)) if d]
+
+
+def find(overlay: str, kind: str, name: str) -> dict[str, Any]:
+    [doc] = [d for d in documents(overlay) if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("version", ["1.29.0", kubernetes_validate.latest_version()])
+def test_overlays_render_and_validate_strictly(overlay: str, version: str) -> None:
+    unvalidated = set()
+    for doc in documents(overlay):
+        if doc["kind"] in CRD_KINDS:
+            unvalidated.add(doc["kind"])  # no bundled schema for CRDs
+            continue
+        kubernetes_validate.validate(doc, version, strict=True)
+    if overlay != "example-full":
+        assert unvalidated == set(), "base overlays must need no CRD"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_checkov_passes_with_only_the_justified_skips(overlay: str, tmp_path: Path) -> None:
+    manifest = tmp_path / f"{overlay}.yaml"
+    manifest.write_text(rendered(overlay))
+    result = subprocess.run(
+        [
+            tool("checkov"),
+            "--config-file",
+            str(ROOT / ".checkov.yaml"),
+            "--skip-download",
+            "-f",
+            str(manifest),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "Failed checks: 0" in result.stdout
+
+
+def test_yamllint() -> None:
+    result = subprocess.run(
+        [
+            tool("yamllint"),
+            "--strict",
+            "-c",
+            str(ROOT / ".yamllint.yaml"),
+            "deploy",
+            ".github",
+            ".yamllint.yaml",
+            ".checkov.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint() -> None:
+    result = subprocess.run(
+        [tool("hadolint"), "Dockerfile"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shellcheck() -> None:
+    scripts = sorted(str(p) for p in (ROOT / "scripts").glob("*.sh"))
+    assert scripts
+    result = subprocess.run(
+        [tool("shellcheck"), *scripts], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _container(overlay: str) -> dict[str, Any]:
+    deployment = find(overlay, "Deployment", "pulling-agent")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert isinstance(container, dict)
+    return container
+
+
+@pytest.mark.parametrize("overlay", ["staging", "production"])
+def test_env_names_are_the_ones_the_code_reads(overlay: str) -> None:
+    known = {name.upper() for name in Settings.model_fields}
+    settings = find(overlay, "ConfigMap", "pulling-agent-settings")["data"]
+    env = {e["name"] for e in _container(overlay)["env"]}
+    assert set(settings) | env <= known, (set(settings) | env) - known
+    assert {"MONGODB_URI", "MONGODB_DATABASE", "MONGODB_COLLECTION", "HANDLER"} <= (
+        set(settings) | env
+    )
+
+
+def _health_help() -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "pulling_agent", "health", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    return result.stdout
+
+
+@pytest.mark.parametrize("overlay", ["staging", "production"])
+def test_probes_mounts_and_grace_period_match_the_code(overlay: str) -> None:
+    container = _container(overlay)
+    pod = find(overlay, "Deployment", "pulling-agent")["spec"]["template"]["spec"]
+    liveness = container["livenessProbe"]["exec"]["command"]
+    readiness = container["readinessProbe"]["exec"]["command"]
+    assert liveness[:2] == readiness[:2] == ["pulling-agent", "health"]
+    assert "--ready" in readiness
+    assert "--ready" not in liveness
+    options = _health_help()
+    for flag in {f for f in liveness + readiness if f.startswith("--")}:
+        assert flag in options, f"{flag} is not an option of `pulling-agent health`"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["AGENT_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert env["HEALTH_DIR"]["value"] in mounts
+    control_dir = str(Path(env["CONTROL_FILE"]["value"]).parent)
+    assert "subPath" not in mounts[control_dir], "kubelet never updates subPath mounts"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    control = volumes[mounts[control_dir]["name"]]["configMap"]
+    assert (control["name"], control["optional"]) == ("agent-control", True)
+    settings = find(overlay, "ConfigMap", "pulling-agent-settings")["data"]
+    assert pod["terminationGracePeriodSeconds"] > float(settings["SHUTDOWN_TIMEOUT"])
+    assert container["ports"][0]["containerPort"] == int(settings["API_PORT"])
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["automountServiceAccountToken"] is False
+    service = find(overlay, "Service", "pulling-agent")
+    assert service["spec"]["publishNotReadyAddresses"] is True
+
+
+def test_overlays_differ_where_they_should() -> None:
+    staging, production = _container("staging"), _container("production")
+    assert staging["image"] != production["image"]
+    assert staging["resources"] != production["resources"]
+    replicas = [
+        find(o, "Deployment", "pulling-agent")["spec"]["replicas"]
+        for o in ("staging", "production")
+    ]
+    assert replicas[0] < replicas[1]
+    levels = [
+        find(o, "ConfigMap", "pulling-agent-settings")["data"]["LOG_LEVEL"]
+        for o in ("staging", "production")
+    ]
+    assert levels == ["DEBUG", "INFO"]
+
+
+def test_control_jobs_rbac_is_least_privilege() -> None:
+    role = find("example-full", "Role", "pulling-agent-control")
+    [rule] = role["rules"]
+    assert rule["resources"] == ["configmaps"]
+    assert rule["resourceNames"] == ["agent-control"]
+    assert set(rule["verbs"]) <= {"get", "patch", "update"}
+
+
+def test_the_secret_template_is_not_applied() -> None:
+    for overlay in OVERLAYS:
+        assert all(d["kind"] != "Secret" for d in documents(overlay))
