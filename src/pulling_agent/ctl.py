@@ -172,43 +172,30 @@ def _run_command(
             raise typer.Exit(1)
 
 
-@app.command()
-def pause(
-    reason: Reason = "",
-    wait: Wait = 0,
-    url: Url = DEFAULT_URL,
-    token: Token = None,
-    mongodb_uri: MongoUri = None,
-    as_json: AsJson = False,
-) -> None:
-    """Pause every agent (in-flight work finishes first)."""
-    _run_command(ClusterCommand.PAUSE, reason, wait, url, token, mongodb_uri, as_json)
+def _register(command: ClusterCommand, summary: str) -> None:
+    def cluster_command(
+        reason: Reason = "",
+        wait: Wait = 0,
+        url: Url = DEFAULT_URL,
+        token: Token = None,
+        mongodb_uri: MongoUri = None,
+        as_json: AsJson = False,
+    ) -> None:
+        _run_command(command, reason, wait, url, token, mongodb_uri, as_json)
+
+    cluster_command.__doc__ = summary
+    app.command(command.value)(cluster_command)
 
 
-@app.command()
-def resume(
-    reason: Reason = "",
-    wait: Wait = 0,
-    url: Url = DEFAULT_URL,
-    token: Token = None,
-    mongodb_uri: MongoUri = None,
-    as_json: AsJson = False,
-) -> None:
-    """Withdraw the cluster's pause."""
-    _run_command(ClusterCommand.RESUME, reason, wait, url, token, mongodb_uri, as_json)
-
-
-@app.command()
-def shutdown(
-    reason: Reason = "",
-    wait: Wait = 0,
-    url: Url = DEFAULT_URL,
-    token: Token = None,
-    mongodb_uri: MongoUri = None,
-    as_json: AsJson = False,
-) -> None:
-    """Stop every running agent; agents started later stay paused until a resume."""
-    _run_command(ClusterCommand.SHUTDOWN, reason, wait, url, token, mongodb_uri, as_json)
+for _cluster_command, _summary in (
+    (ClusterCommand.PAUSE, "Pause every agent (in-flight work finishes first)."),
+    (ClusterCommand.RESUME, "Withdraw the cluster's pause."),
+    (
+        ClusterCommand.SHUTDOWN,
+        "Stop every running agent; agents started later stay paused until a resume.",
+    ),
+):
+    _register(_cluster_command, _summary)
 
 
 def _fetch_status(url: str, token: str | None, uri: str | None) -> dict[str, Any]:

@@ -115,13 +115,15 @@ class Pipeline:
         self._held: dict[str, int] = defaultdict(int)  # lease token -> documents not yet settled
         self._held_total = 0
         self._write_lock = asyncio.Lock()
+        self._claiming = False
 
     # ----------------------------------------------------------------- observation
 
     @property
     def held(self) -> int:
-        """Documents this agent holds a lease on: waiting, running, or outcome unwritten."""
-        return self._held_total
+        """Documents this agent holds a lease on (waiting, running, or outcome unwritten),
+        plus one while a claim is in flight: its result is not known yet."""
+        return self._held_total + int(self._claiming)
 
     @property
     def in_flight(self) -> int:
@@ -154,9 +156,16 @@ class Pipeline:
                 continue
             if sweep_due:
                 last_sweep = loop.time()
+            if claims and not self._may_claim():
+                # paused (or stopping) while the claim was in flight: hand them straight back
+                self._register(claims)
+                await self._release(claims, undo_attempt=True)
+                continue
             if claims:
                 self._accept(claims)
                 continue
+            if self._held_total == 0:
+                self._on_settled()  # a pause that waited for this claim can now complete
             self.counters.idle_waits += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.kick.wait(), self._settings.poll_interval)
@@ -164,6 +173,7 @@ class Pipeline:
     async def _claim(self, kinds: tuple[ClaimKind, ...]) -> list[Claim] | None:
         attempt = 0
         while not self._stop.is_set():
+            self._claiming = True
             try:
                 return await self._store.claim(
                     self._settings.agent_id,
@@ -176,13 +186,19 @@ class Pipeline:
                 attempt = await self._store_error("claim", exc, attempt)
                 if not self._may_claim():
                     return None
+            finally:
+                self._claiming = False
         return None
 
-    def _accept(self, claims: list[Claim]) -> None:
+    def _register(self, claims: list[Claim]) -> None:
         self.counters.claimed += len(claims)
         for claim in claims:
             self._held[claim.token] += 1
             self._held_total += 1
+
+    def _accept(self, claims: list[Claim]) -> None:
+        self._register(claims)
+        for claim in claims:
             self._ready.put_nowait(claim)
         self._log.debug("claimed", action="queue.claim", count=len(claims))
 
@@ -310,7 +326,7 @@ class Pipeline:
             self._held_total -= 1
             if self._held[token] <= 0:
                 del self._held[token]
-        if self._held_total == 0:
+        if self.held == 0:
             self._on_settled()
 
     # ----------------------------------------------------------------- leases

@@ -73,6 +73,23 @@ async def stop_all(tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def insert_dead_run(client: Client, db_name: str) -> None:
+    """A run of job ``tick`` whose agent died ten seconds ago (its lease long expired)."""
+    gone = utcnow() - timedelta(seconds=10)
+    await client[db_name]["job_runs"].insert_one(
+        {
+            "_id": "tick@dead",
+            "job_id": "tick",
+            "fire_time": gone,
+            "agent": "agent-dead",
+            "started_at": gone,
+            "attempts": 1,
+            "outcome": "running",
+            "lease": {"owner": "agent-dead", "expires_at": gone + timedelta(seconds=1)},
+        }
+    )
+
+
 async def runs(client: Client, db_name: str) -> list[dict[str, Any]]:
     return await client[db_name]["job_runs"].find().to_list(length=None)
 
@@ -175,19 +192,7 @@ async def test_a_run_whose_agent_died_is_marked_failed_not_lost(
         1,
     )
     await survivor.start()
-    gone = utcnow() - timedelta(seconds=10)
-    await client[db_name]["job_runs"].insert_one(
-        {
-            "_id": "tick@dead",
-            "job_id": "tick",
-            "fire_time": gone,
-            "agent": "agent-dead",
-            "started_at": gone,
-            "attempts": 1,
-            "outcome": "running",
-            "lease": {"owner": "agent-dead", "expires_at": gone + timedelta(seconds=1)},
-        }
-    )
+    await insert_dead_run(client, db_name)
     await survivor.tick()
     run = await client[db_name]["job_runs"].find_one({"_id": "tick@dead"})
     assert run is not None
@@ -235,19 +240,7 @@ async def test_a_run_whose_agent_died_is_run_again_when_the_job_says_retry(
         1,
     )
     await survivor.start()
-    gone = utcnow() - timedelta(seconds=10)
-    await client[db_name]["job_runs"].insert_one(
-        {
-            "_id": "tick@dead",
-            "job_id": "tick",
-            "fire_time": gone,
-            "agent": "agent-dead",
-            "started_at": gone,
-            "attempts": 1,
-            "outcome": "running",
-            "lease": {"owner": "agent-dead", "expires_at": gone + timedelta(seconds=1)},
-        }
-    )
+    await insert_dead_run(client, db_name)
     await survivor.tick()
     await async_wait_until(lambda: not survivor._running, timeout=30)
     run = await client[db_name]["job_runs"].find_one({"_id": "tick@dead"})

@@ -389,3 +389,37 @@ async def test_liveness_is_rewritten_every_heartbeat_while_idle(
     first = stamp()
     await async_wait_until(lambda: stamp() not in ("", first), what="a newer heartbeat")
     await run.stop()
+
+
+class GatedClaims(MemoryWorkStore):
+    """A store whose claims wait at a gate, to pause while one is in flight."""
+
+    def __init__(self, documents: list[dict[str, Any]]) -> None:
+        super().__init__(documents)
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def claim(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().claim(*args, **kwargs)
+
+
+async def test_a_claim_in_flight_when_pausing_is_handed_back_not_processed(
+    start: Callable[..., Running],
+) -> None:
+    called: list[Any] = []
+
+    async def handler(doc: dict[str, Any]) -> None:
+        called.append(doc)
+
+    store = GatedClaims(pending(3))
+    run = start(store, handler)
+    await asyncio.wait_for(store.entered.wait(), 10)
+    run.agent.request_pause(Source.API, "now", "tester")
+    assert run.agent.state is AgentState.PAUSING, "not paused while a claim is in flight"
+    store.gate.set()
+    await async_wait_until(lambda: run.agent.state is AgentState.PAUSED)
+    assert called == []
+    assert [(d["status"], d["attempts"]) for d in store.all()] == [("pending", 0)] * 3
+    await run.stop()
