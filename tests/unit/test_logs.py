@@ -1,5 +1,6 @@
 import io
 import json
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -11,8 +12,11 @@ from pulling_agent.logs import configure_logging, get_logger
 
 @pytest.fixture(autouse=True)
 def _restore_structlog() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     yield
     structlog.reset_defaults()
+    root.handlers, root.level = handlers, level
 
 
 def test_json_lines_level_filter_and_secret_scrubbing() -> None:
@@ -41,3 +45,13 @@ def test_console_format_for_humans() -> None:
     assert "hello" in text
     assert "action=x.debug" in text
     assert not text.lstrip().startswith("{")
+
+
+def test_library_logs_are_json_lines_too() -> None:
+    out = io.StringIO()
+    configure_logging("INFO", LogFormat.JSON, secrets=["S3cretPw"], stream=out)
+    logging.getLogger("uvicorn.error").error("cannot bind with password S3cretPw")
+    event = json.loads(out.getvalue().splitlines()[-1])
+    assert event["logger"] == "uvicorn.error"
+    assert event["level"] == "error"
+    assert "S3cretPw" not in out.getvalue()
