@@ -76,36 +76,26 @@ def run(
     _print(_call(url, token, None, "POST", f"/api/jobs/{job_id}/run", None), as_json)
 
 
-@app.command()
-def pause(
-    job_id: JobArg,
-    url: Url = DEFAULT_URL,
-    token: Token = None,
-    mongodb_uri: MongoUri = None,
-    as_json: AsJson = False,
-) -> None:
-    """Stop firing a job, fleet-wide."""
+def _register_switch(name: str, paused: bool, summary: str) -> None:
+    def switch(
+        job_id: JobArg,
+        url: Url = DEFAULT_URL,
+        token: Token = None,
+        mongodb_uri: MongoUri = None,
+        as_json: AsJson = False,
+    ) -> None:
+        async def local(d: Direct) -> Any:
+            return await d.jobs.set_paused(job_id, paused)
 
-    async def local(d: Direct) -> Any:
-        return await d.jobs.set_paused(job_id, True)
+        path = f"/api/jobs/{job_id}/{name}"
+        _print(_call(url, token, mongodb_uri, "POST", path, local), as_json)
 
-    _print(_call(url, token, mongodb_uri, "POST", f"/api/jobs/{job_id}/pause", local), as_json)
+    switch.__doc__ = summary
+    app.command(name)(switch)
 
 
-@app.command()
-def resume(
-    job_id: JobArg,
-    url: Url = DEFAULT_URL,
-    token: Token = None,
-    mongodb_uri: MongoUri = None,
-    as_json: AsJson = False,
-) -> None:
-    """Fire a job again from its next fire time after now."""
-
-    async def local(d: Direct) -> Any:
-        return await d.jobs.set_paused(job_id, False)
-
-    _print(_call(url, token, mongodb_uri, "POST", f"/api/jobs/{job_id}/resume", local), as_json)
+_register_switch("pause", True, "Stop firing a job, fleet-wide.")
+_register_switch("resume", False, "Fire a job again from its next fire time after now.")
 
 
 @app.command()

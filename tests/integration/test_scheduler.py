@@ -73,6 +73,12 @@ async def stop_all(tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def hourly(job_id: str, func: str, **options: Any) -> dict[str, Any]:
+    """A job that will not fire by itself during a test (its interval is an hour)."""
+    entry = {"id": job_id, "trigger": "interval", "seconds": 3600}
+    return entry | {"func": f"tests.unit.sample_jobs:{func}"} | options
+
+
 async def insert_dead_run(client: Client, db_name: str) -> None:
     """A run of job ``tick`` whose agent died ten seconds ago (its lease long expired)."""
     gone = utcnow() - timedelta(seconds=10)
@@ -181,14 +187,7 @@ async def test_a_run_whose_agent_died_is_marked_failed_not_lost(
     fleet: Callable[..., list[Scheduler]], client: Client, db_name: str
 ) -> None:
     [survivor] = fleet(
-        [
-            {
-                "id": "tick",
-                "trigger": "interval",
-                "seconds": 3600,
-                "func": "tests.unit.sample_jobs:record",
-            }
-        ],
+        [hourly("tick", "record")],
         1,
     )
     await survivor.start()
@@ -205,14 +204,7 @@ async def test_a_failing_job_records_its_error(
     fleet: Callable[..., list[Scheduler]], client: Client, db_name: str
 ) -> None:
     [scheduler] = fleet(
-        [
-            {
-                "id": "boom",
-                "trigger": "interval",
-                "seconds": 3600,
-                "func": "tests.unit.sample_jobs:explode",
-            }
-        ],
+        [hourly("boom", "explode")],
         1,
     )
     await scheduler.start()
@@ -228,15 +220,7 @@ async def test_a_run_whose_agent_died_is_run_again_when_the_job_says_retry(
     fleet: Callable[..., list[Scheduler]], client: Client, db_name: str
 ) -> None:
     [survivor] = fleet(
-        [
-            {
-                "id": "tick",
-                "trigger": "interval",
-                "seconds": 3600,
-                "retry": True,
-                "func": "tests.unit.sample_jobs:record",
-            }
-        ],
+        [hourly("tick", "record", retry=True)],
         1,
     )
     await survivor.start()

@@ -185,9 +185,9 @@ class ScheduleStore:
         return await cursor.to_list(length=limit)
 
     async def last_outcomes(self, job_ids: Sequence[str]) -> dict[str, Document]:
+        """Each job's newest run (one indexed query per job; jobs are few)."""
         out = {}
         for job_id in job_ids:
-            [*last] = await self.history(job_id, 1)
-            if last:
-                out[job_id] = last[0]
+            for run in await self.history(job_id, 1):
+                out[job_id] = run
         return out
