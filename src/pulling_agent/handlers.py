@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 from pulling_agent.errors import HandlerLoadError
+from pulling_agent.timeouts import within
 
 Document = dict[str, Any]
 Handler = Callable[[Document], Any]
@@ -67,10 +68,7 @@ class HandlerRunner:
         else:
             loop = asyncio.get_running_loop()
             call = loop.run_in_executor(self._pool, partial(self._handler, document))
-        if self._timeout is None:
-            await call
-        else:
-            await asyncio.wait_for(call, self._timeout)
+        await within(self._timeout, call)
 
     def close(self) -> None:
         """Stop the thread pool without waiting for threads a timeout abandoned."""

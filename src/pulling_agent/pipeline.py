@@ -19,7 +19,6 @@ calls ``on_settled()`` whenever it holds nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections import defaultdict
@@ -47,6 +46,7 @@ from pulling_agent.queue.retry import (
     error_info,
     failure_outcome,
 )
+from pulling_agent.timeouts import wait_event
 
 Clock = Callable[[], datetime]
 RunHandler = Callable[[Document], Awaitable[None]]
@@ -129,15 +129,16 @@ class Pipeline:
     def in_flight(self) -> int:
         return len(self._running)
 
-    def tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
-        """The coroutines to run as the pipeline's tasks, by name."""
-        work: dict[str, Coroutine[Any, Any, None]] = {
-            "claimer": self._claimer(),
-            "flusher": self._flusher(),
-            "renewer": self._renewer(),
+    def tasks(self) -> dict[str, Callable[[], Coroutine[Any, Any, None]]]:
+        """The pipeline's tasks by name, as factories: a task that fails unexpectedly is
+        restarted with a fresh coroutine (the pipeline's state lives on this object)."""
+        work: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+            "claimer": self._claimer,
+            "flusher": self._flusher,
+            "renewer": self._renewer,
         }
         for n in range(self._settings.concurrency):
-            work[f"worker-{n}"] = self._worker()
+            work[f"worker-{n}"] = self._worker
         return work
 
     # ----------------------------------------------------------------- claiming
@@ -167,8 +168,7 @@ class Pipeline:
             if self._held_total == 0:
                 self._on_settled()  # a pause that waited for this claim can now complete
             self.counters.idle_waits += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.kick.wait(), self._settings.poll_interval)
+            await wait_event(self.kick, self._settings.poll_interval)
 
     async def _claim(self, kinds: tuple[ClaimKind, ...]) -> list[Claim] | None:
         attempt = 0
@@ -269,9 +269,7 @@ class Pipeline:
     async def _flusher(self) -> None:
         while True:
             await self._outbox_event.wait()
-            if not self._flush_now.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._flush_now.wait(), FLUSH_LINGER)
+            await wait_event(self._flush_now, FLUSH_LINGER)
             await self.flush()
 
     async def flush(self) -> None:
@@ -374,9 +372,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self._running and loop.time() < deadline and not force.is_set():
-            step = min(0.05, max(0.0, deadline - loop.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(force.wait(), step)
+            await wait_event(force, min(0.05, max(0.0, deadline - loop.time())))
         return not self._running
 
     async def release_abandoned(self) -> int:
@@ -417,6 +413,5 @@ class Pipeline:
         if not interruptible:
             await asyncio.sleep(delay)
             return attempt + 1
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), delay)
+        await wait_event(self._stop, delay)
         return attempt + 1

@@ -21,6 +21,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure, PyMongoError
 
 from pulling_agent.logs import get_logger
+from pulling_agent.timeouts import wait_event
 
 Document = dict[str, Any]
 LIVE_HEARTBEATS = 3  # an agent is live while its heartbeat is at most this many intervals old
@@ -108,8 +109,7 @@ class Heartbeat:
 
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), self._registry.heartbeat_interval)
+            await wait_event(self._changed, self._registry.heartbeat_interval)
             self._changed.clear()
             await self._beat()
 

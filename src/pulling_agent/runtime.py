@@ -12,12 +12,11 @@ write outstanding outcomes, remove the health files.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pymongo.errors import PyMongoError
 
@@ -30,6 +29,7 @@ from pulling_agent.logs import get_logger
 from pulling_agent.pipeline import Clock, Pipeline, RunHandler, utcnow
 from pulling_agent.queue.model import WorkStore
 from pulling_agent.state import AgentState, check_transition, is_ready
+from pulling_agent.timeouts import cancel_and_wait, wait_event
 
 Wakeup = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -47,10 +47,24 @@ class Companion(Protocol):
         """Called at the end of shutdown, after every lease was handed back."""
 
 
+@runtime_checkable
+class Draining(Protocol):
+    """A companion with work of its own to let finish at shutdown (the scheduler)."""
+
+    async def drain(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for running work; called alongside the queue's drain."""
+
+
 EXIT_OK = 0
 EXIT_FAILED = 1
-CLAIMER_STOP_TIMEOUT = 15.0
 STARTUP_RETRY = 2.0
+# Shutdown ends within SHUTDOWN_TIMEOUT + SHUTDOWN_MARGIN whatever MongoDB or a companion
+# does: the steps around the drain share the margin, each with its own cap.
+SHUTDOWN_MARGIN = 8.0
+STEP_CAP = 2.0  # one store call or companion stop during shutdown
+CANCEL_CAP = 1.0  # tasks that ignore a cancellation longer are abandoned
+TASK_RESTARTS = 5  # a pipeline task that fails more often than this per minute stops the agent
+TASK_RESTART_WINDOW = 60.0
 
 
 class Agent:
@@ -254,8 +268,7 @@ class Agent:
                     action="agent.connect_error",
                     error=str(exc)[:500],
                 )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), STARTUP_RETRY)
+                await wait_event(self._stop, STARTUP_RETRY)
         if self._stop.is_set():
             return False
         self.read_control_file()
@@ -279,32 +292,48 @@ class Agent:
         return True
 
     async def _serve(self) -> None:
-        loops: dict[str, Coroutine[Any, Any, None]] = {
+        loop = asyncio.get_running_loop()
+        factories: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
             **self.pipeline.tasks(),
-            "heartbeat": self._every(self.settings.heartbeat_interval, self._write_health),
-            "control-file": self._every(
+            "heartbeat": lambda: self._every(self.settings.heartbeat_interval, self._write_health),
+            "control-file": lambda: self._every(
                 self.settings.control_file_interval, self.read_control_file
             ),
         }
+        restartable = set(factories)
         if self._wakeup is not None:
-            loops["wakeup"] = self._wakeup(self.pipeline.kick)
+            wakeup = self._wakeup
+            factories["wakeup"] = lambda: wakeup(self.pipeline.kick)
         for name, companion in self.companions.items():
-            assert name not in loops, f"companion name {name!r} is taken"
-            loops[name] = companion.run()
-        tasks = {name: asyncio.create_task(coro, name=name) for name, coro in loops.items()}
+            assert name not in factories, f"companion name {name!r} is taken"
+            factories[name] = companion.run
+        tasks = {name: asyncio.create_task(make(), name=name) for name, make in factories.items()}
+        failures: list[float] = []
         stop = asyncio.create_task(self._stop.wait(), name="stop")
-        pending: set[asyncio.Task[Any]] = set(tasks.values())
         while not self._stop.is_set():
-            done, pending = await asyncio.wait(
-                {stop, *pending}, return_when=asyncio.FIRST_COMPLETED
+            done, _ = await asyncio.wait(
+                {stop, *(t for t in tasks.values() if not t.done())},
+                return_when=asyncio.FIRST_COMPLETED,
             )
             for task in done - {stop}:
                 if task.cancelled() or task.exception() is None:
                     continue  # a side task that had nothing to do (e.g. polling-only wake-up)
+                name = task.get_name()
+                now = loop.time()
+                failures = [t for t in failures if now - t < TASK_RESTART_WINDOW] + [now]
+                if name in restartable and len(failures) <= TASK_RESTARTS:
+                    self._log.error(
+                        "internal task failed; restarting it",
+                        action="agent.task_restarted",
+                        task=name,
+                        exc_info=task.exception(),
+                    )
+                    tasks[name] = asyncio.create_task(factories[name](), name=name)
+                    continue
                 self._log.error(
                     "internal task failed; shutting down",
                     action="agent.task_failed",
-                    task=task.get_name(),
+                    task=name,
                     exc_info=task.exception(),
                 )
                 self._exit_code = EXIT_FAILED
@@ -313,19 +342,35 @@ class Agent:
         await self._shutdown(tasks)
 
     async def _shutdown(self, tasks: dict[str, asyncio.Task[None]]) -> None:
+        """Stop in stages, each with a deadline; the whole sequence ends within
+        ``SHUTDOWN_TIMEOUT + SHUTDOWN_MARGIN`` whatever the store or a companion does."""
         self._set_state(AgentState.STOPPING)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout + SHUTDOWN_MARGIN
+
+        def budget(cap: float) -> float:
+            return max(0.0, min(cap, deadline - loop.time()))
+
         pipeline = self.pipeline
         pipeline.stop_claiming()
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(tasks["claimer"], CLAIMER_STOP_TIMEOUT)
-        unstarted = await pipeline.release_unstarted()
-        drained = await pipeline.wait_for_running(self.settings.shutdown_timeout, self._force)
+        claimer = tasks["claimer"]
+        await asyncio.wait({claimer}, timeout=budget(STEP_CAP))
+        await self._abandon("claimer", await cancel_and_wait([claimer], budget(CANCEL_CAP)))
+        unstarted = await self._bounded("release", pipeline.release_unstarted(), budget(STEP_CAP))
+        # the drain keeps what the later steps need of the margin
+        drain = min(self.settings.shutdown_timeout, deadline - loop.time() - 3 * STEP_CAP)
+        drains = [
+            c.drain(max(0.0, drain)) for c in self.companions.values() if isinstance(c, Draining)
+        ]
+        drained, *_ = await asyncio.gather(
+            pipeline.wait_for_running(max(0.0, drain), self._force), *drains
+        )
         workers = [t for name, t in tasks.items() if name.startswith("worker-")]
-        await _cancel(workers)
-        abandoned = await pipeline.release_abandoned()
-        await pipeline.flush()
-        await _cancel(list(tasks.values()))
-        await self._stop_companions()
+        await self._abandon("worker", await cancel_and_wait(workers, budget(CANCEL_CAP)))
+        abandoned = await self._bounded("release", pipeline.release_abandoned(), budget(STEP_CAP))
+        await self._bounded("flush", pipeline.flush(), budget(STEP_CAP))
+        await self._abandon("task", await cancel_and_wait(list(tasks.values()), budget(CANCEL_CAP)))
+        await self._stop_companions(deadline)
         self._log.info(
             "Leases released",
             action="agent.released",
@@ -334,12 +379,55 @@ class Agent:
             drained=drained,
         )
 
-    async def _stop_companions(self) -> None:
+    async def _bounded(
+        self, step: str, work: Coroutine[Any, Any, int | None], seconds: float
+    ) -> int:
+        """One shutdown step that talks to the store: abandoned (and logged) at its deadline.
+        Leases it did not hand back expire on their own; nothing is lost."""
+        try:
+            async with asyncio.timeout(seconds):
+                return (await work) or 0
+        except TimeoutError:
+            self._log.error(
+                "shutdown step timed out; its leases will expire instead",
+                action="agent.shutdown_step_timeout",
+                step=step,
+                seconds=round(seconds, 2),
+            )
+            return 0
+
+    async def _abandon(self, kind: str, names: list[str]) -> None:
+        if names:
+            self._log.error(
+                "tasks ignored their cancellation; abandoned",
+                action="agent.task_abandoned",
+                kind=kind,
+                tasks=names,
+            )
+
+    async def _stop_companions(self, deadline: float | None = None) -> None:
+        loop = asyncio.get_running_loop()
         for name, companion in reversed(self.companions.items()):
-            try:
-                await companion.stop()
-            except Exception:
-                self._log.exception("companion did not stop cleanly", companion=name)
+            seconds = (
+                STEP_CAP if deadline is None else max(0.0, min(STEP_CAP, deadline - loop.time()))
+            )
+            task = asyncio.create_task(companion.stop(), name=f"stop-{name}")
+            done, _ = await asyncio.wait({task}, timeout=seconds)
+            if not done:
+                self._log.error(
+                    "companion did not stop in time; abandoned",
+                    action="agent.companion_stop_timeout",
+                    companion=name,
+                    seconds=round(seconds, 2),
+                )
+                await cancel_and_wait([task], 0.1)
+            elif not task.cancelled() and task.exception() is not None:
+                self._log.error(
+                    "companion did not stop cleanly",
+                    action="agent.companion_stop_failed",
+                    companion=name,
+                    exc_info=task.exception(),
+                )
 
     async def _every(self, seconds: float, action: Callable[[], None]) -> None:
         while True:
@@ -359,9 +447,3 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-
-
-async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)

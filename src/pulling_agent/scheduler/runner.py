@@ -27,10 +27,12 @@ from pulling_agent.logs import get_logger
 from pulling_agent.scheduler.definitions import JobDefinition, build_trigger
 from pulling_agent.scheduler.store import RUNNING, ScheduleStore, run_id
 from pulling_agent.scheduler.timing import anchored, first_fire, plan
+from pulling_agent.timeouts import cancel_and_wait, within
 
 TICK_SECONDS = 1.0
 SWEEP_SECONDS = 2.0
 RUN_LEASE_SECONDS = 30.0
+STOP_SECONDS = 1.0  # runs that outlast the drain get this long to record their cancellation
 
 
 @dataclass(frozen=True)
@@ -106,14 +108,16 @@ class Scheduler:
                 wait = TICK_SECONDS
             await asyncio.sleep(wait)
 
-    async def stop(self) -> None:
+    async def drain(self, seconds: float) -> None:
+        """At shutdown, alongside the queue's drain: let running jobs finish for up to
+        ``seconds``."""
         tasks = list(self._running.values())
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=self._shutdown_timeout)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            await asyncio.wait(tasks, timeout=seconds)
+
+    async def stop(self) -> None:
+        """Cancel the runs still going (recorded ``failed``); bounded by the agent."""
+        await cancel_and_wait(list(self._running.values()), STOP_SECONDS)
 
     # ----------------------------------------------------------------- firing
 
@@ -219,7 +223,7 @@ class Scheduler:
         log.info("job started", action="scheduler.run", fire_time=fire_time.isoformat())
         try:
             call = self._call(job, JobContext(self._db, job.id, record_id, fire_time, log))
-            await asyncio.wait_for(call, job.max_runtime)
+            await within(job.max_runtime, call)
         except asyncio.CancelledError:
             outcome, error = "failed", "cancelled: the agent shut down"
         except TimeoutError:
