@@ -17,6 +17,7 @@ from pulling_agent.config import ChangeStreams, Settings
 from pulling_agent.control.cluster_store import ClusterControlStore
 from pulling_agent.control.follower import ClusterFollower
 from pulling_agent.database import Client, open_client
+from pulling_agent.handlers import HandlerRunner
 from pulling_agent.logs import get_logger
 from pulling_agent.metrics import AgentMetrics
 from pulling_agent.pipeline import Clock, RunHandler, utcnow
@@ -93,6 +94,7 @@ def build_node(
         wakeup=wakeup,
         clock=clock,
         on_handler_done=lambda seconds, outcome: node.metrics.observe(seconds, outcome),
+        threads=run_handler if isinstance(run_handler, HandlerRunner) else None,
     )
     cluster = cluster_service(settings, client, clock)
     follower = None

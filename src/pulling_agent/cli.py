@@ -21,7 +21,7 @@ from pulling_agent.config import Settings, load_settings
 from pulling_agent.ctl import app as ctl_app
 from pulling_agent.errors import ConfigError, PullingAgentError
 from pulling_agent.jobs_cli import app as jobs_app
-from pulling_agent.logs import configure_logging
+from pulling_agent.logs import configure_logging, get_logger
 
 EXIT_CONFIG = 2
 T = TypeVar("T")
@@ -76,7 +76,16 @@ def run() -> None:
             jobs = load_jobs_file(settings.jobs_file)
         except ConfigError as exc:
             raise _fail(str(exc)) from None
-    runner = HandlerRunner(handler, settings.concurrency, settings.handler_timeout)
+    runner = HandlerRunner(
+        handler, settings.concurrency, settings.handler_timeout, settings.max_abandoned_threads
+    )
+    if runner.misdeclared:
+        get_logger(agent_id=settings.agent_id).error(
+            "HANDLER is a sync callable around an async function: every document will fail "
+            "until it is declared 'async def'",
+            action="agent.handler_misdeclared",
+            handler=settings.handler,
+        )
     try:
         code = asyncio.run(run_agent(settings, runner, jobs=jobs))
     finally:

@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=5.0, ge=0)
     retry_max_seconds: float = Field(default=600.0, ge=0)
     handler_timeout: float | None = Field(default=None, gt=0)
+    max_abandoned_threads: int = Field(default=8, ge=1, le=1_000)
     health_dir: Path = Path("/tmp/health")  # noqa: S108 - the seed's documented path
     control_file: Path = Path("/tmp/control/state")  # noqa: S108 - the seed's documented path
     control_file_interval: PositiveFloat = 2.0

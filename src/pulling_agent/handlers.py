@@ -7,14 +7,15 @@ attempt as failed. Sync handlers run in a thread pool so the event loop stays re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from pulling_agent.errors import HandlerLoadError
+from pulling_agent.errors import HandlerLoadError, PullingAgentError
 from pulling_agent.timeouts import within
 
 Document = dict[str, Any]
@@ -45,30 +46,101 @@ def load_handler(spec: str) -> Handler:
     return target  # type: ignore[no-any-return]
 
 
-class HandlerRunner:
-    """Call a handler the right way for its kind, with an optional per-document timeout."""
+class HandlerMisdeclared(PullingAgentError):
+    """A sync handler returned a coroutine: its body never ran. Declare it ``async def``."""
 
-    def __init__(self, handler: Handler, threads: int, timeout: float | None) -> None:
+
+def returns_coroutine(handler: Handler) -> bool:
+    """Whether a handler that is not itself a coroutine function wraps one (a sync
+    decorator or ``functools.partial`` around an ``async def``): calling it only creates a
+    coroutine. Detectable at start-up for the usual wrappers, not for every callable."""
+    target: Any = handler
+    while isinstance(target, partial):
+        target = target.func
+    return inspect.iscoroutinefunction(inspect.unwrap(target))
+
+
+class HandlerRunner:
+    """Call a handler the right way for its kind, with an optional per-document timeout.
+
+    Sync handlers run in a thread pool. A thread whose handler outlives ``HANDLER_TIMEOUT``
+    cannot be stopped; it is *abandoned*: its document fails with ``TimeoutError``, and the
+    pool holds ``max_abandoned`` threads beyond ``threads`` so that abandoned threads do not
+    starve the documents after it. :attr:`abandoned` counts the threads still stuck.
+    """
+
+    def __init__(
+        self, handler: Handler, threads: int, timeout: float | None, max_abandoned: int = 8
+    ) -> None:
         self._handler = handler
         self._is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
         )
         self._timeout = timeout
+        self.max_abandoned = max_abandoned
+        self.abandoned = 0
         self._pool = (
             None
             if self._is_async
-            else ThreadPoolExecutor(max_workers=threads, thread_name_prefix="handler")
+            else ThreadPoolExecutor(
+                max_workers=threads + max_abandoned, thread_name_prefix="handler"
+            )
         )
 
+    @property
+    def misdeclared(self) -> bool:
+        """A sync callable around an ``async def`` (see :func:`returns_coroutine`)."""
+        return not self._is_async and returns_coroutine(self._handler)
+
     async def __call__(self, document: Document) -> None:
-        """Run the handler once. Raises whatever it raises, or ``TimeoutError``."""
-        call: Awaitable[Any]
+        """Run the handler once. Raises whatever it raises (``BaseException`` included),
+        ``TimeoutError``, or :class:`HandlerMisdeclared`."""
         if self._pool is None:
-            call = self._handler(document)
-        else:
-            loop = asyncio.get_running_loop()
-            call = loop.run_in_executor(self._pool, partial(self._handler, document))
-        await within(self._timeout, call)
+            await within(self._timeout, self._handler(document))
+            return
+        loop = asyncio.get_running_loop()
+        future = self._pool.submit(self._call_sync, document)
+        try:
+            aborted = await within(self._timeout, asyncio.wrap_future(future, loop=loop))
+        except TimeoutError:
+            if not future.done():
+                self._abandon(future, loop)
+            raise
+        if aborted is not None:
+            raise aborted
+
+    def _call_sync(self, document: Document) -> BaseException | None:
+        """Run in a pool thread. A ``BaseException`` that is not an ``Exception`` (exit,
+        interrupt, ``GeneratorExit``...) is returned, to be raised in the event loop's own
+        frame: passed through a future, ``GeneratorExit`` would end the awaiting coroutine
+        instead of reaching the pipeline's handler."""
+        try:
+            result = self._handler(document)
+        except Exception:
+            raise
+        except BaseException as exc:
+            return exc
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited: no "was never awaited" warning
+            raise HandlerMisdeclared(
+                f"the handler returned {type(result).__name__} instead of running: "
+                "declare it 'async def' (a sync function that returns a coroutine is "
+                "never awaited)"
+            )
+        return None
+
+    def _abandon(self, future: Future[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.abandoned += 1
+
+        def finished(_: Future[Any]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody counts
+                loop.call_soon_threadsafe(self._release)
+
+        future.add_done_callback(finished)
+
+    def _release(self) -> None:
+        self.abandoned -= 1
 
     def close(self) -> None:
         """Stop the thread pool without waiting for threads a timeout abandoned."""

@@ -1,8 +1,11 @@
 """Liveness and readiness files for exec probes.
 
 ``liveness``: first line is the state name, then ``key=value`` lines (timestamp, counters).
-It is rewritten every heartbeat, so its age tells whether the event loop is alive.
-``readiness`` exists exactly while the agent is running. Writes are atomic (rename).
+It is rewritten every heartbeat, so its age tells whether the event loop is alive. A line
+``unhealthy=<reason>`` says the process is alive but stuck (too many handler threads
+abandoned past ``HANDLER_TIMEOUT``): the liveness probe fails so Kubernetes restarts it.
+``readiness`` exists exactly while the agent can do its job. Writes are atomic (rename).
+Every value is written as one inert line, whatever it holds.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pulling_agent.text import one_line
+
 LIVENESS = "liveness"
+UNHEALTHY = "unhealthy"
 READINESS = "readiness"
 
 
@@ -25,10 +31,22 @@ class HealthFiles:
     def prepare(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def write(self, state: str, ready: bool, details: Mapping[str, object]) -> None:
+    def write(
+        self,
+        state: str,
+        ready: bool,
+        details: Mapping[str, object],
+        unhealthy: str | None = None,
+    ) -> None:
         """Rewrite liveness, then create or remove readiness to match ``ready``."""
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-        lines = [state, f"timestamp={stamp}", *(f"{k}={v}" for k, v in details.items())]
+        lines = [
+            one_line(state, 40),
+            f"timestamp={stamp}",
+            *(f"{one_line(k, 60)}={one_line(v, 300)}" for k, v in details.items()),
+        ]
+        if unhealthy is not None:
+            lines.append(f"{UNHEALTHY}={one_line(unhealthy, 300)}")
         _atomic_write(self.directory / LIVENESS, "\n".join(lines) + "\n")
         readiness = self.directory / READINESS
         if ready:
@@ -59,11 +77,16 @@ def check(directory: Path, max_age: float, require_ready: bool = False) -> Healt
     liveness = directory / LIVENESS
     try:
         age = time.time() - liveness.stat().st_mtime
-        state = liveness.read_text(encoding="utf-8").splitlines()[0].strip()
+        lines = liveness.read_text(encoding="utf-8", errors="replace").splitlines()
+        state = one_line(lines[0].strip(), 40)
     except (OSError, IndexError):
         return HealthReport(False, "unknown", f"no liveness file at {liveness}")
     if age > max_age:
         return HealthReport(False, state, f"liveness is {age:.0f}s old (max {max_age:.0f}s)")
+    for line in lines[1:]:
+        key, _, reason = line.partition("=")
+        if key == UNHEALTHY:
+            return HealthReport(False, state, f"unhealthy: {reason}")
     if require_ready and not (directory / READINESS).exists():
         return HealthReport(False, state, f"not ready (state {state})")
     return HealthReport(True, state, f"{state}, liveness {age:.1f}s old")

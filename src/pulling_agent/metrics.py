@@ -51,6 +51,12 @@ class AgentCollector(Collector):
         in_flight = GaugeMetricFamily("pulling_agent_in_flight", "Handlers running now")
         in_flight.add_metric([], float(snap["in_flight"]))
         yield in_flight
+        stuck = GaugeMetricFamily(
+            "pulling_agent_abandoned_handler_threads",
+            "Sync handler threads still running past HANDLER_TIMEOUT",
+        )
+        stuck.add_metric([], float(snap.get("abandoned_threads", 0)))
+        yield stuck
         held = GaugeMetricFamily("pulling_agent_held", "Documents leased by this agent")
         held.add_metric([], float(snap["held"]))
         yield held

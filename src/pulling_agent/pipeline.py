@@ -46,6 +46,7 @@ from pulling_agent.queue.retry import (
     error_info,
     failure_outcome,
 )
+from pulling_agent.text import safe_text
 from pulling_agent.timeouts import wait_event
 
 Clock = Callable[[], datetime]
@@ -59,6 +60,13 @@ RECOVERY = (ClaimKind.EXPIRED, ClaimKind.DUE_RETRY)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _being_cancelled() -> bool:
+    """Whether someone asked to cancel the current task (as opposed to code inside it
+    raising ``CancelledError`` on its own)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 @dataclass(slots=True)
@@ -235,27 +243,31 @@ class Pipeline:
         started = time.perf_counter()
         try:
             await self._run_handler(claim.document)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # SystemExit from a handler fails the document, not us
-            now = self._clock()
-            outcome = failure_outcome(
-                claim, error_info(exc, now, claim.attempts), self._policy, now, self._jitter()
-            )
-            self._log.warning(
-                "handler failed",
-                action="queue.handler_error",
-                doc_id=str(claim.doc_id),
-                attempt=claim.attempts,
-                error_type=type(exc).__qualname__,
-                error=str(exc)[:500],
-                outcome=outcome.kind.value,
-                retry_at=outcome.available_at.isoformat() if outcome.available_at else None,
-            )
-            self._handler_done(started, outcome.kind)
-            return outcome
-        self._handler_done(started, OutcomeKind.PROCESSED)
-        return Completion(claim.doc_id, claim.token, OutcomeKind.PROCESSED)
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():
+                raise  # the agent's own cancellation (shutdown): the lease is handed back
+            failure: BaseException = exc  # the handler raised CancelledError itself
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt...: the document fails
+            failure = exc
+        else:
+            self._handler_done(started, OutcomeKind.PROCESSED)
+            return Completion(claim.doc_id, claim.token, OutcomeKind.PROCESSED)
+        now = self._clock()
+        outcome = failure_outcome(
+            claim, error_info(failure, now, claim.attempts), self._policy, now, self._jitter()
+        )
+        self._log.warning(
+            "handler failed",
+            action="queue.handler_error",
+            doc_id=safe_text(claim.doc_id, 200),
+            attempt=claim.attempts,
+            error_type=type(failure).__qualname__,
+            error=safe_text(failure, 500),
+            outcome=outcome.kind.value,
+            retry_at=outcome.available_at.isoformat() if outcome.available_at else None,
+        )
+        self._handler_done(started, outcome.kind)
+        return outcome
 
     def _handler_done(self, started: float, outcome: OutcomeKind) -> None:
         if self._on_handler_done is not None:

@@ -47,6 +47,13 @@ class Companion(Protocol):
         """Called at the end of shutdown, after every lease was handed back."""
 
 
+class ThreadWatch(Protocol):
+    """The handler runner's count of threads stuck past ``HANDLER_TIMEOUT``."""
+
+    abandoned: int
+    max_abandoned: int
+
+
 @runtime_checkable
 class Draining(Protocol):
     """A companion with work of its own to let finish at shutdown (the scheduler)."""
@@ -77,8 +84,11 @@ class Agent:
         wakeup: Wakeup | None = None,
         clock: Clock = utcnow,
         on_handler_done: Callable[[float, str], None] | None = None,
+        threads: ThreadWatch | None = None,
     ) -> None:
         self.settings = settings
+        self.threads = threads
+        self._stuck_logged = False
         self.state = AgentState.STARTING
         self.pauses = PauseRequests()
         self.health = HealthFiles(settings.health_dir)
@@ -152,6 +162,7 @@ class Agent:
             "counters": self.pipeline.counters.as_dict(),
             "held": self.pipeline.held,
             "in_flight": self.pipeline.in_flight,
+            "abandoned_threads": self.threads.abandoned if self.threads else 0,
             "started_at": self.started_at,
         }
 
@@ -177,10 +188,34 @@ class Agent:
             **self.pipeline.counters.as_dict(),
             "paused_by": self.pauses.summary(),
         }
+        unhealthy = None
+        if self.threads is not None:
+            details["abandoned_threads"] = self.threads.abandoned
+            unhealthy = self._stuck_threads(self.threads)
         try:
-            self.health.write(self.state.value, is_ready(self.state), details)
+            self.health.write(self.state.value, is_ready(self.state), details, unhealthy)
         except OSError as exc:
             self._log.error("cannot write health files", action="health.error", error=str(exc))
+
+    def _stuck_threads(self, threads: ThreadWatch) -> str | None:
+        """Liveness fails once the abandoned handler threads reach their limit: the pool
+        is starving and only a restart frees those threads."""
+        if threads.abandoned < threads.max_abandoned:
+            self._stuck_logged = False
+            return None
+        reason = (
+            f"{threads.abandoned} handler threads stuck past HANDLER_TIMEOUT "
+            f"(limit MAX_ABANDONED_THREADS={threads.max_abandoned}); restart needed"
+        )
+        if not self._stuck_logged:
+            self._stuck_logged = True
+            self._log.error(
+                "liveness failing: handler threads are stuck; Kubernetes will restart the pod",
+                action="agent.threads_stuck",
+                abandoned_threads=threads.abandoned,
+                limit=threads.max_abandoned,
+            )
+        return reason
 
     def read_control_file(self) -> None:
         reading = control_file.read(self.settings.control_file)

@@ -49,7 +49,8 @@ async def start(tmp_path: Path) -> AsyncIterator[Callable[..., Running]]:
     started: list[Running] = []
 
     def _start(store: MemoryWorkStore, handler: Handler = noop, **overrides: Any) -> Running:
-        agent = Agent(make_settings(tmp_path, **overrides), store, handler)
+        threads = handler if isinstance(handler, HandlerRunner) else None
+        agent = Agent(make_settings(tmp_path, **overrides), store, handler, threads=threads)
         running = Running(agent, asyncio.create_task(agent.run(install_signals=False)))
         started.append(running)
         return running

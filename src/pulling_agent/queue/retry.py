@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pulling_agent.queue.model import Claim, Completion, Document, ErrorInfo, OutcomeKind
+from pulling_agent.text import safe_text
 
 ERROR_HISTORY = 10
 MAX_TRACEBACK_CHARS = 8_000
@@ -31,10 +32,14 @@ class RetryPolicy:
 
 
 def error_info(exc: BaseException, at: datetime, attempt: int) -> ErrorInfo:
-    trace = "".join(tb.format_exception(exc))[-MAX_TRACEBACK_CHARS:]
+    """The record of one failed attempt. Never raises, whatever ``exc``'s ``__str__`` does."""
+    try:
+        trace = "".join(tb.format_exception(exc))[-MAX_TRACEBACK_CHARS:]
+    except Exception:
+        trace = f"<traceback of {type(exc).__qualname__} could not be formatted>"
     return ErrorInfo(
-        type=type(exc).__qualname__,
-        message=str(exc)[:MAX_MESSAGE_CHARS],
+        type=safe_text(type(exc).__qualname__, 200),
+        message=safe_text(exc, MAX_MESSAGE_CHARS),
         traceback=trace,
         at=at,
         attempt=attempt,

@@ -1,0 +1,28 @@
+"""Turning untrusted values into text that cannot hurt: never raises, bounded in size, and
+(for terminals and health files) free of control characters.
+
+Documents, handler exceptions and control values may carry anything: an ``__str__`` that
+raises, megabytes of text, escape sequences that repaint a terminal, newlines that forge
+extra ``key=value`` lines in a health file.
+"""
+
+from __future__ import annotations
+
+import re
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def safe_text(value: object, limit: int = 500) -> str:
+    """``str(value)`` cut to ``limit`` characters; ``<unprintable T>`` if ``str`` raises."""
+    try:
+        text = value if isinstance(value, str) else str(value)
+    except Exception:
+        text = f"<unprintable {type(value).__name__}>"
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+def one_line(value: object, limit: int = 500) -> str:
+    """:func:`safe_text` with every control character (newlines, escapes) shown as
+    ``\\xNN``, so the result is one inert line."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", safe_text(value, limit))
