@@ -114,7 +114,12 @@ def _sync_wrapper(doc: dict[str, Any]) -> Any:
 def test_misdeclared_handlers_are_detected_at_start_up_where_possible() -> None:
     wrapped = functools.wraps(_async_handler)(_sync_wrapper)  # a sync decorator
     partial = functools.partial(_async_handler, extra=1)
-    for handler, expected in [(wrapped, True), (partial, False), (_coroutine_factory, False)]:
+    cases: list[tuple[Callable[[dict[str, Any]], Any], bool]] = [
+        (wrapped, True),
+        (partial, False),
+        (_coroutine_factory, False),
+    ]
+    for handler, expected in cases:
         runner = HandlerRunner(handler, 1, None)
         try:
             # a partial of an async def is awaited properly: not misdeclared
