@@ -16,12 +16,14 @@ import typer
 from bson import ObjectId, json_util
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from pulling_agent.config import Settings, load_settings
 from pulling_agent.ctl import app as ctl_app
-from pulling_agent.errors import ConfigError, PullingAgentError
+from pulling_agent.errors import ConfigError, PullingAgentError, StoreUnavailable
 from pulling_agent.jobs_cli import app as jobs_app
 from pulling_agent.logs import configure_logging, get_logger
+from pulling_agent.text import one_line, print_error
 
 EXIT_CONFIG = 2
 T = TypeVar("T")
@@ -38,9 +40,7 @@ app.add_typer(jobs_app, name="jobs")
 
 
 def _fail(message: str, code: int = EXIT_CONFIG) -> typer.Exit:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"pulling-agent: {message}", markup=False
-    )
+    print_error(f"pulling-agent: {message}")
     return typer.Exit(code)
 
 
@@ -135,26 +135,19 @@ def health(
 
 
 def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
-    from pulling_agent.database import open_client
+    from pulling_agent.database import run_with_client
     from pulling_agent.queue.mongo import MongoWorkStore
 
     settings = _settings()
 
-    async def go() -> T:
-        client = open_client(settings)
-        try:
-            collection = client[settings.mongodb_database][settings.mongodb_collection]
-            return await action(MongoWorkStore(collection))
-        finally:
-            await client.close()
+    async def go(client: Any) -> T:
+        collection = client[settings.mongodb_database][settings.mongodb_collection]
+        return await action(MongoWorkStore(collection))
 
     try:
-        return asyncio.run(go())
-    except Exception as exc:  # a PyMongoError's text carries no password; scrub anyway
-        message = str(exc)
-        for secret in settings.secrets():
-            message = message.replace(secret, "***")
-        raise _fail(f"MongoDB error: {message}", 1) from None
+        return run_with_client(settings, go)
+    except StoreUnavailable as exc:
+        raise _fail(str(exc), 1) from None
 
 
 def _id_candidates(raw: str) -> list[Any]:
@@ -215,6 +208,50 @@ def dlq_requeue(
 
     count = _with_store(action)
     typer.echo(json.dumps({"requeued": count}))
+
+
+@app.command()
+def doctor(
+    limit: Annotated[int, typer.Option(help="List at most this many documents.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """List documents the agents will never process as they stand, why, and the fix.
+
+    Exit 0 when there are none, 1 when there are (or MongoDB cannot be read)."""
+    from pulling_agent.doctor import Examination, examine
+    from pulling_agent.pipeline import utcnow
+
+    settings = _settings()
+
+    async def action(store: Any) -> Examination:
+        return await examine(store.collection, utcnow(), settings.max_attempts, limit)
+
+    result = _with_store(action)
+    if as_json:
+        typer.echo(json_util.dumps(result.as_dict()))
+        raise typer.Exit(1 if result.found else 0)
+    console = Console(highlight=False)
+    if not result.found:
+        console.print(f"No stuck documents among {result.scanned} unfinished.", markup=False)
+        raise typer.Exit(0)
+    table = Table(
+        title=f"{result.found} of {result.scanned} unfinished documents will never be "
+        "processed as they stand"
+    )
+    for column in ("_id", "field", "problem", "fix"):
+        table.add_column(column, overflow="fold")
+    for finding in result.findings:
+        for problem in finding.problems:
+            table.add_row(
+                *(
+                    Text(one_line(v, 200))
+                    for v in (finding.doc_id, problem.field, problem.reason, problem.fix)
+                )
+            )
+    console.print(table)
+    if result.found > len(result.findings):
+        console.print(f"... and {result.found - len(result.findings)} more (--limit)", markup=False)
+    raise typer.Exit(1)
 
 
 def main() -> None:

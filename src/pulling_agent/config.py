@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     mongodb_collection: str = Field(min_length=1)
     handler: str = ""
     poll_interval: PositiveFloat = 5.0
+    sweep_interval: PositiveFloat = 60.0
     batch_size: int = Field(default=100, ge=1, le=10_000)
     concurrency: int = Field(default=8, ge=1, le=1_000)
     shutdown_timeout: float = Field(default=30.0, ge=0)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import socket
@@ -22,6 +21,7 @@ from rich.live import Live
 from rich.table import Table
 
 from pulling_agent.control.cluster import ClusterCommand
+from pulling_agent.text import print_error
 
 T = TypeVar("T")
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -89,30 +89,23 @@ class Direct:
 def direct(action: Callable[[Direct], Awaitable[T]], uri: str) -> T:
     from pulling_agent.bootstrap import cluster_service, job_service
     from pulling_agent.config import load_settings
-    from pulling_agent.database import open_client
-    from pulling_agent.errors import ConfigError
+    from pulling_agent.database import run_with_client
+    from pulling_agent.errors import ConfigError, StoreUnavailable
 
     try:
         settings = load_settings(mongodb_uri=uri)
     except ConfigError as exc:
         raise CtlError(str(exc)) from None
 
-    async def go() -> T:
-        client = open_client(settings)
-        try:
-            return await action(
-                Direct(cluster_service(settings, client), job_service(settings, client))
-            )
-        finally:
-            await client.close()
+    async def go(client: Any) -> T:
+        return await action(
+            Direct(cluster_service(settings, client), job_service(settings, client))
+        )
 
     try:
-        return asyncio.run(go())
-    except Exception as exc:
-        message = str(exc)
-        for secret in settings.secrets():
-            message = message.replace(secret, "***")
-        raise CtlError(f"MongoDB error: {message}") from None
+        return run_with_client(settings, go)
+    except StoreUnavailable as exc:
+        raise CtlError(str(exc)) from None
 
 
 def _identity() -> str:
@@ -150,7 +143,7 @@ def _run_command(
     try:
         result = _command(command, reason, wait, url, token, uri)
     except CtlError as exc:
-        Console(stderr=True).print(f"pulling-agent ctl: {exc}", markup=False)
+        print_error(f"pulling-agent ctl: {exc}")
         raise typer.Exit(1) from None
     if as_json:
         typer.echo(json.dumps(result))
@@ -290,7 +283,7 @@ def status(
                 live.update(render_status(_fetch_status(url, token, mongodb_uri)))
                 time.sleep(2)
     except CtlError as exc:
-        Console(stderr=True).print(f"pulling-agent ctl: {exc}", markup=False)
+        print_error(f"pulling-agent ctl: {exc}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         return

@@ -2,22 +2,63 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient
+from pymongo.errors import ServerSelectionTimeoutError
 
 from pulling_agent import __version__
 from pulling_agent.config import ChangeStreams, Settings
+from pulling_agent.errors import StoreUnavailable
+from pulling_agent.text import one_line
 
 Client = AsyncMongoClient[dict[str, Any]]
+T = TypeVar("T")
+QUICK_TIMEOUT_MS = 5_000  # a command-line tool gives up on an unreachable server this soon
 
 
-def open_client(settings: Settings, **options: Any) -> Client:
+def open_client(settings: Settings, *, quick: bool = False, **options: Any) -> Client:
     """A client for ``MONGODB_URI``; connects lazily, datetimes come back timezone-aware.
-    Driver options (timeouts, TLS, replicaSet, ...) belong in the URI."""
+    Driver options (timeouts, TLS, replicaSet, ...) belong in the URI; ``quick`` (for the
+    command line) caps server selection and connecting at 5 s whatever the URI says."""
+    if quick:
+        options.setdefault("serverSelectionTimeoutMS", QUICK_TIMEOUT_MS)
+        options.setdefault("connectTimeoutMS", QUICK_TIMEOUT_MS)
     return AsyncMongoClient(
         settings.uri, tz_aware=True, appname=f"pulling-agent/{__version__}", **options
     )
+
+
+def describe_error(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+    """One short line for a driver error, secrets replaced: a server-selection timeout's
+    900-character topology dump becomes the first server's reason."""
+    text = str(exc)
+    if isinstance(exc, ServerSelectionTimeoutError):
+        text = text.split(", Timeout:", 1)[0].split(" (configured timeouts", 1)[0]
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return f"{type(exc).__name__}: {one_line(text, 300)}"
+
+
+def run_with_client(settings: Settings, action: Callable[[Client], Awaitable[T]]) -> T:
+    """Run ``action`` with a quick client (for a CLI command), closing it afterwards.
+    Raises :class:`StoreUnavailable` with one line when MongoDB cannot be used."""
+
+    async def go() -> T:
+        client = open_client(settings, quick=True)
+        try:
+            return await action(client)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(go())
+    except Exception as exc:  # a driver error's text carries no password; scrub anyway
+        raise StoreUnavailable(
+            f"MongoDB error: {describe_error(exc, settings.secrets())}"
+        ) from None
 
 
 async def supports_change_streams(client: Client) -> bool:

@@ -19,3 +19,7 @@ class IllegalTransition(PullingAgentError):
 
 class EmbeddedServerError(PullingAgentError):
     """The embedded MongoDB-wire server could not be started."""
+
+
+class StoreUnavailable(PullingAgentError):
+    """MongoDB could not be reached or refused the command (one line, secrets removed)."""

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pulling_agent.ctl import DEFAULT_URL, CtlError, Direct, MongoUri, Token, Url, direct, http
+from pulling_agent.text import print_error
 
 app = typer.Typer(help="Scheduled jobs: each fire runs once across the fleet.")
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -18,7 +19,7 @@ JobArg = Annotated[str, typer.Argument(help="The job id.")]
 
 
 def _fail(exc: CtlError) -> typer.Exit:
-    Console(stderr=True).print(f"pulling-agent jobs: {exc}", markup=False)
+    print_error(f"pulling-agent jobs: {exc}")
     return typer.Exit(1)
 
 

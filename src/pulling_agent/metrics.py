@@ -30,6 +30,7 @@ COUNTERS = {
     "lost_leases": "Outcomes or renewals refused because the lease was taken over",
     "lease_renewals": "Lease renewals written",
     "store_errors": "Store calls that failed and were retried",
+    "malformed": "Malformed documents dead-lettered as MalformedDocument (or skipped)",
 }
 STATUSES = ("pending", "processing", "processed", "failed")
 

@@ -31,6 +31,7 @@ from pymongo.errors import PyMongoError
 
 from pulling_agent.config import Settings
 from pulling_agent.logs import get_logger
+from pulling_agent.queue.documents import Rejection
 from pulling_agent.queue.model import (
     Claim,
     ClaimKind,
@@ -55,7 +56,7 @@ RunHandler = Callable[[Document], Awaitable[None]]
 FLUSH_LINGER = 0.02  # seconds a partial batch of outcomes may wait for company
 ERROR_BACKOFF = (0.5, 1.0, 2.0, 5.0)  # seconds between retries of a failing store call
 FRESH_ONLY = (ClaimKind.FRESH,)
-RECOVERY = (ClaimKind.EXPIRED, ClaimKind.DUE_RETRY)
+RECOVERY = (ClaimKind.EXPIRED, ClaimKind.ORPHANED, ClaimKind.DUE_RETRY)
 
 
 def utcnow() -> datetime:
@@ -80,6 +81,7 @@ class Counters:
     store_errors: int = 0
     idle_waits: int = 0
     lease_renewals: int = 0
+    malformed: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -124,6 +126,7 @@ class Pipeline:
         self._held_total = 0
         self._write_lock = asyncio.Lock()
         self._claiming = False
+        store.on_rejected = self._rejected
 
     # ----------------------------------------------------------------- observation
 
@@ -152,7 +155,7 @@ class Pipeline:
     # ----------------------------------------------------------------- claiming
 
     async def _claimer(self) -> None:
-        last_sweep = float("-inf")
+        last_sweep = last_deep_sweep = float("-inf")
         loop = asyncio.get_running_loop()
         while not self._stop.is_set():
             self.kick.clear()
@@ -160,6 +163,9 @@ class Pipeline:
                 await self.kick.wait()
                 continue
             sweep_due = loop.time() - last_sweep >= self._settings.poll_interval
+            if loop.time() - last_deep_sweep >= self._settings.sweep_interval:
+                last_deep_sweep = loop.time()
+                await self._sweep()
             claims = await self._claim(RECOVERY + FRESH_ONLY if sweep_due else FRESH_ONLY)
             if claims is None:  # the store failed; _claim already waited
                 continue
@@ -197,6 +203,34 @@ class Pipeline:
             finally:
                 self._claiming = False
         return None
+
+    def _rejected(self, rejection: Rejection) -> None:
+        self.counters.malformed += 1
+        problem = rejection.problem
+        self._log.error(
+            "malformed document dead-lettered"
+            if rejection.dead_lettered
+            else "malformed document skipped (it could not even be dead-lettered)",
+            action="queue.malformed",
+            doc_id=safe_text(rejection.doc_id, 200),
+            stage=rejection.stage,
+            field=problem.field,
+            value_type=problem.value_type,
+            error=problem.message(),
+            fix=problem.fix,
+        )
+
+    async def _sweep(self) -> None:
+        """Documents no claim filter matches as they stand (see ``WorkStore.sweep``)."""
+        try:
+            changed = await self._store.sweep(self._clock())
+        except PyMongoError as exc:
+            self._log.warning(
+                "sweep failed; trying again later", action="queue.sweep_error", error=str(exc)[:300]
+            )
+            return
+        if changed:
+            self._log.info("swept unclaimable documents", action="queue.sweep", count=changed)
 
     def _register(self, claims: list[Claim]) -> None:
         self.counters.claimed += len(claims)
@@ -297,9 +331,10 @@ class Pipeline:
 
     async def _write(self, batch: list[Completion]) -> int | None:
         attempt = 0
+        now = self._clock()  # one time for every try: a retried write writes the same values
         while True:
             try:
-                return await self._store.complete(batch, self._clock())
+                return await self._store.complete(batch, now)
             except PyMongoError as exc:
                 if self._stop.is_set() and attempt >= len(ERROR_BACKOFF):
                     self._log.error(
@@ -310,6 +345,27 @@ class Pipeline:
                     )
                     return None
                 attempt = await self._store_error("complete", exc, attempt, interruptible=False)
+            except Exception:
+                # A bug, not an outage: retrying the same batch would fail the same way.
+                self._log.exception(
+                    "outcome write failed unexpectedly; writing outcomes one by one",
+                    action="queue.complete_failed",
+                    count=len(batch),
+                )
+                return await self._write_each(batch, now)
+
+    async def _write_each(self, batch: list[Completion], now: datetime) -> int:
+        applied = 0
+        for completion in batch:
+            try:
+                applied += await self._store.complete([completion], now)
+            except Exception:
+                self._log.exception(
+                    "outcome not written; the lease expires and the document is retried",
+                    action="queue.complete_failed",
+                    doc_id=safe_text(completion.doc_id, 200),
+                )
+        return applied
 
     def _count(self, batch: list[Completion], applied: int | None) -> None:
         if applied is None:

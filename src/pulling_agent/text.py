@@ -9,6 +9,7 @@ extra ``key=value`` lines in a health file.
 from __future__ import annotations
 
 import re
+import sys
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -26,3 +27,9 @@ def one_line(value: object, limit: int = 500) -> str:
     """:func:`safe_text` with every control character (newlines, escapes) shown as
     ``\\xNN``, so the result is one inert line."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", safe_text(value, limit))
+
+
+def print_error(message: str) -> None:
+    """One line on stderr, never wrapped, never interpreted as markup or escapes."""
+    sys.stderr.write(one_line(message, 2_000) + "\n")
+    sys.stderr.flush()

@@ -26,3 +26,17 @@ def hang(doc: dict[str, Any]) -> None:
     """A sync handler that never finishes in time (its thread cannot be cancelled)."""
     record(doc)
     time.sleep(600)
+
+
+async def misbehave(doc: dict[str, Any]) -> None:
+    """An async handler that raises what the document's ``raise`` field names (SystemExit,
+    KeyboardInterrupt, CancelledError, GeneratorExit), else records it like :func:`record`."""
+    import asyncio
+    import builtins
+
+    name = doc.get("raise")
+    if name == "CancelledError":
+        raise asyncio.CancelledError
+    if isinstance(name, str):
+        raise getattr(builtins, name)(f"document {doc['n']} raises {name}")
+    record(doc)

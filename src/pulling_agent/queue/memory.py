@@ -8,10 +8,18 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from pulling_agent.queue.documents import (
+    Problem,
+    Rejection,
+    attempts_of,
+    check_attempts,
+    check_available_at,
+    parse_time,
+)
 from pulling_agent.queue.model import (
     Claim,
     ClaimKind,
@@ -23,8 +31,17 @@ from pulling_agent.queue.model import (
 )
 
 
+def _ignore(rejection: Rejection) -> None:
+    return None
+
+
 class MemoryWorkStore:
-    def __init__(self, documents: Iterable[Document] = ()) -> None:
+    def __init__(
+        self,
+        documents: Iterable[Document] = (),
+        on_rejected: Callable[[Rejection], None] = _ignore,
+    ) -> None:
+        self.on_rejected = on_rejected
         self._docs: dict[Any, Document] = {}
         self._ids = itertools.count(1)
         self.calls: list[str] = []
@@ -50,15 +67,26 @@ class MemoryWorkStore:
         return []
 
     def _eligible(self, doc: Document, kind: ClaimKind, now: datetime) -> bool:
+        """The MongoDB claim filters' meaning, types included (a date compares only with
+        a date)."""
         status = doc.get("status")
         if kind is ClaimKind.FRESH:
             return status == Status.PENDING and doc.get("available_at") is None
         if kind is ClaimKind.DUE_RETRY:
             available = doc.get("available_at")
-            return status == Status.PENDING and available is not None and available <= now
-        lease = doc.get("lease") or {}
-        expires = lease.get("expires_at")
-        return status == Status.PROCESSING and expires is not None and expires < now
+            return status == Status.PENDING and isinstance(available, datetime) and available <= now
+        if status != Status.PROCESSING:
+            return False
+        lease = doc.get("lease")
+        expires = lease.get("expires_at") if isinstance(lease, dict) else None
+        if kind is ClaimKind.ORPHANED:
+            return expires is None
+        return isinstance(expires, datetime) and expires < now
+
+    def _dead_letter(self, doc: Document, problem: Problem, now: datetime, stage: str) -> None:
+        doc.pop("lease", None)
+        doc.update(status=Status.FAILED.value, failed_at=now, error=problem.as_error(now))
+        self.on_rejected(Rejection(doc["_id"], problem, stage, dead_lettered=True))
 
     async def claim(
         self,
@@ -76,9 +104,13 @@ class MemoryWorkStore:
                 if len(claims) >= limit:
                     return claims
                 if self._eligible(doc, kind, now):
+                    problem = check_attempts(doc)
+                    if problem is not None:
+                        self._dead_letter(doc, problem, now, "claim")
+                        continue
                     doc["status"] = Status.PROCESSING.value
                     doc["lease"] = dict(lease)
-                    doc["attempts"] = int(doc.get("attempts", 0)) + 1
+                    doc["attempts"] = attempts_of(doc) + 1
                     claims.append(
                         Claim(doc["_id"], lease["token"], doc["attempts"], copy.deepcopy(doc), kind)
                     )
@@ -133,9 +165,36 @@ class MemoryWorkStore:
             doc.pop("lease", None)
             doc["status"] = Status.PENDING.value
             if undo_attempt:
-                doc["attempts"] = int(doc.get("attempts", 1)) - 1
+                doc["attempts"] = attempts_of(doc) - 1
             released += 1
         return released
+
+    async def sweep(self, now: datetime) -> int:
+        self.calls.append("sweep")
+        changed = 0
+        for doc in self._docs.values():
+            status = doc.get("status")
+            if status == Status.PENDING:
+                value = doc.get("available_at")
+                if value is None or isinstance(value, datetime):
+                    continue
+                problem = check_available_at(doc)
+                if problem is not None:
+                    self._dead_letter(doc, problem, now, "sweep")
+                    changed += 1
+                    continue
+                due = parse_time(value)
+                if due is not None and due <= now:
+                    doc.pop("available_at")
+                    changed += 1
+            elif status == Status.PROCESSING:
+                lease = doc.get("lease")
+                expires = lease.get("expires_at") if isinstance(lease, dict) else None
+                if expires is not None and not isinstance(expires, datetime):
+                    doc.pop("lease")
+                    doc["status"] = Status.PENDING.value
+                    changed += 1
+        return changed
 
     async def list_failed(self, limit: int) -> list[Document]:
         failed = [d for d in self._docs.values() if d.get("status") == Status.FAILED]

@@ -9,11 +9,14 @@ finisher whose lease was taken over changes nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from pulling_agent.queue.documents import Rejection
 
 Document = dict[str, Any]
 
@@ -31,6 +34,7 @@ class ClaimKind(StrEnum):
     FRESH = "fresh"  # pending, no available_at
     DUE_RETRY = "due_retry"  # pending, available_at <= now
     EXPIRED = "expired"  # processing, lease.expires_at < now (its agent died)
+    ORPHANED = "orphaned"  # processing without a lease expiry (not written by an agent)
 
 
 class OutcomeKind(StrEnum):
@@ -97,6 +101,9 @@ class WorkStore(Protocol):
     runs against both.
     """
 
+    on_rejected: Callable[[Rejection], None]
+    """Told of every document the store dead-lettered (or skipped) as malformed."""
+
     async def ensure_indexes(self) -> list[str]:
         """Create the indexes the queue needs (idempotent). Returns warnings, never raises
         for a refused index: the queue works without it, only slower."""
@@ -111,6 +118,12 @@ class WorkStore(Protocol):
     ) -> list[Claim]:
         """Lease up to ``limit`` claimable documents, trying ``kinds`` in order. Atomic per
         document: no document is returned to two callers while both leases are valid."""
+
+    async def sweep(self, now: datetime) -> int:
+        """Deal with documents no claim filter can match as they stand: a non-date
+        ``available_at`` (an ISO-8601 string that fell due is cleared, anything else is
+        dead-lettered) and a non-date ``lease.expires_at`` (handed back to pending).
+        Returns how many documents it changed. Slow path: run it rarely."""
 
     async def renew(self, owner: str, token: str, expires_at: datetime) -> int:
         """Extend every still-processing lease of ``token``. Returns how many were renewed."""

@@ -16,15 +16,25 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import OperationFailure
-from pymongo.results import BulkWriteResult, UpdateResult
+from pymongo.errors import BulkWriteError, OperationFailure, WriteError
 
+from pulling_agent.queue.documents import (
+    NON_DATE_TYPES,
+    Problem,
+    Rejection,
+    attempts_of,
+    check_attempts,
+    check_available_at,
+    parse_time,
+    rejection_reason,
+)
 from pulling_agent.queue.model import (
     Claim,
     ClaimKind,
@@ -56,7 +66,30 @@ def claim_filter(kind: ClaimKind, now: datetime) -> Document:
         return {"status": Status.PENDING.value, "available_at": None}
     if kind is ClaimKind.DUE_RETRY:
         return {"status": Status.PENDING.value, "available_at": {"$lte": now}}
+    if kind is ClaimKind.ORPHANED:  # no lease, or a lease without an expiry: never renewed
+        return {"status": Status.PROCESSING.value, "lease.expires_at": None}
     return {"status": Status.PROCESSING.value, "lease.expires_at": {"$lt": now}}
+
+
+def dead_letter_update(problem: Problem, now: datetime) -> Document:
+    """Fail a malformed document. Touches none of the fields that may be malformed
+    (``attempts``, ``available_at``, ``errors``), so it cannot be refused the same way."""
+    return {
+        "$set": {
+            "status": Status.FAILED.value,
+            "failed_at": now,
+            "error": problem.as_error(now),
+        },
+        "$unset": {"lease": ""},
+    }
+
+
+# What the BSON encoder raises for a value it cannot write (an int beyond 64 bits, a key
+# it refuses...): the document's fault, not the store's.
+ENCODING_ERRORS = (InvalidDocument, OverflowError, ValueError, TypeError)
+REJECTED = (WriteError, *ENCODING_ERRORS)
+POISON_MAX = 1_000
+SWEEP_MAX = 500  # documents fixed per type per sweep (the next sweep takes the rest)
 
 
 def leased_filter(doc_id: Any, token: str) -> Document:
@@ -81,11 +114,21 @@ def completion_update(c: Completion, now: datetime) -> Document:
     return {"$set": fields, "$unset": {"lease": "", "available_at": ""}}
 
 
+def _ignore(rejection: Rejection) -> None:
+    return None
+
+
 class MongoWorkStore:
-    def __init__(self, collection: AsyncCollection[Document]) -> None:
+    def __init__(
+        self,
+        collection: AsyncCollection[Document],
+        on_rejected: Callable[[Rejection], None] = _ignore,
+    ) -> None:
         self.collection = collection
+        self.on_rejected = on_rejected
         self._spare: list[Document] = []
         self._spare_at = 0.0
+        self._poison: set[Any] = set()  # malformed, and even the dead-letter write failed
 
     async def ensure_indexes(self) -> list[str]:
         warnings = []
@@ -123,43 +166,113 @@ class MongoWorkStore:
         """Claim up to ``limit`` documents of one kind. Returns the claims and how many
         candidates were found (more than claimed when another agent won some)."""
         match = claim_filter(kind, now)
-        candidates, from_spare = await self._candidates(kind, match, limit)
+        found, from_spare = await self._candidates(kind, match, limit)
+        candidates = await self._screen(found, match, now)
         if not candidates:
-            return [], 0
+            if from_spare and found:
+                self._spare = []
+            return [], len(candidates)
         ids = [doc["_id"] for doc in candidates]
         update = {
             "$set": {"status": Status.PROCESSING.value, "lease": lease},
             "$inc": {"attempts": 1},
         }
-        result: UpdateResult | BulkWriteResult
-        if kind is ClaimKind.FRESH:
-            result = await self.collection.update_many({"_id": {"$in": ids}, **match}, update)
-        else:
-            # Recovery claims are few: one conditional update per document, still one round
-            # trip. (nx-27017 cannot combine $in with a date comparison; MongoDB can, and
-            # both forms are equally atomic per document.)
-            result = await self.collection.bulk_write(
-                [UpdateOne({"_id": doc_id, **match}, update) for doc_id in ids], ordered=False
-            )
-        if result.modified_count == len(ids):
+        modified, refused = await self._claim_write(kind, ids, match, update)
+        if refused:
+            by_id = {doc["_id"]: doc for doc in candidates}
+            for doc_id, exc in refused:
+                await self._reject(doc_id, match, rejection_reason(exc, by_id.get(doc_id)), now)
+        if not refused and modified == len(ids):
             for doc in candidates:
                 doc.update(
                     status=Status.PROCESSING.value,
                     lease=dict(lease),
-                    attempts=int(doc.get("attempts") or 0) + 1,
+                    attempts=attempts_of(doc) + 1,
                 )
             won = candidates
-        elif result.modified_count == 0:
+        elif modified == 0 and not refused:
             won = []
-            if from_spare:
-                self._spare = []  # stale: other agents got there first
-        else:  # another agent took some: read back exactly what this token holds
+        else:  # another agent took some, or some were refused: read back what we hold
             reread = self.collection.find({"_id": {"$in": ids}, "lease.token": lease["token"]})
             won = await reread.to_list(length=len(ids))
         if from_spare and len(won) < len(ids):
-            self._spare = []
-        claims = [Claim(d["_id"], lease["token"], int(d["attempts"]), d, kind) for d in won]
-        return claims, len(candidates)
+            self._spare = []  # stale: other agents got there first
+        claims = [Claim(d["_id"], lease["token"], attempts_of(d), d, kind) for d in won]
+        return claims, len(candidates) - len(refused)
+
+    async def _claim_write(
+        self, kind: ClaimKind, ids: list[Any], match: Document, update: Document
+    ) -> tuple[int, list[tuple[Any, BaseException]]]:
+        """The conditional claim write. Returns how many documents it modified and the
+        documents the server refused (a WriteError about one document must not fail the
+        others). Per-document writes happen only after a batch write reported an error."""
+        if kind is ClaimKind.FRESH:
+            try:
+                result = await self.collection.update_many({"_id": {"$in": ids}, **match}, update)
+            except WriteError:
+                pass  # some documents may have been claimed before it stopped: go one by one
+            else:
+                return result.modified_count, []
+        # Recovery claims are few: one conditional update per document, still one round
+        # trip. (nx-27017 cannot combine $in with a date comparison; MongoDB can, and both
+        # forms are equally atomic per document.)
+        return await self._each([(i, UpdateOne({"_id": i, **match}, update)) for i in ids])
+
+    async def _each(
+        self, requests: Sequence[tuple[Any, UpdateOne]]
+    ) -> tuple[int, list[tuple[Any, BaseException]]]:
+        """One unordered bulk write of ``(doc_id, request)`` pairs, one per document;
+        returns how many were modified and the refused ones by id."""
+        ids = [doc_id for doc_id, _ in requests]
+        try:
+            result = await self.collection.bulk_write([r for _, r in requests], ordered=False)
+        except BulkWriteError as exc:
+            refused: list[tuple[Any, BaseException]] = [
+                (ids[e["index"]], WriteError(e.get("errmsg", ""), e.get("code"), e))
+                for e in exc.details.get("writeErrors", [])
+            ]
+            return int(exc.details.get("nModified", 0)), refused
+        except ENCODING_ERRORS as exc:
+            if len(ids) == 1:
+                return 0, [(ids[0], exc)]
+            modified, refused = 0, []  # find the ones the encoder refuses
+            for pair in requests:
+                n, bad = await self._each([pair])
+                modified += n
+                refused.extend(bad)
+            return modified, refused
+        return result.modified_count, []
+
+    async def _screen(
+        self, candidates: list[Document], match: Document, now: datetime
+    ) -> list[Document]:
+        """Dead-letter the candidates whose ``attempts`` a claim cannot increment, before
+        the claim write: one bad document never fails the batch."""
+        good = []
+        for doc in candidates:
+            problem = check_attempts(doc)
+            if problem is None:
+                good.append(doc)
+            else:
+                await self._reject(doc["_id"], match, problem, now)
+        return good
+
+    async def _reject(
+        self, doc_id: Any, fence: Document, problem: Problem, now: datetime, stage: str = "claim"
+    ) -> bool:
+        """Dead-letter one malformed document, fenced on the state it was seen in."""
+        try:
+            result = await self.collection.update_one(
+                {"_id": doc_id, **fence}, dead_letter_update(problem, now)
+            )
+        except REJECTED:
+            if len(self._poison) < POISON_MAX:
+                self._poison.add(doc_id)
+            self.on_rejected(Rejection(doc_id, problem, stage, dead_lettered=False))
+            return False
+        if result.modified_count:
+            self.on_rejected(Rejection(doc_id, problem, stage, dead_lettered=True))
+        return bool(result.modified_count)
 
     async def _candidates(
         self, kind: ClaimKind, match: Document, limit: int
@@ -176,7 +289,8 @@ class MongoWorkStore:
                 return taken, True
             self._spare = []
         read = limit * SPARE_FACTOR if kind is ClaimKind.FRESH else limit
-        cursor = self.collection.find(match, limit=read, batch_size=read)
+        query = {**match, "_id": {"$nin": list(self._poison)}} if self._poison else match
+        cursor = self.collection.find(query, limit=read, batch_size=read)
         found = await cursor.to_list(length=read)
         if kind is ClaimKind.FRESH:
             self._spare, self._spare_at = found[limit:], time.monotonic()
@@ -193,27 +307,100 @@ class MongoWorkStore:
         if not completions:
             return 0
         requests: list[UpdateOne | UpdateMany] = []
-        processed: dict[str, list[Any]] = defaultdict(list)
+        covers: list[list[Completion]] = []  # the completions each request writes
+        processed: dict[str, list[Completion]] = defaultdict(list)
         for c in completions:
             if c.kind is OutcomeKind.PROCESSED:
-                processed[c.token].append(c.doc_id)
+                processed[c.token].append(c)
             else:
                 requests.append(
                     UpdateOne(leased_filter(c.doc_id, c.token), completion_update(c, now))
                 )
+                covers.append([c])
         done = Completion(None, "", OutcomeKind.PROCESSED)
-        for token, ids in processed.items():
+        for token, group in processed.items():
+            ids = [c.doc_id for c in group]
             requests.append(UpdateMany(leased_filter(ids, token), completion_update(done, now)))
-        result = await self.collection.bulk_write(requests, ordered=False)
+            covers.append(group)
+        try:
+            result = await self.collection.bulk_write(requests, ordered=False)
+        except BulkWriteError as exc:
+            failed = {e["index"] for e in exc.details.get("writeErrors", [])}
+            applied = int(exc.details.get("nModified", 0))
+            for index in sorted(failed):
+                applied += await self._complete_each(covers[index], now)
+            return applied
+        except ENCODING_ERRORS:
+            return await self._complete_each(list(completions), now)
         return result.modified_count
+
+    async def _complete_each(self, completions: Sequence[Completion], now: datetime) -> int:
+        """The slow path after a refused batch: each outcome alone; one the server or the
+        encoder refuses dead-letters its document instead (still fenced on the lease)."""
+        applied = 0
+        for c in completions:
+            request = UpdateOne(leased_filter(c.doc_id, c.token), completion_update(c, now))
+            modified, refused = await self._each([(c.doc_id, request)])
+            applied += modified
+            lease_fence = {"lease.token": c.token, "status": Status.PROCESSING.value}
+            for doc_id, exc in refused:
+                problem = rejection_reason(exc, None)
+                if await self._reject(doc_id, lease_fence, problem, now, stage="complete"):
+                    applied += 1
+        return applied
 
     async def release(self, token: str, doc_ids: Sequence[Any], undo_attempt: bool) -> int:
         if not doc_ids:
             return 0
         update: Document = {"$set": {"status": Status.PENDING.value}, "$unset": {"lease": ""}}
+        fence = leased_filter(list(doc_ids), token)
         if undo_attempt:
-            update["$inc"] = {"attempts": -1}
-        result = await self.collection.update_many(leased_filter(list(doc_ids), token), update)
+            try:
+                result = await self.collection.update_many(
+                    fence, {**update, "$inc": {"attempts": -1}}
+                )
+            except WriteError:
+                pass  # an attempts value $inc refuses: hand back without undoing the attempt
+            else:
+                return result.modified_count
+        result = await self.collection.update_many(fence, update)
+        return result.modified_count
+
+    async def sweep(self, now: datetime) -> int:
+        changed = 0
+        for value_type in NON_DATE_TYPES:
+            pending = {"status": Status.PENDING.value, "available_at": {"$type": value_type}}
+            async for doc in self.collection.find(pending, {"available_at": 1}, limit=SWEEP_MAX):
+                changed += await self._sweep_pending(doc, now)
+            processing = {
+                "status": Status.PROCESSING.value,
+                "lease.expires_at": {"$type": value_type},
+            }
+            async for doc in self.collection.find(processing, {"lease": 1}, limit=SWEEP_MAX):
+                # a lease no agent wrote counts as expired: back to pending, attempt kept
+                result = await self.collection.update_one(
+                    {
+                        "_id": doc["_id"],
+                        "status": Status.PROCESSING.value,
+                        "lease.expires_at": doc["lease"]["expires_at"],
+                    },
+                    {"$set": {"status": Status.PENDING.value}, "$unset": {"lease": ""}},
+                )
+                changed += result.modified_count
+        return changed
+
+    async def _sweep_pending(self, doc: Document, now: datetime) -> int:
+        value = doc.get("available_at")
+        fence = {"status": Status.PENDING.value, "available_at": value}
+        problem = check_available_at(doc)
+        if problem is not None:
+            return int(await self._reject(doc["_id"], fence, problem, now, stage="sweep"))
+        due = parse_time(value)
+        if due is None or due > now:
+            return 0  # an ISO-8601 string not yet due: cleared when it is
+        result = await self.collection.update_one(
+            {"_id": doc["_id"], **fence}, {"$unset": {"available_at": ""}}
+        )
         return result.modified_count
 
     async def list_failed(self, limit: int) -> list[Document]:

@@ -1,0 +1,88 @@
+"""``pulling-agent doctor``: the documents agents will never process as they stand.
+
+Reads every document that is not finished (``status`` other than processed or failed,
+missing included) with only the fields the agent owns, and explains each problem
+:func:`~pulling_agent.queue.documents.diagnose` finds, with a suggested fix. One pass over
+the unfinished documents: on a large backlog it takes as long as reading their ids.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+
+from pulling_agent.queue.documents import Problem, diagnose
+from pulling_agent.queue.model import Document, Status
+
+FIELDS = {"status": 1, "attempts": 1, "available_at": 1, "lease": 1}
+UNFINISHED = {"status": {"$nin": [Status.PROCESSED.value, Status.FAILED.value]}}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    doc_id: Any
+    problems: tuple[Problem, ...]
+
+
+@dataclass(slots=True)
+class Examination:
+    scanned: int = 0
+    found: int = 0
+    findings: list[Finding] = field(default_factory=list)  # the first ``limit`` of them
+    by_field: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scanned": self.scanned,
+            "found": self.found,
+            "by_field": dict(self.by_field),
+            "documents": [
+                {
+                    "_id": f.doc_id,
+                    "problems": [
+                        {
+                            "field": p.field,
+                            "value_type": p.value_type,
+                            "reason": p.reason,
+                            "fix": p.fix,
+                        }
+                        for p in f.problems
+                    ],
+                }
+                for f in self.findings
+            ],
+        }
+
+
+def examine_documents(
+    docs: list[Document], now: datetime, max_attempts: int, limit: int
+) -> Examination:
+    """Pure: the examination of ``docs`` (for tests and for :func:`examine`)."""
+    result = Examination()
+    for doc in docs:
+        _add(result, doc, now, max_attempts, limit)
+    return result
+
+
+def _add(result: Examination, doc: Document, now: datetime, max_attempts: int, limit: int) -> None:
+    result.scanned += 1
+    problems = diagnose(doc, now, max_attempts)
+    if not problems:
+        return
+    result.found += 1
+    result.by_field.update(p.field for p in problems)
+    if len(result.findings) < limit:
+        result.findings.append(Finding(doc.get("_id"), tuple(problems)))
+
+
+async def examine(
+    collection: AsyncCollection[Document], now: datetime, max_attempts: int, limit: int
+) -> Examination:
+    result = Examination()
+    async for doc in collection.find(UNFINISHED, FIELDS, batch_size=1_000):
+        _add(result, doc, now, max_attempts, limit)
+    return result

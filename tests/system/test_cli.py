@@ -1,0 +1,64 @@
+"""The command line against a real server: ``doctor``, and giving up quickly when MongoDB
+cannot be reached."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from tests.system.conftest import ROOT
+from tests.unit.test_documents import EVERY_BAD_SHAPE, FINE
+
+pytestmark = pytest.mark.system
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pulling_agent", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def test_doctor_explains_every_bad_shape(agent_env: dict[str, str], work: Any) -> None:
+    work.insert_many([*EVERY_BAD_SHAPE, *FINE])
+    result = cli(agent_env, "doctor", "--json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["found"] == len(EVERY_BAD_SHAPE)
+    assert sorted(d["_id"] for d in report["documents"]) == sorted(
+        d["_id"] for d in EVERY_BAD_SHAPE
+    )
+    table = cli({**agent_env, "COLUMNS": "250"}, "doctor")
+    assert table.returncode == 1
+    assert "attempts-string" in table.stdout and "set status to 'pending'" in table.stdout
+
+
+def test_doctor_is_quiet_on_a_healthy_collection(agent_env: dict[str, str], work: Any) -> None:
+    work.insert_many(FINE)
+    result = cli(agent_env, "doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No stuck documents" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args", [["doctor"], ["dlq", "list"], ["ctl", "status", "--mongodb-uri", "URI"]]
+)
+def test_commands_give_up_on_an_unreachable_server_with_one_line(
+    agent_env: dict[str, str], args: list[str]
+) -> None:
+    uri = "mongodb://user:s3cret-pass@127.0.0.1:1/?serverSelectionTimeoutMS=60000"
+    env = {**agent_env, "MONGODB_URI": uri}
+    result = cli(env, *[uri if a == "URI" else a for a in args])
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "ServerSelectionTimeoutError" in lines[0]
+    assert "s3cret-pass" not in result.stderr + result.stdout
