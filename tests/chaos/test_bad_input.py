@@ -54,7 +54,8 @@ def test_bad_documents_never_stall_two_agents(spawn: Any, work: Any, tmp_path: P
     assert set(runs) == set(range(60)) | {200 + i for i in range(len(RECOVERABLE))}
     assert max(runs.values()) == 1, "nothing ran twice"
     for agent in agents:  # up and ready (a slow starter may still be on its way)
-        wait_until(lambda a=agent: (a.health_dir / "readiness").exists(), what="ready")
+        readiness = agent.health_dir / "readiness"
+        wait_until(readiness.exists, what=f"{agent.name} ready")
         assert agent.process.poll() is None
     malformed = [e for a in agents for e in a.events() if e.get("action") == "queue.malformed"]
     assert len(malformed) == len(BAD_SHAPES)
