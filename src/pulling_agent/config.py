@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     handler: str = ""
     poll_interval: PositiveFloat = 5.0
     sweep_interval: PositiveFloat = 60.0
+    store_outage_seconds: PositiveFloat = 10.0
     batch_size: int = Field(default=100, ge=1, le=10_000)
     concurrency: int = Field(default=8, ge=1, le=1_000)
     shutdown_timeout: float = Field(default=30.0, ge=0)
@@ -181,6 +182,12 @@ class Settings(BaseSettings):
     def uri(self) -> str:
         """The connection string, password included: for the driver only."""
         return self.mongodb_uri.get_secret_value()
+
+    @property
+    def mongodb_hosts(self) -> str:
+        """The hosts of ``MONGODB_URI`` (``host:port,...``), for messages: no credentials."""
+        rest = self.uri.partition("://")[2]
+        return rest.rpartition("@")[2].split("/", 1)[0].split("?", 1)[0]
 
     @property
     def redacted_uri(self) -> str:

@@ -75,6 +75,8 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(max(numeric, logging.WARNING))
+    # Python warnings (pymongo's "Unknown option" for a URI typo) become log events too.
+    logging.captureWarnings(True)
 
 
 def get_logger(**context: Any) -> Any:

@@ -29,6 +29,7 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
+from pulling_agent.breaker import StoreBreaker
 from pulling_agent.config import Settings
 from pulling_agent.logs import get_logger
 from pulling_agent.queue.documents import Rejection
@@ -99,9 +100,11 @@ class Pipeline:
         clock: Clock = utcnow,
         jitter: Callable[[], float] = random.random,
         on_handler_done: Callable[[float, str], None] | None = None,
+        breaker: StoreBreaker | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
+        self.breaker = breaker or StoreBreaker(settings.store_outage_seconds, lambda: None)
         self._run_handler = run_handler
         self._may_claim = may_claim
         self._on_settled = on_settled
@@ -126,6 +129,7 @@ class Pipeline:
         self._held_total = 0
         self._write_lock = asyncio.Lock()
         self._claiming = False
+        self._claim_failures = 0
         store.on_rejected = self._rejected
 
     # ----------------------------------------------------------------- observation
@@ -162,6 +166,9 @@ class Pipeline:
             if not self._may_claim() or self._ready.qsize() > self._low_water:
                 await self.kick.wait()
                 continue
+            if not self.breaker.available:
+                await self._probe()  # half-open: one probe at a time, no claims
+                continue
             sweep_due = loop.time() - last_sweep >= self._settings.poll_interval
             if loop.time() - last_deep_sweep >= self._settings.sweep_interval:
                 last_deep_sweep = loop.time()
@@ -169,6 +176,7 @@ class Pipeline:
             claims = await self._claim(RECOVERY + FRESH_ONLY if sweep_due else FRESH_ONLY)
             if claims is None:  # the store failed; _claim already waited
                 continue
+            self._claim_failures = 0
             if sweep_due:
                 last_sweep = loop.time()
             if claims and not self._may_claim():
@@ -185,24 +193,31 @@ class Pipeline:
             await wait_event(self.kick, self._settings.poll_interval)
 
     async def _claim(self, kinds: tuple[ClaimKind, ...]) -> list[Claim] | None:
-        attempt = 0
-        while not self._stop.is_set():
-            self._claiming = True
-            try:
-                return await self._store.claim(
+        """One claim; None when the store failed (after a back-off)."""
+        self._claiming = True
+        try:
+            return await self.breaker.call(
+                self._store.claim(
                     self._settings.agent_id,
                     self._settings.batch_size,
                     self._settings.lease_seconds,
                     self._clock(),
                     kinds,
                 )
-            except PyMongoError as exc:
-                attempt = await self._store_error("claim", exc, attempt)
-                if not self._may_claim():
-                    return None
-            finally:
-                self._claiming = False
-        return None
+            )
+        except PyMongoError as exc:
+            self._claim_failures = await self._store_error("claim", exc, self._claim_failures)
+            return None
+        finally:
+            self._claiming = False
+
+    async def _probe(self) -> None:
+        try:
+            await self.breaker.call(self._store.ping())
+        except PyMongoError as exc:
+            self._claim_failures = await self._store_error("probe", exc, self._claim_failures)
+        else:
+            self._claim_failures = 0
 
     def _rejected(self, rejection: Rejection) -> None:
         self.counters.malformed += 1
@@ -223,7 +238,7 @@ class Pipeline:
     async def _sweep(self) -> None:
         """Documents no claim filter matches as they stand (see ``WorkStore.sweep``)."""
         try:
-            changed = await self._store.sweep(self._clock())
+            changed = await self.breaker.call(self._store.sweep(self._clock()))
         except PyMongoError as exc:
             self._log.warning(
                 "sweep failed; trying again later", action="queue.sweep_error", error=str(exc)[:300]
@@ -334,7 +349,7 @@ class Pipeline:
         now = self._clock()  # one time for every try: a retried write writes the same values
         while True:
             try:
-                return await self._store.complete(batch, now)
+                return await self.breaker.call(self._store.complete(batch, now))
             except PyMongoError as exc:
                 if self._stop.is_set() and attempt >= len(ERROR_BACKOFF):
                     self._log.error(
@@ -407,7 +422,9 @@ class Pipeline:
         expires = self._clock() + timedelta(seconds=self._settings.lease_seconds)
         for token in list(self._held):
             try:
-                renewed = await self._store.renew(self._settings.agent_id, token, expires)
+                renewed = await self.breaker.call(
+                    self._store.renew(self._settings.agent_id, token, expires)
+                )
             except PyMongoError as exc:
                 self._log.warning(
                     "lease renewal failed", action="queue.renew_error", error=str(exc)
@@ -455,7 +472,7 @@ class Pipeline:
         released = 0
         for token, ids in by_token.items():
             try:
-                released += await self._store.release(token, ids, undo_attempt)
+                released += await self.breaker.call(self._store.release(token, ids, undo_attempt))
             except PyMongoError as exc:
                 self._log.error(
                     "leases not released; the documents return after the lease expires",

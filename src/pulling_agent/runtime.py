@@ -18,12 +18,15 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
 
+from pulling_agent import early_signals
+from pulling_agent.breaker import StoreBreaker
 from pulling_agent.config import Settings
 from pulling_agent.control import file as control_file
 from pulling_agent.control.requests import PauseRequest, PauseRequests, Source
-from pulling_agent.errors import PullingAgentError
+from pulling_agent.database import describe_error
+from pulling_agent.errors import ConfigError, PullingAgentError
 from pulling_agent.health import HealthFiles
 from pulling_agent.logs import get_logger
 from pulling_agent.pipeline import Clock, Pipeline, RunHandler, utcnow
@@ -64,7 +67,10 @@ class Draining(Protocol):
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-STARTUP_RETRY = 2.0
+EXIT_CONFIG = 2
+STARTUP_ATTEMPT = 3.0  # an unreachable server is reported after this long, not after 30 s
+STARTUP_RETRY = 5.0
+AUTH_FAILED = frozenset({18})  # AuthenticationFailed
 # Shutdown ends within SHUTDOWN_TIMEOUT + SHUTDOWN_MARGIN whatever MongoDB or a companion
 # does: the steps around the drain share the margin, each with its own cap.
 SHUTDOWN_MARGIN = 8.0
@@ -97,6 +103,9 @@ class Agent:
         self._wakeup = wakeup
         self._clock = clock
         self._log = get_logger(agent_id=settings.agent_id)
+        self.breaker = StoreBreaker(
+            settings.store_outage_seconds, self._store_changed, settings.agent_id
+        )
         self.pipeline = Pipeline(
             settings,
             store,
@@ -105,8 +114,10 @@ class Agent:
             on_settled=self._settled,
             clock=clock,
             on_handler_done=on_handler_done,
+            breaker=self.breaker,
         )
         self.companions: dict[str, Companion] = {}
+        self._started: list[str] = []  # companions whose start() completed, in order
         self.changed = asyncio.Event()  # state or control changed: tell the registry now
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -163,8 +174,24 @@ class Agent:
             "held": self.pipeline.held,
             "in_flight": self.pipeline.in_flight,
             "abandoned_threads": self.threads.abandoned if self.threads else 0,
+            "ready": self.ready,
+            "store": self.breaker.as_dict(),
             "started_at": self.started_at,
         }
+
+    def _store_changed(self) -> None:
+        self._write_health()
+        self.changed.set()
+        self.pipeline.kick.set()
+
+    @property
+    def ready(self) -> bool:
+        """Running, not paused, and the store answered recently."""
+        return is_ready(self.state) and self.breaker.available
+
+    def _tick(self) -> None:
+        self.breaker.evaluate()
+        self._write_health()
 
     def _settled(self) -> None:
         if self.state is AgentState.PAUSING:
@@ -187,13 +214,14 @@ class Agent:
             "in_flight": self.pipeline.in_flight,
             **self.pipeline.counters.as_dict(),
             "paused_by": self.pauses.summary(),
+            "store": self.breaker.summary(),
         }
         unhealthy = None
         if self.threads is not None:
             details["abandoned_threads"] = self.threads.abandoned
             unhealthy = self._stuck_threads(self.threads)
         try:
-            self.health.write(self.state.value, is_ready(self.state), details, unhealthy)
+            self.health.write(self.state.value, self.ready, details, unhealthy)
         except OSError as exc:
             self._log.error("cannot write health files", action="health.error", error=str(exc))
 
@@ -216,6 +244,20 @@ class Agent:
                 limit=threads.max_abandoned,
             )
         return reason
+
+    def _startup_failed(self, exc: BaseException) -> None:
+        """One concise line per attempt (a steady interval), never a topology dump."""
+        if isinstance(exc, TimeoutError):
+            exc = TimeoutError(f"no answer within {STARTUP_ATTEMPT:g}s")
+            self.breaker.failed(exc)
+        self._log.warning(
+            "MongoDB unreachable at start-up, retrying",
+            action="agent.connect_error",
+            hosts=self.settings.mongodb_hosts,
+            error=describe_error(exc, self.settings.secrets()),
+            retry_in=STARTUP_RETRY,
+        )
+        self._write_health()
 
     def read_control_file(self) -> None:
         reading = control_file.read(self.settings.control_file)
@@ -264,7 +306,7 @@ class Agent:
                 prepared = await self._prepare()
             except PullingAgentError as exc:
                 self._log.error(str(exc), action="agent.start_failed")
-                self._exit_code = EXIT_FAILED
+                self._exit_code = EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_FAILED
                 await self._stop_companions()
                 prepared = False
             if prepared:
@@ -294,22 +336,38 @@ class Agent:
         file. Returns False if shutdown was requested before the agent could start."""
         while not self._stop.is_set():
             try:
-                for warning in await self._store.ensure_indexes():
-                    self._log.warning("queue index missing", action="queue.index", detail=warning)
-                break
-            except PyMongoError as exc:
-                self._log.warning(
-                    "MongoDB unreachable at start-up, retrying",
-                    action="agent.connect_error",
-                    error=str(exc)[:500],
-                )
+                async with asyncio.timeout(STARTUP_ATTEMPT):
+                    warnings = await self.breaker.call(self._store.ensure_indexes())
+            except OperationFailure as exc:
+                if exc.code not in AUTH_FAILED:
+                    self._startup_failed(exc)
+                    await wait_event(self._stop, STARTUP_RETRY)
+                    continue
+                raise ConfigError(
+                    "MONGODB_URI: MongoDB refused the credentials "
+                    f"({describe_error(exc, self.settings.secrets())}); check the user, "
+                    "password and authSource"
+                ) from None
+            except (PyMongoError, TimeoutError) as exc:
+                self._startup_failed(exc)
                 await wait_event(self._stop, STARTUP_RETRY)
+                continue
+            except Exception as exc:  # the driver could not use the server's answer
+                raise ConfigError(
+                    "MONGODB_URI: the server's answer could not be used "
+                    f"({describe_error(exc, self.settings.secrets())}); if the URI carries "
+                    "credentials, does the server support authentication?"
+                ) from None
+            for warning in warnings:
+                self._log.warning("queue index missing", action="queue.index", detail=warning)
+            break
         if self._stop.is_set():
             return False
         self.read_control_file()
         for name, companion in self.companions.items():
             if not await self._unless_stopped(companion.start()):
                 return False
+            self._started.append(name)
             self._log.debug("companion started", action="agent.companion", companion=name)
         return True
 
@@ -330,7 +388,7 @@ class Agent:
         loop = asyncio.get_running_loop()
         factories: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
             **self.pipeline.tasks(),
-            "heartbeat": lambda: self._every(self.settings.heartbeat_interval, self._write_health),
+            "heartbeat": lambda: self._every(self.settings.heartbeat_interval, self._tick),
             "control-file": lambda: self._every(
                 self.settings.control_file_interval, self.read_control_file
             ),
@@ -442,7 +500,8 @@ class Agent:
 
     async def _stop_companions(self, deadline: float | None = None) -> None:
         loop = asyncio.get_running_loop()
-        for name, companion in reversed(self.companions.items()):
+        for name in reversed(self._started):
+            companion = self.companions[name]
             seconds = (
                 STEP_CAP if deadline is None else max(0.0, min(STEP_CAP, deadline - loop.time()))
             )
@@ -471,14 +530,26 @@ class Agent:
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(
-            signal.SIGUSR1, self.request_pause, Source.SIGNAL, "SIGUSR1", "signal"
-        )
-        loop.add_signal_handler(signal.SIGUSR2, self.request_resume, Source.SIGNAL)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_signal, signal.SIGUSR1)
+        loop.add_signal_handler(signal.SIGUSR2, self._on_signal, signal.SIGUSR2)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_shutdown, sig.name)
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        for sig in early_signals.take():  # received while the process was starting
+            self._log.info(
+                "signal received during start-up", action="agent.early_signal", signal=sig.name
+            )
+            self._on_signal(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if sig is signal.SIGUSR1:
+            self.request_pause(Source.SIGNAL, "SIGUSR1", "signal")
+        elif sig is signal.SIGUSR2:
+            self.request_resume(Source.SIGNAL)
+        else:
+            self.request_shutdown(sig.name)
 
     def _remove_signals(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM, signal.SIGINT):
+        for sig in early_signals.SIGNALS:
             loop.remove_signal_handler(sig)
+        early_signals.capture()  # the process is ending: a late signal must not kill it

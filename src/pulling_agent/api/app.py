@@ -192,10 +192,16 @@ def create_app(
 
     @app.get("/readyz", tags=["health"], responses={503: {"description": "Not running"}})
     async def readyz() -> JSONResponse:
-        """200 while the agent is running, 503 otherwise (paused, starting, stopping)."""
+        """200 while the agent can work (running, store answering), 503 otherwise (paused,
+        starting, stopping, MongoDB unavailable)."""
         snap = agent.state()
-        ready = snap["state"] == "running"
-        body = {"ready": ready, "state": snap["state"], "paused_by": snap["paused_by"]}
+        ready = bool(snap.get("ready"))
+        body = {
+            "ready": ready,
+            "state": snap["state"],
+            "paused_by": snap["paused_by"],
+            "store": snap.get("store"),
+        }
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"], response_class=Response)

@@ -169,6 +169,9 @@ class MemoryWorkStore:
             released += 1
         return released
 
+    async def ping(self) -> None:
+        self.calls.append("ping")
+
     async def sweep(self, now: datetime) -> int:
         self.calls.append("sweep")
         changed = 0

@@ -119,6 +119,9 @@ class WorkStore(Protocol):
         """Lease up to ``limit`` claimable documents, trying ``kinds`` in order. Atomic per
         document: no document is returned to two callers while both leases are valid."""
 
+    async def ping(self) -> None:
+        """One cheap round trip: does the store answer? (the breaker's half-open probe)"""
+
     async def sweep(self, now: datetime) -> int:
         """Deal with documents no claim filter can match as they stand: a non-date
         ``available_at`` (an ISO-8601 string that fell due is cleared, anything else is

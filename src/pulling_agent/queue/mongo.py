@@ -89,6 +89,7 @@ def dead_letter_update(problem: Problem, now: datetime) -> Document:
 ENCODING_ERRORS = (InvalidDocument, OverflowError, ValueError, TypeError)
 REJECTED = (WriteError, *ENCODING_ERRORS)
 POISON_MAX = 1_000
+AUTHENTICATION_FAILED = 18
 SWEEP_MAX = 500  # documents fixed per type per sweep (the next sweep takes the rest)
 
 
@@ -136,6 +137,8 @@ class MongoWorkStore:
             try:
                 await self.collection.create_index(keys, name=name)
             except OperationFailure as exc:
+                if exc.code == AUTHENTICATION_FAILED:
+                    raise  # not an index problem: the agent cannot work at all
                 warnings.append(f"index {name} not created ({exc.code}): {exc.details}")
         return warnings
 
@@ -365,6 +368,9 @@ class MongoWorkStore:
                 return result.modified_count
         result = await self.collection.update_many(fence, update)
         return result.modified_count
+
+    async def ping(self) -> None:
+        await self.collection.database.command("ping")
 
     async def sweep(self, now: datetime) -> int:
         changed = 0

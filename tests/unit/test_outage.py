@@ -1,0 +1,71 @@
+"""A MongoDB outage as the runtime sees it: readiness drops, claiming stops and one probe
+at a time tests the store, liveness stays fresh, the first success restores everything."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pymongo.errors import AutoReconnect
+
+from pulling_agent.health import LIVENESS, READINESS, check
+from pulling_agent.queue.memory import MemoryWorkStore
+from tests.conftest import async_wait_until
+from tests.unit.test_runtime import Running, pending, start, statuses
+
+__all__ = ["start"]
+
+
+class FlakyStore(MemoryWorkStore):
+    """The in-memory store, unreachable while ``down``."""
+
+    down = False
+    attempts: list[str]
+
+    def _gate(self, call: str) -> None:
+        self.attempts.append(call)
+        if self.down:
+            raise AutoReconnect(f"{call}: connection refused")
+
+    async def claim(self, *args: Any, **kwargs: Any) -> Any:
+        self._gate("claim")
+        return await super().claim(*args, **kwargs)
+
+    async def complete(self, *args: Any, **kwargs: Any) -> Any:
+        self._gate("complete")
+        return await super().complete(*args, **kwargs)
+
+    async def renew(self, *args: Any, **kwargs: Any) -> Any:
+        self._gate("renew")
+        return await super().renew(*args, **kwargs)
+
+    async def ping(self) -> None:
+        self._gate("ping")
+        await super().ping()
+
+
+async def test_readiness_follows_the_store(start: Callable[..., Running], tmp_path: Path) -> None:
+    store = FlakyStore(pending(5))
+    store.attempts = []
+    run = start(store, store_outage_seconds=0.2)
+    health = tmp_path / "health"
+    await async_wait_until(lambda: statuses(store) == {"processed": 5})
+    await async_wait_until((health / READINESS).exists)
+    store.down = True
+    await async_wait_until(lambda: not (health / READINESS).exists(), what="readiness dropped")
+    liveness = (health / LIVENESS).read_text()
+    assert "store=unavailable since" in liveness and "connection refused" in liveness
+    assert run.agent.state.value == "running", "the state is unchanged: only readiness drops"
+    assert check(health, 30).healthy, "liveness stays fresh: the process is fine"
+    snap = run.agent.snapshot()
+    assert snap["ready"] is False and snap["store"]["available"] is False
+    store.attempts.clear()
+    await async_wait_until(lambda: store.attempts.count("ping") >= 2, what="probes")
+    assert "claim" not in store.attempts, "no claims while the store is unavailable"
+    store.insert(pending(3))
+    store.down = False
+    await async_wait_until((health / READINESS).exists, what="readiness restored")
+    await async_wait_until(lambda: statuses(store) == {"processed": 8})
+    assert "store=ok" in (health / LIVENESS).read_text()
+    assert await run.stop() == 0
