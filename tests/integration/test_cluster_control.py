@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pymongo import AsyncMongoClient
 
 from pulling_agent.config import ChangeStreams
@@ -162,3 +163,56 @@ async def test_bad_command_is_ignored_and_a_manual_version_bump_is_reapplied(
     await control.collection.update_one({"_id": CONTROL_ID}, {"$inc": {"version": 1}})
     await async_wait_until(lambda: fleet.agent.state is AgentState.PAUSED, what="re-applied")
     assert fleet.follower.version_seen == 3
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["delete", "string-version", "no-version", "lower-version"],
+)
+async def test_versions_only_go_up_whatever_was_done_to_the_document(
+    control: ClusterControlStore, tamper: str
+) -> None:
+    """Before: a document deleted and recreated, or with a version that is not an integer,
+    restarted at 1, and agents that had seen 5 ignored every command silently."""
+    for i in range(5):
+        await control.issue(ClusterCommand.PAUSE, f"r{i}", "ops", "", NOW)
+    changes = {
+        "delete": None,
+        "string-version": {"$set": {"version": "5"}},
+        "no-version": {"$unset": {"version": ""}},
+        "lower-version": {"$set": {"version": 2}},
+    }[tamper]
+    if changes is None:
+        await control.collection.delete_one({"_id": CONTROL_ID})
+    else:
+        await control.collection.update_one({"_id": CONTROL_ID}, changes)
+    state = await control.issue(ClusterCommand.RESUME, "after", "ops", "", NOW)
+    assert state.version == 6
+    read = await control.read()
+    assert read is not None and (read.command, read.version) == ("resume", 6)
+
+
+async def test_an_agent_ignores_a_version_that_does_not_go_up_and_says_why(
+    follow: Callable[..., Fleet], control: ClusterControlStore
+) -> None:
+    fleet = follow()
+    await async_wait_until(lambda: fleet.agent.state is AgentState.RUNNING)
+    for _ in range(3):
+        await control.issue(ClusterCommand.RESUME, "noop", "ops", "", NOW)
+    await async_wait_until(lambda: fleet.follower.version_seen == 3)
+    with structlog.testing.capture_logs() as logs:
+        await control.collection.replace_one(
+            {"_id": CONTROL_ID}, {"command": "pause", "version": 1, "reason": "by hand"}
+        )
+        await async_wait_until(
+            lambda: any(e.get("action") == "cluster.ignored" for e in logs), what="logged"
+        )
+        for _ in range(5):  # polled again and again: logged once
+            await asyncio.sleep(0.06)
+    ignored = [e for e in logs if e.get("action") == "cluster.ignored"]
+    assert len(ignored) == 1
+    assert (ignored[0]["version"], ignored[0]["version_applied"]) == (1, 3)
+    assert fleet.agent.state is AgentState.RUNNING
+    state = await control.issue(ClusterCommand.PAUSE, "properly", "ops", "", NOW)
+    assert state.version == 4
+    await async_wait_until(lambda: fleet.agent.state is AgentState.PAUSED)

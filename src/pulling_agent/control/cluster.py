@@ -12,6 +12,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from pulling_agent.text import safe_text
+
 CONTROL_ID = "global_control"
 
 
@@ -19,6 +21,17 @@ class ClusterCommand(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     SHUTDOWN = "shutdown"
+
+
+def valid_version(doc: dict[str, Any] | None) -> int:
+    """The document's ``version`` if it is a non-negative integer (a whole double too, as
+    shells write), else 0."""
+    version = None if doc is None else doc.get("version")
+    if isinstance(version, bool) or not isinstance(version, int | float):
+        return 0
+    if isinstance(version, float) and not version.is_integer():
+        return 0
+    return max(0, int(version)) if abs(version) < 2**53 else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,14 +45,13 @@ class ControlState:
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> ControlState:
-        version = doc.get("version")
         return cls(
-            command=str(doc.get("command", "")),
-            version=version if isinstance(version, int) and not isinstance(version, bool) else 0,
+            command=safe_text(doc.get("command", ""), 200),
+            version=valid_version(doc),
             timestamp=doc.get("timestamp"),
-            reason=str(doc.get("reason") or ""),
-            updated_by=str(doc.get("updated_by") or ""),
-            note=str(doc.get("note") or ""),
+            reason=safe_text(doc.get("reason") or "", 500),
+            updated_by=safe_text(doc.get("updated_by") or "", 200),
+            note=safe_text(doc.get("note") or "", 500),
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """The cluster control document in MongoDB: issue commands, read state and history.
 
-No transaction is needed (a standalone has none): the version comes from one atomic
-``find_one_and_update`` with ``$inc``, and the audit entry is written with that version.
+No transaction is needed (a standalone has none): the version is set by compare-and-set on
+the version as read, and the audit entry is written with that version.
 """
 
 from __future__ import annotations
@@ -10,10 +10,19 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pymongo import DESCENDING, ReturnDocument
+from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
 
-from pulling_agent.control.cluster import CONTROL_ID, ClusterCommand, ControlState
+from pulling_agent.control.cluster import CONTROL_ID, ClusterCommand, ControlState, valid_version
+from pulling_agent.errors import PullingAgentError
+
+ISSUE_ROUNDS = 20
+
+
+class ControlConflict(PullingAgentError):
+    """The control document kept changing while a command was issued."""
+
 
 Document = dict[str, Any]
 
@@ -25,7 +34,13 @@ class ClusterControlStore:
     async def issue(
         self, command: ClusterCommand, reason: str, identity: str, note: str, now: datetime
     ) -> ControlState:
-        """Set the command, bump the version atomically, append an audit entry."""
+        """Set the command with the next version and append an audit entry.
+
+        Versions only go up, whatever was done to the document by hand: the next one is
+        above both the document's version (if it is an integer) and the highest in the
+        audit history, so a document deleted and recreated, or without a usable version,
+        never restarts at 1 below what agents have seen. Written by compare-and-set on
+        the version as read, so concurrent commands get distinct versions."""
         fields = {
             "command": command.value,
             "timestamp": now,
@@ -33,23 +48,46 @@ class ClusterControlStore:
             "updated_by": identity,
             "note": note,
         }
-        doc = await self.collection.find_one_and_update(
-            {"_id": CONTROL_ID},
-            {"$set": fields, "$inc": {"version": 1}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
+        for _ in range(ISSUE_ROUNDS):
+            current = await self.collection.find_one({"_id": CONTROL_ID})
+            version = max(valid_version(current), await self._highest_audited()) + 1
+            if current is None:
+                try:
+                    await self.collection.insert_one(
+                        {"_id": CONTROL_ID, **fields, "version": version}
+                    )
+                except DuplicateKeyError:
+                    continue  # another command created it first
+            else:
+                seen = (
+                    {"version": current["version"]}
+                    if "version" in current
+                    else {"version": {"$exists": False}}
+                )
+                result = await self.collection.update_one(
+                    {"_id": CONTROL_ID, **seen}, {"$set": {**fields, "version": version}}
+                )
+                if not result.modified_count:
+                    continue  # another command won this version
+            await self.collection.insert_one(
+                {
+                    "_id": f"audit-{version:012d}-{uuid.uuid4().hex[:8]}",
+                    "kind": "audit",
+                    "version": version,
+                    **fields,
+                }
+            )
+            return ControlState.from_document({**fields, "version": version})
+        raise ControlConflict(
+            f"the control document changed {ISSUE_ROUNDS} times while this command was "
+            "issued; try again"
         )
-        assert doc is not None  # upsert with ReturnDocument.AFTER always returns one
-        state = ControlState.from_document(doc)
-        await self.collection.insert_one(
-            {
-                "_id": f"audit-{state.version:012d}-{uuid.uuid4().hex[:8]}",
-                "kind": "audit",
-                "version": state.version,
-                **fields,
-            }
+
+    async def _highest_audited(self) -> int:
+        cursor = self.collection.find(
+            {"kind": "audit"}, {"version": 1}, sort=[("version", DESCENDING)], limit=1
         )
-        return state
+        return max((valid_version(d) for d in await cursor.to_list(length=1)), default=0)
 
     async def read(self) -> ControlState | None:
         doc = await self.collection.find_one({"_id": CONTROL_ID})

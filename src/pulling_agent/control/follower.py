@@ -60,6 +60,7 @@ class ClusterFollower:
         self.stream_healthy = False
         self.version_seen = 0
         self.state: ControlState | None = None
+        self._ignored: tuple[int, str] | None = None
 
     async def start(self) -> None:
         """Choose the watch mode and apply the standing command (retrying until read)."""
@@ -145,8 +146,22 @@ class ClusterFollower:
                 await asyncio.sleep(STREAM_RETRY_SECONDS)
 
     def apply(self, state: ControlState | None, at_startup: bool = False) -> None:
-        """Act on ``state`` if its version is new to this agent."""
-        if state is None or state.version <= self.version_seen:
+        """Act on ``state`` if its version is new to this agent; log (once per version and
+        command) a document it ignores because its version does not go up."""
+        if state is None or state == self.state:
+            return
+        if state.version <= self.version_seen:
+            if (state.version, state.command) != self._ignored:
+                self._ignored = (state.version, state.command)
+                self._log.warning(
+                    "Ignoring cluster control document: its version does not go above the "
+                    "one already applied (edited or recreated by hand? issue commands with "
+                    "pulling-agent ctl or the API)",
+                    action="cluster.ignored",
+                    command=state.command[:40],
+                    version=state.version,
+                    version_applied=self.version_seen,
+                )
             return
         self.version_seen = state.version
         self.state = state
