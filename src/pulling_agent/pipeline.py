@@ -340,7 +340,13 @@ class Pipeline:
                 batch, self._outbox = self._outbox, []
                 self._outbox_event.clear()
                 self._flush_now.clear()
-                applied = await self._write(batch)
+                try:
+                    applied = await self._write(batch)
+                except BaseException:
+                    # cancelled (shutdown) or a bug: keep the outcomes for the next flush
+                    self._outbox = batch + self._outbox
+                    self._outbox_event.set()
+                    raise
                 self._count(batch, applied)
                 self._settle(c.token for c in batch)
 
@@ -349,7 +355,7 @@ class Pipeline:
         now = self._clock()  # one time for every try: a retried write writes the same values
         while True:
             try:
-                return await self.breaker.call(self._store.complete(batch, now))
+                applied = await self.breaker.call(self._store.complete(batch, now))
             except PyMongoError as exc:
                 if self._stop.is_set() and attempt >= len(ERROR_BACKOFF):
                     self._log.error(
@@ -360,6 +366,7 @@ class Pipeline:
                     )
                     return None
                 attempt = await self._store_error("complete", exc, attempt, interruptible=False)
+                continue
             except Exception:
                 # A bug, not an outage: retrying the same batch would fail the same way.
                 self._log.exception(
@@ -368,6 +375,24 @@ class Pipeline:
                     count=len(batch),
                 )
                 return await self._write_each(batch, now)
+            if attempt == 0 or applied == len(batch):
+                return applied
+            return await self._written_before(batch, now, applied)
+
+    async def _written_before(self, batch: list[Completion], now: datetime, applied: int) -> int:
+        """After a failed write that was retried: the first try may have been applied, so
+        the retry changed nothing for those. Count what the store shows as ours."""
+        try:
+            written = await self.breaker.call(self._store.written(batch, now))
+        except PyMongoError:
+            return applied
+        if written > applied:
+            self._log.info(
+                "outcomes were written by the attempt that reported an error",
+                action="queue.complete_applied_before",
+                count=written - applied,
+            )
+        return max(applied, written)
 
     async def _write_each(self, batch: list[Completion], now: datetime) -> int:
         applied = 0

@@ -69,3 +69,30 @@ async def test_readiness_follows_the_store(start: Callable[..., Running], tmp_pa
     await async_wait_until(lambda: statuses(store) == {"processed": 8})
     assert "store=ok" in (health / LIVENESS).read_text()
     assert await run.stop() == 0
+
+
+class AppliedThenLost(MemoryWorkStore):
+    """The first completion write is applied, then its reply is lost."""
+
+    lost_reply = True
+
+    async def complete(self, *args: Any, **kwargs: Any) -> Any:
+        applied = await super().complete(*args, **kwargs)
+        if self.lost_reply:
+            self.lost_reply = False
+            raise AutoReconnect("connection closed before the reply")
+        return applied
+
+
+async def test_an_outcome_applied_before_its_error_is_not_a_lost_lease(
+    start: Callable[..., Running],
+) -> None:
+    """Before: the retry modified nothing and the agent logged "lease lost" for outcomes
+    that were in fact written."""
+    store = AppliedThenLost(pending(4))
+    run = start(store, batch_size=4)
+    await async_wait_until(lambda: statuses(store) == {"processed": 4})
+    await async_wait_until(lambda: run.agent.pipeline.counters.processed == 4)
+    assert run.agent.pipeline.counters.lost_leases == 0
+    assert "written" in store.calls
+    assert await run.stop() == 0

@@ -203,3 +203,23 @@ def rejection_reason(exc: BaseException, doc: Document | None) -> Problem:
         "inspect the document's agent-owned fields (status, attempts, available_at, lease, "
         "errors) and its size",
     )
+
+
+def same_instant(stored: Any, when: datetime) -> bool:
+    """``stored`` is the datetime ``when`` as stored (BSON keeps milliseconds)."""
+    if not isinstance(stored, datetime):
+        return False
+    aware = stored if stored.tzinfo else stored.replace(tzinfo=UTC)
+    return abs((aware - when).total_seconds()) < 0.001
+
+
+def shows_outcome(doc: Document, kind: str, error_at: datetime | None, now: datetime) -> bool:
+    """Whether ``doc`` holds the outcome ``kind`` written at ``now`` (or, for a failure,
+    with the error recorded at ``error_at``)."""
+    status = doc.get("status")
+    if kind == "processed":
+        return status == Status.PROCESSED and same_instant(doc.get("processed_at"), now)
+    error = doc.get("error")
+    at = error.get("at") if isinstance(error, dict) else None
+    expected = Status.PENDING if kind == "retry" else Status.FAILED
+    return status == expected and error_at is not None and same_instant(at, error_at)

@@ -19,6 +19,7 @@ from pulling_agent.queue.documents import (
     check_attempts,
     check_available_at,
     parse_time,
+    shows_outcome,
 )
 from pulling_agent.queue.model import (
     Claim,
@@ -154,6 +155,15 @@ class MemoryWorkStore:
                 doc.update(status=Status.FAILED.value, failed_at=now)
                 doc.pop("available_at", None)
         return applied
+
+    async def written(self, completions: Sequence[Completion], now: datetime) -> int:
+        self.calls.append("written")
+        count = 0
+        for c in completions:
+            doc = self._docs.get(c.doc_id)
+            error_at = c.error.at if c.error else None
+            count += doc is not None and shows_outcome(doc, c.kind.value, error_at, now)
+        return count
 
     async def release(self, token: str, doc_ids: Sequence[Any], undo_attempt: bool) -> int:
         self.calls.append("release")

@@ -134,6 +134,11 @@ class WorkStore(Protocol):
     async def complete(self, completions: Sequence[Completion], now: datetime) -> int:
         """Write outcomes in bulk, each fenced on its lease. Returns how many took effect."""
 
+    async def written(self, completions: Sequence[Completion], now: datetime) -> int:
+        """How many of ``completions`` are in the store as this agent wrote them at ``now``
+        (after a write that failed but may have been applied: a retry then finds nothing
+        to change, and those outcomes are applied, not lost)."""
+
     async def release(self, token: str, doc_ids: Sequence[Any], undo_attempt: bool) -> int:
         """Give leases back: documents return to ``pending`` at once. ``undo_attempt`` for
         documents whose handler never started."""

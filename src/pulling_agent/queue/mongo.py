@@ -34,6 +34,7 @@ from pulling_agent.queue.documents import (
     check_available_at,
     parse_time,
     rejection_reason,
+    shows_outcome,
 )
 from pulling_agent.queue.model import (
     Claim,
@@ -351,6 +352,18 @@ class MongoWorkStore:
                 if await self._reject(doc_id, lease_fence, problem, now, stage="complete"):
                     applied += 1
         return applied
+
+    async def written(self, completions: Sequence[Completion], now: datetime) -> int:
+        wanted = {c.doc_id: c for c in completions}
+        cursor = self.collection.find(
+            {"_id": {"$in": list(wanted)}}, {"status": 1, "processed_at": 1, "error": 1}
+        )
+        count = 0
+        async for doc in cursor:
+            c = wanted[doc["_id"]]
+            error_at = c.error.at if c.error else None
+            count += shows_outcome(doc, c.kind.value, error_at, now)
+        return count
 
     async def release(self, token: str, doc_ids: Sequence[Any], undo_attempt: bool) -> int:
         if not doc_ids:
