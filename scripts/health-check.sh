@@ -4,8 +4,9 @@
 #   scripts/health-check.sh            # inside the container: $HEALTH_DIR (/tmp/health)
 #   scripts/health-check.sh POD        # a pod, through kubectl (NAMESPACE honoured)
 #
-# Exit 0 when the liveness file is fresher than MAX_AGE seconds (30), 1 when not, 2 on
-# wrong usage. Prints the state, readiness and the liveness details.
+# Exit 0 when the liveness file is fresher than MAX_AGE seconds (30) and has no
+# unhealthy= line, 1 when not, 2 on wrong usage. Prints the state, readiness and the
+# liveness details.
 set -euo pipefail
 
 MAX_AGE="${MAX_AGE:-30}"
@@ -21,11 +22,13 @@ check='
   echo "state=$state ready=$ready liveness_age=${age}s"
   sed -n "2,\$p" "$f"
   [ "$age" -le "$max" ] || { echo "UNHEALTHY: liveness is ${age}s old (max ${max}s)"; exit 1; }
+  reason=$(sed -n "s/^unhealthy=//p" "$f" | head -n 1)
+  [ -z "$reason" ] || { echo "UNHEALTHY: $reason"; exit 1; }
   echo HEALTHY
 '
 
 if [[ $# -gt 1 ]]; then
-  sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 if [[ $# -eq 1 ]]; then

@@ -227,3 +227,17 @@ def test_control_jobs_rbac_is_least_privilege() -> None:
 def test_the_secret_template_is_not_applied() -> None:
     for overlay in OVERLAYS:
         assert all(d["kind"] != "Secret" for d in documents(overlay))
+
+
+def test_the_grace_period_covers_the_shutdown_bound() -> None:
+    """Shutdown ends within SHUTDOWN_TIMEOUT + SHUTDOWN_MARGIN (8 s); the pod's grace
+    period keeps 10 s above SHUTDOWN_TIMEOUT for it."""
+    from pulling_agent.runtime import SHUTDOWN_MARGIN
+
+    base = ROOT / "deploy" / "k8s" / "base"
+    settings = yaml.safe_load((base / "settings.yaml").read_text())
+    deployment = yaml.safe_load((base / "deployment.yaml").read_text())
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    shutdown_timeout = float(settings["data"]["SHUTDOWN_TIMEOUT"])
+    assert SHUTDOWN_MARGIN <= 10
+    assert grace >= shutdown_timeout + 10

@@ -111,3 +111,20 @@ def test_health_check_script_reads_the_health_files(tmp_path: Path) -> None:
     )
     assert fresh.returncode == 0, fresh.stdout
     assert "state=paused ready=no" in fresh.stdout
+
+
+def test_health_check_script_fails_on_an_unhealthy_line(tmp_path: Path) -> None:
+    health = tmp_path / "health"
+    health.mkdir()
+    (health / "liveness").write_text(
+        "running\ntimestamp=now\nunhealthy=8 handler threads stuck past HANDLER_TIMEOUT\n"
+    )
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "health-check.sh")],
+        env={**os.environ, "HEALTH_DIR": str(health)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "UNHEALTHY: 8 handler threads stuck" in result.stdout
