@@ -3,6 +3,7 @@ registry, metrics and the HTTP API, and run it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -29,6 +30,8 @@ from pulling_agent.scheduler.definitions import JobDefinition
 from pulling_agent.scheduler.runner import Scheduler
 from pulling_agent.scheduler.store import ScheduleStore
 from pulling_agent.service import AgentService, ClusterService, JobService
+
+CLOSE_SECONDS = 1.0
 
 
 @dataclass
@@ -165,4 +168,10 @@ async def run_agent(
         node = build_node(settings, client, run_handler, jobs=jobs)
         return await node.agent.run(install_signals=install_signals)
     finally:
-        await client.close()
+        try:
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await client.close()
+        except TimeoutError:
+            get_logger(agent_id=settings.agent_id).warning(
+                "MongoDB client not closed in time", action="agent.close_timeout"
+            )

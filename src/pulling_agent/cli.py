@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -24,6 +23,7 @@ from pulling_agent.errors import ConfigError, PullingAgentError, StoreUnavailabl
 from pulling_agent.jobs_cli import app as jobs_app
 from pulling_agent.logs import configure_logging, get_logger
 from pulling_agent.text import one_line, print_error
+from pulling_agent.timeouts import run_bounded
 
 EXIT_CONFIG = 2
 T = TypeVar("T")
@@ -87,7 +87,7 @@ def run() -> None:
             handler=settings.handler,
         )
     try:
-        code = asyncio.run(run_agent(settings, runner, jobs=jobs))
+        code = run_bounded(run_agent(settings, runner, jobs=jobs))
     finally:
         runner.close()
     if threading.active_count() > 1:

@@ -72,10 +72,13 @@ STARTUP_ATTEMPT = 3.0  # an unreachable server is reported after this long, not 
 STARTUP_RETRY = 5.0
 AUTH_FAILED = frozenset({18})  # AuthenticationFailed
 # Shutdown ends within SHUTDOWN_TIMEOUT + SHUTDOWN_MARGIN whatever MongoDB or a companion
-# does: the steps around the drain share the margin, each with its own cap.
-SHUTDOWN_MARGIN = 8.0
-STEP_CAP = 2.0  # one store call or companion stop during shutdown
-CANCEL_CAP = 1.0  # tasks that ignore a cancellation longer are abandoned
+# does: the steps around the drain share the margin, each with its own cap. Closing the
+# client (bootstrap.CLOSE_SECONDS) and the loop (timeouts.EXIT_GRACE, twice) add at most
+# 2 s: the process exits within SHUTDOWN_TIMEOUT + EXIT_MARGIN.
+SHUTDOWN_MARGIN = 6.0
+EXIT_MARGIN = 8.0
+STEP_CAP = 1.5  # one store call or companion stop during shutdown
+CANCEL_CAP = 0.5  # tasks that ignore a cancellation longer are abandoned
 TASK_RESTARTS = 5  # a pipeline task that fails more often than this per minute stops the agent
 TASK_RESTART_WINDOW = 60.0
 
@@ -451,7 +454,7 @@ class Agent:
         await self._abandon("claimer", await cancel_and_wait([claimer], budget(CANCEL_CAP)))
         unstarted = await self._bounded("release", pipeline.release_unstarted(), budget(STEP_CAP))
         # the drain keeps what the later steps need of the margin
-        drain = min(self.settings.shutdown_timeout, deadline - loop.time() - 3 * STEP_CAP)
+        drain = min(self.settings.shutdown_timeout, deadline - loop.time() - SHUTDOWN_MARGIN)
         drains = [
             c.drain(max(0.0, drain)) for c in self.companions.values() if isinstance(c, Draining)
         ]

@@ -10,7 +10,7 @@ wait for tasks to end has a deadline.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -53,3 +53,34 @@ async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], seconds: float) ->
         if task.done() and not task.cancelled():
             task.exception()
     return sorted(t.get_name() for t in still)
+
+
+EXIT_GRACE = 0.5  # seconds leftover tasks get when the main coroutine has returned
+
+
+def run_bounded(main: Coroutine[Any, Any, T]) -> T:
+    """Like ``asyncio.run``, but the exit cannot hang: tasks left over when ``main``
+    returns get ``EXIT_GRACE`` seconds to end after their cancellation, and the default
+    thread pool is not joined (a handler or job thread stuck past its timeout must not
+    hold the process; the caller exits without waiting for it)."""
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            leftovers = asyncio.all_tasks(loop)
+            if leftovers:
+                loop.run_until_complete(cancel_and_wait(leftovers, EXIT_GRACE))
+            loop.run_until_complete(_bounded(loop.shutdown_asyncgens(), EXIT_GRACE))
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+async def _bounded(work: Awaitable[None], seconds: float) -> None:
+    try:
+        async with asyncio.timeout(seconds):
+            await work
+    except TimeoutError:
+        return

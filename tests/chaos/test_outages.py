@@ -14,14 +14,14 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from pulling_agent.embedded import EmbeddedServer, free_port
-from pulling_agent.runtime import SHUTDOWN_MARGIN
+from pulling_agent.runtime import EXIT_MARGIN
 from tests.conftest import wait_until
 from tests.system.conftest import statuses
 
 pytestmark = pytest.mark.system
 
 # process start, interpreter exit and loaded CI machines on top of the agent's own bound
-PROCESS_SLACK = 5.0
+PROCESS_SLACK = 3.0
 
 
 @pytest.fixture
@@ -130,4 +130,4 @@ def test_shutdown_with_mongodb_down_fits_the_grace_period(
     client.close()
     own_server.stop()
     agent.signal(signal.SIGTERM)
-    assert agent.wait(timeout=shutdown_timeout + SHUTDOWN_MARGIN + PROCESS_SLACK) == 0
+    assert agent.wait(timeout=shutdown_timeout + EXIT_MARGIN + PROCESS_SLACK) == 0

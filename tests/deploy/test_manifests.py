@@ -230,14 +230,14 @@ def test_the_secret_template_is_not_applied() -> None:
 
 
 def test_the_grace_period_covers_the_shutdown_bound() -> None:
-    """Shutdown ends within SHUTDOWN_TIMEOUT + SHUTDOWN_MARGIN (8 s); the pod's grace
+    """The process exits within SHUTDOWN_TIMEOUT + EXIT_MARGIN (8 s); the pod's grace
     period keeps 10 s above SHUTDOWN_TIMEOUT for it."""
-    from pulling_agent.runtime import SHUTDOWN_MARGIN
+    from pulling_agent.runtime import EXIT_MARGIN
 
     base = ROOT / "deploy" / "k8s" / "base"
     settings = yaml.safe_load((base / "settings.yaml").read_text())
     deployment = yaml.safe_load((base / "deployment.yaml").read_text())
     grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     shutdown_timeout = float(settings["data"]["SHUTDOWN_TIMEOUT"])
-    assert SHUTDOWN_MARGIN <= 10
+    assert EXIT_MARGIN <= 10
     assert grace >= shutdown_timeout + 10

@@ -424,3 +424,37 @@ async def test_a_claim_in_flight_when_pausing_is_handed_back_not_processed(
     assert called == []
     assert [(d["status"], d["attempts"]) for d in store.all()] == [("pending", 0)] * 3
     await run.stop()
+
+
+class SlowSweep(MemoryWorkStore):
+    """A store whose sweep waits until the test lets it finish."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sweeping = asyncio.Event()
+        self.finish_sweep = asyncio.Event()
+
+    async def sweep(self, now: datetime) -> int:
+        self.sweeping.set()
+        await self.finish_sweep.wait()
+        return await super().sweep(now)
+
+
+async def test_a_pause_during_the_sweep_means_no_claim_after_it(
+    start: Callable[..., Running],
+) -> None:
+    """Found by the fleet system test: the first sweep ran between the claimer's pause
+    check and its claim, so an agent reported paused, then claimed a batch (and handed it
+    back)."""
+    store = SlowSweep(pending(5))
+    run = start(store)
+    await asyncio.wait_for(store.sweeping.wait(), 10)
+    run.agent.request_pause(Source.API, "test", "tester")
+    assert run.agent.state is AgentState.PAUSED
+    store.finish_sweep.set()
+    for _ in range(50):  # let every task run many times over; nothing may claim
+        run.agent.pipeline.kick.set()
+        await asyncio.sleep(0)
+    assert store.calls.count("claim") == 0
+    assert statuses(store) == {"pending": 5}
+    await run.stop()
