@@ -47,6 +47,7 @@ format: install
 bench: install
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.pause_propagation
+	$(BIN)/python -m bench.hardening
 
 docker-build:
 	docker build -t $(IMAGE) .

@@ -172,7 +172,8 @@ class Pipeline:
             if loop.time() - last_deep_sweep >= self._settings.sweep_interval:
                 last_deep_sweep = loop.time()
                 await self._sweep()
-                continue  # a pause may have arrived meanwhile: look again before claiming
+                if not self._may_claim():
+                    continue  # paused meanwhile: no claim after the sweep
             sweep_due = loop.time() - last_sweep >= self._settings.poll_interval
             claims = await self._claim(RECOVERY + FRESH_ONLY if sweep_due else FRESH_ONLY)
             if claims is None:  # the store failed; _claim already waited
