@@ -127,6 +127,18 @@ def work(mongo_uri: str, db_name: str) -> Iterator[Any]:
     client.close()
 
 
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m pulling_agent ARGS`` to completion, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "pulling_agent", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
 def statuses(collection: Any) -> dict[str, int]:
     counts: dict[str, int] = {}
     for doc in collection.find({}, {"status": 1}):

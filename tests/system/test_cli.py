@@ -4,27 +4,14 @@ cannot be reached."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
-from tests.system.conftest import ROOT
+from tests.system.conftest import run_cli as cli
 from tests.unit.test_documents import EVERY_BAD_SHAPE, FINE
 
 pytestmark = pytest.mark.system
-
-
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pulling_agent", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
 
 
 def test_doctor_explains_every_bad_shape(agent_env: dict[str, str], work: Any) -> None:

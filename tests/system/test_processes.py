@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_until
-from tests.system.conftest import ROOT, AgentProcess, executions, statuses
+from tests.system.conftest import ROOT, AgentProcess, executions, run_cli, statuses
 
 pytestmark = pytest.mark.system
 
@@ -126,16 +126,6 @@ def test_signals_and_kubelet_style_control_file_swap_change_health_files(spawn: 
     assert "Control file command detected: pause" in log
 
 
-def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pulling_agent", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 def test_poison_document_ends_in_dead_letter_and_is_requeued(
     spawn: Any, work: Any, agent_env: dict[str, str]
 ) -> None:
@@ -149,12 +139,12 @@ def test_poison_document_ends_in_dead_letter_and_is_requeued(
     assert failed["error"]["type"] == "PoisonError"
     assert "document 99 is poison" in failed["error"]["traceback"]
 
-    listed = _cli(agent_env, "dlq", "list", "--json")
+    listed = run_cli(agent_env, "dlq", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     [entry] = [json.loads(line) for line in listed.stdout.splitlines()]
     assert entry["_id"] == {"$oid": str(poison_id)}
 
-    requeued = _cli(agent_env, "dlq", "requeue", str(poison_id))
+    requeued = run_cli(agent_env, "dlq", "requeue", str(poison_id))
     assert requeued.returncode == 0, requeued.stderr
     assert json.loads(requeued.stdout) == {"requeued": 1}
     doc = work.find_one({"_id": poison_id})
@@ -176,7 +166,7 @@ def test_poison_document_ends_in_dead_letter_and_is_requeued(
 def test_bad_environment_exits_2_with_one_line_naming_the_variable(
     agent_env: dict[str, str], overrides: dict[str, str], variable: str
 ) -> None:
-    result = _cli({**agent_env, **overrides}, "run")
+    result = run_cli({**agent_env, **overrides}, "run")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
