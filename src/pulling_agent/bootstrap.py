@@ -128,7 +128,6 @@ def build_node(
             settings.agent_id,
             clock,
             settings.job_history_days,
-            settings.shutdown_timeout,
             on_run=node.metrics.observe_job,
             lease_seconds=settings.job_lease_seconds,
         )

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
+from pymongo.errors import BulkWriteError, WriteError
 
 from pulling_agent.queue import documents
 from pulling_agent.queue.documents import Rejection
@@ -234,3 +235,47 @@ async def test_an_iso_8601_string_available_at_is_honoured(h: Harness) -> None:
     await h.store.sweep(at + timedelta(hours=2))
     claims = await h.store.claim("a", 10, 30, at + timedelta(hours=2), ALL)
     assert [c.doc_id for c in claims] == [later]
+
+
+async def test_a_renewal_the_server_refuses_for_one_document_renews_the_others(
+    recorded: tuple[Any, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch renewal fails (simulated: the server refuses the multi-update and the
+    per-document update of document 1); the others are renewed, 1 is dead-lettered."""
+    collection, recorder = recorded
+    await collection.insert_many([{"_id": i, "status": "pending"} for i in range(3)])
+    store = MongoWorkStore(collection)
+    seen: list[Rejection] = []
+    store.on_rejected = seen.append
+    claims = await store.claim("a", 10, 30, now(), (ClaimKind.FRESH,))
+    token = claims[0].token
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise WriteError("document too large after the update", 17419, {})
+
+    real_bulk_write = collection.bulk_write
+
+    async def refuse_one(requests: list[Any], **kwargs: Any) -> Any:
+        ids = [r._filter["_id"] for r in requests]
+        if 1 in ids:
+            kept = [r for r, i in zip(requests, ids, strict=True) if i != 1]
+            result = await real_bulk_write(kept, **kwargs) if kept else None
+            index = ids.index(1)
+            raise BulkWriteError(
+                {
+                    "writeErrors": [{"index": index, "code": 17419, "errmsg": "too large"}],
+                    "nModified": result.modified_count if result else 0,
+                }
+            )
+        return await real_bulk_write(requests, **kwargs)
+
+    monkeypatch.setattr(collection, "update_many", refuse)
+    monkeypatch.setattr(collection, "bulk_write", refuse_one)
+    later = now() + timedelta(seconds=60)
+    assert await store.renew("a", token, later) == 2
+    monkeypatch.undo()
+    docs = {d["_id"]: d async for d in collection.find()}
+    assert docs[1]["status"] == "failed" and docs[1]["error"]["type"] == "MalformedDocument"
+    assert [(r.doc_id, r.stage) for r in seen] == [(1, "renew")]
+    for i in (0, 2):
+        assert docs[i]["lease"]["expires_at"].replace(microsecond=0) == later

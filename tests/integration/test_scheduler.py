@@ -47,7 +47,6 @@ async def fleet(
                     f"agent-{i}",
                     utcnow,
                     history_days=1,
-                    shutdown_timeout=5,
                     lease_seconds=1,
                 )
             )

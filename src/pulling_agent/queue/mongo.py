@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bson.errors import InvalidDocument
@@ -301,11 +301,26 @@ class MongoWorkStore:
         return found[:limit], False
 
     async def renew(self, owner: str, token: str, expires_at: datetime) -> int:
-        result = await self.collection.update_many(
-            {"lease.token": token, "status": Status.PROCESSING.value},
-            {"$set": {"lease": {"owner": owner, "token": token, "expires_at": expires_at}}},
-        )
+        fence = {"lease.token": token, "status": Status.PROCESSING.value}
+        update = {"$set": {"lease": {"owner": owner, "token": token, "expires_at": expires_at}}}
+        try:
+            result = await self.collection.update_many(fence, update)
+        except WriteError:
+            return await self._renew_each(fence, update)
         return result.modified_count
+
+    async def _renew_each(self, fence: Document, update: Document) -> int:
+        """A renewal the server refused for one document: renew the others one by one,
+        dead-letter the refused one (its handler's outcome will find the lease gone)."""
+        held = self.collection.find(fence, {"_id": 1})
+        ids = [doc["_id"] async for doc in held]
+        modified, refused = await self._each(
+            [(i, UpdateOne({"_id": i, **fence}, update)) for i in ids]
+        )
+        now = datetime.now(UTC)
+        for doc_id, exc in refused:
+            await self._reject(doc_id, fence, rejection_reason(exc, None), now, stage="renew")
+        return modified
 
     async def complete(self, completions: Sequence[Completion], now: datetime) -> int:
         if not completions:

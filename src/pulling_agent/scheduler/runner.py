@@ -56,7 +56,6 @@ class Scheduler:
         agent_id: str,
         clock: Callable[[], datetime],
         history_days: float,
-        shutdown_timeout: float,
         on_run: Callable[[str, str, float, float], None] | None = None,
         lease_seconds: float = RUN_LEASE_SECONDS,
     ) -> None:
@@ -75,7 +74,6 @@ class Scheduler:
         self._agent_id = agent_id
         self._clock = clock
         self._history_days = history_days
-        self._shutdown_timeout = shutdown_timeout
         self._on_run = on_run
         self._running: dict[str, asyncio.Task[None]] = {}
         self._log = get_logger(agent_id=agent_id, component="scheduler")
