@@ -3,7 +3,6 @@ registry, metrics and the HTTP API, and run it."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -17,7 +16,7 @@ from pulling_agent.api.server import ApiServer
 from pulling_agent.config import ChangeStreams, Settings
 from pulling_agent.control.cluster_store import ClusterControlStore
 from pulling_agent.control.follower import ClusterFollower
-from pulling_agent.database import Client, open_client
+from pulling_agent.database import Client, close_client, open_client
 from pulling_agent.handlers import HandlerRunner
 from pulling_agent.logs import get_logger
 from pulling_agent.metrics import AgentMetrics
@@ -30,8 +29,6 @@ from pulling_agent.scheduler.definitions import JobDefinition
 from pulling_agent.scheduler.runner import Scheduler
 from pulling_agent.scheduler.store import ScheduleStore
 from pulling_agent.service import AgentService, ClusterService, JobService
-
-CLOSE_SECONDS = 1.0
 
 
 @dataclass
@@ -167,10 +164,7 @@ async def run_agent(
         node = build_node(settings, client, run_handler, jobs=jobs)
         return await node.agent.run(install_signals=install_signals)
     finally:
-        try:
-            async with asyncio.timeout(CLOSE_SECONDS):
-                await client.close()
-        except TimeoutError:
+        if not await close_client(client):
             get_logger(agent_id=settings.agent_id).warning(
-                "MongoDB client not closed in time", action="agent.close_timeout"
+                "MongoDB client not closed in time; exiting anyway", action="agent.close_timeout"
             )

@@ -73,7 +73,7 @@ STARTUP_RETRY = 5.0
 AUTH_FAILED = frozenset({18})  # AuthenticationFailed
 # Shutdown ends within SHUTDOWN_TIMEOUT + SHUTDOWN_MARGIN whatever MongoDB or a companion
 # does: the steps around the drain share the margin, each with its own cap. Closing the
-# client (bootstrap.CLOSE_SECONDS) and the loop (timeouts.EXIT_GRACE, twice) add at most
+# client (database.CLOSE_SECONDS) and the loop (timeouts.EXIT_GRACE, twice) add at most
 # 2 s: the process exits within SHUTDOWN_TIMEOUT + EXIT_MARGIN.
 SHUTDOWN_MARGIN = 6.0
 EXIT_MARGIN = 8.0
