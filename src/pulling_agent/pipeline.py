@@ -159,8 +159,11 @@ class Pipeline:
     # ----------------------------------------------------------------- claiming
 
     async def _claimer(self) -> None:
-        last_sweep = last_deep_sweep = float("-inf")
         loop = asyncio.get_running_loop()
+        last_sweep = float("-inf")
+        # the first slow sweep after half to one interval: not at every start of every agent
+        # of a fleet at once (it costs a find per BSON type; see WorkStore.sweep)
+        last_deep_sweep = loop.time() - self._settings.sweep_interval * self._jitter() / 2
         while not self._stop.is_set():
             self.kick.clear()
             if not self._may_claim() or self._ready.qsize() > self._low_water:
