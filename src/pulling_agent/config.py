@@ -12,13 +12,15 @@ import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pulling_agent.errors import ConfigError
+from pulling_agent.uri import redact_uri, uri_hosts, uri_secrets
+
+__all__ = ["ChangeStreams", "LogFormat", "Settings", "load_settings", "redact_uri"]
 
 
 class ChangeStreams(StrEnum):
@@ -186,17 +188,16 @@ class Settings(BaseSettings):
     @property
     def mongodb_hosts(self) -> str:
         """The hosts of ``MONGODB_URI`` (``host:port,...``), for messages: no credentials."""
-        rest = self.uri.partition("://")[2]
-        return rest.rpartition("@")[2].split("/", 1)[0].split("?", 1)[0]
+        return uri_hosts(self.uri)
 
     @property
     def redacted_uri(self) -> str:
         return redact_uri(self.uri)
 
     def secrets(self) -> list[str]:
-        """Strings that must never appear in any log line or error message."""
-        password = urlsplit(self.uri).password if "@" in self.uri else None
-        return [s for s in (password, self.uri, *self.tokens) if s]
+        """Strings that must never appear in any log line or error message: the URI, its
+        password and secret options (in every encoding), the API tokens."""
+        return [s for s in (self.uri, *uri_secrets(self.uri), *self.tokens) if s]
 
 
 def _is_loopback(host: str) -> bool:
@@ -218,18 +219,6 @@ def parse_tokens(raw: str) -> dict[str, str]:
             raise ValueError(f"entry {position + 1} repeats a name or a token")
         tokens[token] = name
     return tokens
-
-
-def redact_uri(uri: str) -> str:
-    """Replace the password of a MongoDB URI with ``***`` (and keep everything else)."""
-    scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return uri
-    userinfo, at, hosts = rest.rpartition("@")
-    if not at:
-        return uri
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{hosts}"
 
 
 def _env_name(field: str) -> str:
