@@ -8,7 +8,8 @@
 #   configmap: the seed's method - update the agent-control ConfigMap (persists across
 #              restarts; kubelet delivers it in 60-90 s) and signal every pod (immediate).
 #   api:       the cluster control document through an agent's API (every agent, fast,
-#              audited); needs PULLING_AGENT_TOKEN when the agents have API_TOKENS.
+#              audited); the token is read inside the pod (the agent's API_TOKENS), or
+#              PULLING_AGENT_TOKEN is passed on stdin - never on a command line.
 set -euo pipefail
 
 DEPLOYMENT="${DEPLOYMENT:-pulling-agent}"
@@ -64,8 +65,17 @@ cluster_command() {
   local pod
   pod="$(pods | head -n 1)"
   [[ -n "$pod" ]] || die "no pod matches $SELECTOR in namespace $NAMESPACE"
-  "${K[@]}" exec "$pod" -- env PULLING_AGENT_TOKEN="${PULLING_AGENT_TOKEN:-}" \
-    pulling-agent ctl "$1" --reason "control-agent.sh by ${USER:-unknown}" --wait "$WAIT_SECONDS"
+  local args=(ctl "$1" --reason "control-agent.sh by ${USER:-unknown}" --wait "$WAIT_SECONDS")
+  if [[ -n "${PULLING_AGENT_TOKEN:-}" ]]; then
+    # through stdin: a token on a command line shows in ps and in the API server's audit log
+    # shellcheck disable=SC2016  # expanded by the pod's shell
+    printf '%s\n' "$PULLING_AGENT_TOKEN" | "${K[@]}" exec -i "$pod" -- sh -c \
+      'read -r PULLING_AGENT_TOKEN && export PULLING_AGENT_TOKEN && exec pulling-agent "$@"' \
+      sh "${args[@]}"
+  else
+    # inside the pod, ctl takes an admin token from the agent's own API_TOKENS
+    "${K[@]}" exec "$pod" -- pulling-agent "${args[@]}"
+  fi
 }
 
 wait_for() {

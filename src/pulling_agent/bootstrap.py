@@ -134,7 +134,7 @@ def build_node(
             cluster,
             AgentService(agent, client, node.snapshot, settings.redacted_uri),
             JobService(schedules, cluster.registry, node.scheduler, clock),
-            TokenAuth(settings.tokens),
+            TokenAuth(settings.tokens, settings.metrics_require_token),
             node.metrics.render,
             settings.secrets(),
         )

@@ -7,6 +7,7 @@ value of a secret.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from enum import StrEnum
@@ -18,6 +19,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pulling_agent.errors import ConfigError
+from pulling_agent.tokens import Principal, parse_tokens
 from pulling_agent.uri import redact_uri, uri_hosts, uri_secrets
 
 __all__ = ["ChangeStreams", "LogFormat", "Settings", "load_settings", "redact_uri"]
@@ -54,7 +56,8 @@ _HINTS: dict[str, str] = {
     "log_level": "use DEBUG, INFO, WARNING or ERROR",
     "log_format": "use auto, json or console",
     "enable_change_streams": "use true (auto-detect), false or always",
-    "api_tokens": "use name:token pairs separated by commas, tokens of 16+ characters",
+    "api_tokens": "use name:token[:read|admin] entries separated by commas, tokens of 16+ "
+    "characters without ':'",
 }
 
 
@@ -97,6 +100,7 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_host: str | None = None
     api_tokens: SecretStr = SecretStr("")
+    metrics_require_token: bool = False
     jobs_file: Path | None = None
     jobs_collection: str = Field(default="jobs", min_length=1)
     job_runs_collection: str = Field(default="job_runs", min_length=1)
@@ -122,7 +126,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_open_api_without_tokens(self) -> Settings:
         host = self.api_host
-        if self.enable_api and host and not self.tokens and not _is_loopback(host):
+        if self.enable_api and host and not self.tokens and not is_loopback(host):
             raise ValueError(
                 f"API_HOST={host} needs API_TOKENS: an API without tokens listens on "
                 "loopback only (set API_TOKENS=name:token, or leave API_HOST unset)"
@@ -130,8 +134,8 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def tokens(self) -> dict[str, str]:
-        """API tokens as ``{token: name}``."""
+    def tokens(self) -> dict[str, Principal]:
+        """API tokens as ``{token: Principal(name, role)}``."""
         return parse_tokens(self.api_tokens.get_secret_value())
 
     @property
@@ -200,25 +204,16 @@ class Settings(BaseSettings):
         return [s for s in (self.uri, *uri_secrets(self.uri), *self.tokens) if s]
 
 
-def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
-def parse_tokens(raw: str) -> dict[str, str]:
-    """``name:token,other:token2`` as ``{token: name}``. Raises ValueError (without
-    echoing any token) when an entry is malformed or a name or token repeats."""
-    tokens: dict[str, str] = {}
-    for position, entry in enumerate(e.strip() for e in raw.split(",") if e.strip()):
-        name, sep, token = entry.partition(":")
-        name, token = name.strip(), token.strip()
-        if not sep or not name or not token:
-            raise ValueError(f"entry {position + 1} is not name:token")
-        if len(token) < 16:
-            raise ValueError(f"the token of {name!r} is shorter than 16 characters")
-        if token in tokens or name in tokens.values():
-            raise ValueError(f"entry {position + 1} repeats a name or a token")
-        tokens[token] = name
-    return tokens
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback IP literal (``127.0.0.0/8``, ``::1``), parsed: a name
+    such as ``127.attacker.example`` is not loopback."""
+    host = host.strip().strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _env_name(field: str) -> str:

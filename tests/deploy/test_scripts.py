@@ -24,6 +24,8 @@ case "$*" in
   *"apply -f -"*) cat >/dev/null ;;
   *"exec agent-"*"kill -USR1 1"*) echo paused > "$FAKE_STATE" ;;
   *"exec agent-"*"kill -USR2 1"*) echo running > "$FAKE_STATE" ;;
+  *"exec -i agent-"*"ctl pause"*) cat > "$KUBECTL_STDIN"; echo paused > "$FAKE_STATE" ;;
+  *"exec agent-"*"ctl pause"*) echo paused > "$FAKE_STATE" ;;
   *) ;;
 esac
 """
@@ -43,6 +45,7 @@ def fake(tmp_path: Path) -> dict[str, str]:
     return {
         "PATH": f"{bindir}:/usr/bin:/bin",
         "KUBECTL_LOG": str(tmp_path / "kubectl.log"),
+        "KUBECTL_STDIN": str(tmp_path / "kubectl.stdin"),
         "FAKE_STATE": str(state),
         "WAIT_SECONDS": "10",
         "NAMESPACE": "production",
@@ -128,3 +131,23 @@ def test_health_check_script_fails_on_an_unhealthy_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "UNHEALTHY: 8 handler threads stuck" in result.stdout
+
+
+def test_api_method_never_puts_the_token_on_a_command_line(fake: dict[str, str]) -> None:
+    """Before: kubectl exec ... env PULLING_AGENT_TOKEN=<token> (visible in ps and in the
+    API server's audit log)."""
+    token = "ops-token-SECRET-0123456789"
+    result = run({**fake, "METHOD": "api", "PULLING_AGENT_TOKEN": token}, "pause")
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = Path(fake["KUBECTL_LOG"]).read_text()
+    assert token not in calls
+    assert "exec -i agent-a -- sh -c" in calls and "ctl pause" in calls
+    assert Path(fake["KUBECTL_STDIN"]).read_text() == token + "\n", "passed on stdin"
+
+
+def test_api_method_without_a_token_lets_ctl_read_it_in_the_pod(fake: dict[str, str]) -> None:
+    result = run({**fake, "METHOD": "api"}, "pause")
+    assert result.returncode == 0, result.stdout + result.stderr
+    calls = Path(fake["KUBECTL_LOG"]).read_text()
+    assert "exec agent-a -- pulling-agent ctl pause --reason" in calls
+    assert "PULLING_AGENT_TOKEN" not in calls

@@ -17,7 +17,9 @@ from tests.conftest import async_wait_until, make_settings
 
 TOKEN = "ops-token-0123456789abcdef"
 OTHER = "ci-token-fedcba9876543210"
+READER = "grafana-token-0123456789ab"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+READ = {"Authorization": f"Bearer {READER}"}
 
 
 async def _noop(doc: dict[str, Any]) -> None:
@@ -33,7 +35,7 @@ async def node(
         mongodb_uri=mongo_uri,
         mongodb_database=db_name,
         api_port=0,
-        api_tokens=f"ops:{TOKEN},ci:{OTHER}",
+        api_tokens=f"ops:{TOKEN},ci:{OTHER},grafana:{READER}:read",
         api_host="127.0.0.1",
         control_polling_interval=0.05,
     )
@@ -78,8 +80,8 @@ async def test_mutating_endpoints_need_a_valid_token(
     basic = await api.post(path, headers={"Authorization": "Basic b3BzOm9wcw=="})
     assert basic.status_code == 401
     # nothing happened: auth is checked before the action
-    assert (await api.get("/api/cluster/control-state")).json()["version"] == 0
-    assert (await api.get("/api/agent/state")).json()["paused_by"] == []
+    assert (await api.get("/api/cluster/control-state", headers=READ)).json()["version"] == 0
+    assert (await api.get("/api/agent/state", headers=READ)).json()["paused_by"] == []
 
 
 async def test_cluster_pause_records_the_token_name_not_the_callers_claim(
@@ -97,7 +99,7 @@ async def test_cluster_pause_records_the_token_name_not_the_callers_claim(
     assert body["acks"]["complete"] is True
     assert body["acks"]["acknowledged"] == [node.agent.settings.agent_id]
     await async_wait_until(lambda: node.agent.state is AgentState.PAUSED)
-    state = (await api.get("/api/cluster/control-state")).json()
+    state = (await api.get("/api/cluster/control-state", headers=READ)).json()
     assert {k: state[k] for k in ("command", "version", "reason", "updated_by")} == {
         "command": "pause",
         "version": 1,
@@ -105,14 +107,14 @@ async def test_cluster_pause_records_the_token_name_not_the_callers_claim(
         "updated_by": "ops",
     }
     assert state["watch_mode"] in ("polling", "change_streams")
-    agent = (await api.get("/api/agent/state")).json()
+    agent = (await api.get("/api/agent/state", headers=READ)).json()
     assert agent["state"] == "paused"
     assert agent["paused_by"][0]["source"] == "cluster"
     assert agent["paused_by"][0]["by"] == "ops"
     ready = await api.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["state"] == "paused"
-    history = (await api.get("/api/cluster/history")).json()
+    history = (await api.get("/api/cluster/history", headers=READ)).json()
     assert history[0]["updated_by"] == "ops"
 
 
@@ -122,7 +124,7 @@ async def test_agent_pause_is_per_agent_and_explains_itself(
     response = await api.post("/api/agent/pause", params={"reason": "debugging"}, headers=AUTH)
     assert response.status_code == 200
     await async_wait_until(lambda: node.agent.state is AgentState.PAUSED)
-    holders = (await api.get("/api/agent/state")).json()["paused_by"]
+    holders = (await api.get("/api/agent/state", headers=READ)).json()["paused_by"]
     assert [(h["source"], h["reason"], h["by"]) for h in holders] == [("api", "debugging", "ops")]
     other = {"Authorization": f"Bearer {OTHER}"}
     assert (await api.post("/api/agent/resume", headers=other)).status_code == 200
@@ -132,13 +134,13 @@ async def test_agent_pause_is_per_agent_and_explains_itself(
 
 async def test_stats_status_and_metrics(api: httpx.AsyncClient, node: Node) -> None:
     await async_wait_until(lambda: _live(api), what="the agent's heartbeat in the registry")
-    stats = (await api.get("/api/cluster/stats")).json()
+    stats = (await api.get("/api/cluster/stats", headers=READ)).json()
     [agent] = stats["agents"]
     assert agent["agent_id"] == node.agent.settings.agent_id
     assert agent["state"] == "running"
     assert "backlog" in stats
     assert "fleet_throughput_per_min" in stats
-    mongo = (await api.get("/api/mongo/status")).json()
+    mongo = (await api.get("/api/mongo/status", headers=READ)).json()
     assert mongo["connected"] is True
     assert mongo["server"] in ("standalone", "replica_set", "mongos")
     metrics = (await api.get("/metrics")).text
@@ -151,7 +153,7 @@ async def test_stats_status_and_metrics(api: httpx.AsyncClient, node: Node) -> N
 
 
 async def _live(api: httpx.AsyncClient) -> bool:
-    return bool((await api.get("/api/cluster/stats")).json()["agents"])
+    return bool((await api.get("/api/cluster/stats", headers=READ)).json()["agents"])
 
 
 @pytest.mark.parametrize(
@@ -185,7 +187,8 @@ async def test_no_secret_in_any_response(api: httpx.AsyncClient, node: Node) -> 
         "/openapi.json",
         "/api/cluster/history",
     ):
-        bodies.append((await api.get(path)).text)
+        bodies.append((await api.get(path, headers=READ)).text)
     text = "\n".join(bodies)
     assert TOKEN not in text
     assert OTHER not in text
+    assert READER not in text

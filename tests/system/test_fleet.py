@@ -91,7 +91,7 @@ def test_fleet_obeys_the_seed_curl_commands(spawn: Any, work: Any, mode: str) ->
     wait_until(lambda: all(state(a) == "paused" for a in agents), what="every agent paused")
     frozen = statuses(work)
     assert "processing" not in frozen, "in-flight work finished before the pause took hold"
-    control = curl(SEED_STATE, port, token=None)
+    control = curl(SEED_STATE, port)
     assert (control["command"], control["version"]) == ("pause", 1)
     assert control["watch_mode"] == mode
 
@@ -195,7 +195,7 @@ def test_tokens_and_passwords_stay_out_of_logs_and_responses(spawn: Any) -> None
     port = agent.api_port()
     assert port is not None
     bodies = [
-        json.dumps(curl(f"curl http://agent-service:8000{path}", port, token=None))
+        json.dumps(curl(f"curl http://agent-service:8000{path}", port))
         for path in ("/api/agent/state", "/api/mongo/status", "/api/cluster/stats")
     ]
     bodies.append(json.dumps(curl(SEED_PAUSE, port)))

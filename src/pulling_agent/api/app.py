@@ -10,17 +10,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pymongo.errors import PyMongoError
+from starlette.middleware.base import RequestResponseEndpoint
 
 from pulling_agent import __version__
-from pulling_agent.api.auth import TokenAuth, require_identity
+from pulling_agent.api.auth import (
+    TokenAuth,
+    local_request_problem,
+    require_admin,
+    require_metrics,
+    require_read,
+)
 from pulling_agent.control.cluster import ClusterCommand
 from pulling_agent.logs import get_logger
 from pulling_agent.service import AgentService, ClusterService, Conflict, JobService, NotFound
 
-Identity = Annotated[str, Depends(require_identity)]
+Identity = Annotated[str, Depends(require_admin)]
 Reason = Annotated[str, Query(max_length=500, description="Why (recorded in the audit trail)")]
 UpdatedBy = Annotated[
     str,
@@ -38,10 +45,14 @@ JobId = Annotated[str, Path(max_length=200)]
 
 ERROR = {"content": {"application/json": {"example": {"detail": "why"}}}}
 MONGO_DOWN: dict[int | str, dict[str, Any]] = {503: {"description": "MongoDB unreachable", **ERROR}}
-AUTH: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No bearer token", **ERROR},
-    403: {"description": "Token not accepted", **ERROR},
+READ: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No bearer token (API_TOKENS is set)", **ERROR},
+    403: {"description": "Token not accepted, or a request a token-less API refuses", **ERROR},
     **MONGO_DOWN,
+}
+AUTH: dict[int | str, dict[str, Any]] = {
+    **READ,
+    403: {"description": "Token not accepted, or its role is read (admin needed)", **ERROR},
 }
 
 TAGS = [
@@ -68,6 +79,16 @@ def create_app(
     )
     app.state.auth = auth
     log = get_logger(component="api")
+    api = APIRouter(dependencies=[Depends(require_read)], responses=READ)
+
+    if not auth.enabled:
+
+        @app.middleware("http")
+        async def local_only(request: Request, call_next: RequestResponseEndpoint) -> Response:
+            problem = local_request_problem(request.method, request.headers)
+            if problem is not None:
+                return JSONResponse({"detail": problem}, status_code=403)
+            return await call_next(request)
 
     @app.exception_handler(PyMongoError)
     async def mongo_unavailable(request: Request, exc: PyMongoError) -> JSONResponse:
@@ -94,21 +115,21 @@ def create_app(
     ) -> dict[str, Any]:
         return await cluster.command(command, reason, identity, updated_by, wait)
 
-    @app.post("/api/cluster/pause", tags=["cluster"], responses=AUTH)
+    @api.post("/api/cluster/pause", tags=["cluster"], responses=AUTH)
     async def cluster_pause(
         identity: Identity, reason: Reason = "", updated_by: UpdatedBy = "", wait: Wait = None
     ) -> dict[str, Any]:
         """Pause every agent: in-flight documents finish, then no agent claims."""
         return await cluster_command(ClusterCommand.PAUSE, identity, reason, updated_by, wait)
 
-    @app.post("/api/cluster/resume", tags=["cluster"], responses=AUTH)
+    @api.post("/api/cluster/resume", tags=["cluster"], responses=AUTH)
     async def cluster_resume(
         identity: Identity, reason: Reason = "", updated_by: UpdatedBy = "", wait: Wait = None
     ) -> dict[str, Any]:
         """Withdraw the cluster's pause (other sources may still hold their own)."""
         return await cluster_command(ClusterCommand.RESUME, identity, reason, updated_by, wait)
 
-    @app.post("/api/cluster/shutdown", tags=["cluster"], responses=AUTH)
+    @api.post("/api/cluster/shutdown", tags=["cluster"], responses=AUTH)
     async def cluster_shutdown(
         identity: Identity, reason: Reason = "", updated_by: UpdatedBy = "", wait: Wait = None
     ) -> dict[str, Any]:
@@ -116,52 +137,52 @@ def create_app(
         resume, instead of crash-looping."""
         return await cluster_command(ClusterCommand.SHUTDOWN, identity, reason, updated_by, wait)
 
-    @app.get("/api/cluster/control-state", tags=["cluster"], responses=MONGO_DOWN)
+    @api.get("/api/cluster/control-state", tags=["cluster"], responses=MONGO_DOWN)
     async def control_state() -> dict[str, Any]:
         """The current cluster command, its version, and how this agent follows it."""
         state = await cluster.control_state()
         return {**state, "watch_mode": agent.state().get("watch_mode")}
 
-    @app.get("/api/cluster/history", tags=["cluster"], responses=MONGO_DOWN)
+    @api.get("/api/cluster/history", tags=["cluster"], responses=MONGO_DOWN)
     async def control_history(limit: Limit = 20) -> list[dict[str, Any]]:
         """The audit trail, newest first."""
         return await cluster.history(limit)
 
-    @app.get("/api/cluster/stats", tags=["cluster"], responses=MONGO_DOWN)
+    @api.get("/api/cluster/stats", tags=["cluster"], responses=MONGO_DOWN)
     async def cluster_stats() -> dict[str, Any]:
         """Live agents (heartbeat within three intervals), backlog by status, throughput."""
         stats = await cluster.stats()
         return {"watch_mode": agent.state().get("watch_mode"), **stats}
 
-    @app.get("/api/agent/state", tags=["agent"])
+    @api.get("/api/agent/state", tags=["agent"])
     async def agent_state() -> dict[str, Any]:
         """This agent: state, which sources hold it paused (and why, who, when), counters."""
         return agent.state()
 
-    @app.post("/api/agent/pause", tags=["agent"], responses=AUTH)
+    @api.post("/api/agent/pause", tags=["agent"], responses=AUTH)
     async def agent_pause(identity: Identity, reason: Reason = "") -> dict[str, Any]:
         """Pause this agent only (source ``api``)."""
         return agent.pause(reason, identity)
 
-    @app.post("/api/agent/resume", tags=["agent"], responses=AUTH)
+    @api.post("/api/agent/resume", tags=["agent"], responses=AUTH)
     async def agent_resume(identity: Identity) -> dict[str, Any]:
         """Withdraw this agent's API pause (other sources may still hold theirs)."""
         return agent.resume()
 
-    @app.get("/api/mongo/status", tags=["agent"], responses=MONGO_DOWN)
+    @api.get("/api/mongo/status", tags=["agent"], responses=MONGO_DOWN)
     async def mongo_status() -> dict[str, Any]:
         """Connection, server kind, ping; the URI with its password redacted."""
         return await agent.mongo_status()
 
     job_errors: dict[int | str, dict[str, Any]] = {404: {"description": "No such job", **ERROR}}
 
-    @app.get("/api/jobs", tags=["jobs"], responses=MONGO_DOWN)
+    @api.get("/api/jobs", tags=["jobs"], responses=MONGO_DOWN)
     async def list_jobs() -> list[dict[str, Any]]:
         """Every job: next fire time, last outcome, paused, orphaned (no live agent declares
         it any more)."""
         return await jobs.list_jobs()
 
-    @app.post(
+    @api.post(
         "/api/jobs/{job_id}/run",
         tags=["jobs"],
         responses=AUTH | job_errors | {409: {"description": "Not declared by this agent", **ERROR}},
@@ -170,17 +191,17 @@ def create_app(
         """Run a job now, on this agent, outside its schedule."""
         return await jobs.run(job_id)
 
-    @app.post("/api/jobs/{job_id}/pause", tags=["jobs"], responses=AUTH | job_errors)
+    @api.post("/api/jobs/{job_id}/pause", tags=["jobs"], responses=AUTH | job_errors)
     async def pause_job(identity: Identity, job_id: JobId) -> dict[str, Any]:
         """Stop firing a job (fleet-wide) until resumed."""
         return await jobs.set_paused(job_id, True)
 
-    @app.post("/api/jobs/{job_id}/resume", tags=["jobs"], responses=AUTH | job_errors)
+    @api.post("/api/jobs/{job_id}/resume", tags=["jobs"], responses=AUTH | job_errors)
     async def resume_job(identity: Identity, job_id: JobId) -> dict[str, Any]:
         """Fire a job again, from its next fire time after now (no catch-up)."""
         return await jobs.set_paused(job_id, False)
 
-    @app.get("/api/jobs/{job_id}/runs", tags=["jobs"], responses=MONGO_DOWN | job_errors)
+    @api.get("/api/jobs/{job_id}/runs", tags=["jobs"], responses=MONGO_DOWN | job_errors)
     async def job_runs(job_id: JobId, limit: Limit = 20) -> list[dict[str, Any]]:
         """A job's run history, newest first."""
         return await jobs.runs(job_id, limit)
@@ -204,9 +225,15 @@ def create_app(
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @app.get("/metrics", tags=["health"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        dependencies=[Depends(require_metrics)],
+    )
     async def prometheus_metrics() -> Response:
         """Prometheus text format."""
         return Response(metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    app.include_router(api)
     return app

@@ -1,30 +1,51 @@
-"""Bearer-token authentication for mutating endpoints.
+"""Who may call what.
 
-``API_TOKENS="name:token,other:token2"``. A request without ``Authorization: Bearer …``
-gets 401; an unknown token gets 403. The identity is the token's *name*, which is what the
-audit trail records (a caller's ``updated_by`` cannot impersonate anyone). With no tokens
-configured the API listens on loopback only and every local caller is ``local``.
+With ``API_TOKENS`` set, every ``/api/*`` route needs ``Authorization: Bearer <token>``:
+a ``read`` token for ``GET``, an ``admin`` token to change anything; ``/metrics`` too when
+``METRICS_REQUIRE_TOKEN`` is set; ``/healthz`` and ``/readyz`` stay open. No header → 401,
+an unknown token or a role too weak → 403. The identity is the token's *name*, which the
+audit trail records (a caller's ``updated_by`` cannot impersonate anyone).
+
+With no tokens the API listens on loopback only and every caller is ``local``; so that a
+web page in a browser on the same machine cannot use it, :func:`local_request_problem`
+refuses a ``Host`` that is not a loopback literal (DNS rebinding), an ``Origin`` that is
+not loopback, and a ``POST`` that a browser could send cross-site without a preflight
+(neither ``Content-Type: application/json`` nor the ``X-Pulling-Agent`` header).
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
+from typing import Annotated
+from urllib.parse import urlsplit
 
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, Request, Security, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from pulling_agent.config import is_loopback
+from pulling_agent.tokens import Principal, Role
 
 ANONYMOUS = "local"
+LOCAL_HEADER = "x-pulling-agent"
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API_TOKENS token: read for GET, admin for changes",
+)
 
 
 class TokenAuth:
-    def __init__(self, tokens: dict[str, str]) -> None:
-        self._tokens = tokens  # token -> name
+    def __init__(self, tokens: dict[str, Principal], metrics_require_token: bool = False) -> None:
+        self._tokens = tokens
+        self.metrics_require_token = metrics_require_token and bool(tokens)
 
     @property
     def enabled(self) -> bool:
         return bool(self._tokens)
 
-    def identify(self, authorization: str | None) -> str:
-        """The name behind the ``Authorization`` header, or an HTTP 401/403."""
+    def identify(self, authorization: str | None, needed: Role) -> str:
+        """The name behind the ``Authorization`` header if its role allows ``needed``,
+        or an HTTP 401/403."""
         if not self._tokens:
             return ANONYMOUS
         scheme, _, presented = (authorization or "").partition(" ")
@@ -34,17 +55,65 @@ class TokenAuth:
                 "missing bearer token: send 'Authorization: Bearer <token>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        presented = presented.strip()
-        name = None
-        for token, token_name in self._tokens.items():  # compare with every token, in constant time
-            if hmac.compare_digest(token.encode(), presented.encode()):
-                name = token_name
-        if name is None:
+        offered = presented.strip().encode()
+        found = None
+        for token, principal in self._tokens.items():  # every token, in constant time
+            if hmac.compare_digest(token.encode(), offered):
+                found = principal
+        if found is None:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "token not accepted")
-        return name
+        if not found.role.allows(needed):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                f"token {found.name!r} has the {found.role} role; this needs {needed}",
+            )
+        return found.name
 
 
-def require_identity(request: Request) -> str:
-    """FastAPI dependency for mutating endpoints."""
+def _identify(request: Request, needed: Role) -> str:
     auth: TokenAuth = request.app.state.auth
-    return auth.identify(request.headers.get("authorization"))
+    return auth.identify(request.headers.get("authorization"), needed)
+
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+
+
+def require_read(request: Request, _: Credentials) -> str:
+    """Dependency of every ``/api`` route (declares the bearer scheme in OpenAPI)."""
+    return _identify(request, Role.READ)
+
+
+def require_admin(request: Request, _: Credentials) -> str:
+    """Dependency of every route that changes something."""
+    return _identify(request, Role.ADMIN)
+
+
+def require_metrics(request: Request) -> None:
+    auth: TokenAuth = request.app.state.auth
+    if auth.metrics_require_token:
+        _identify(request, Role.READ)
+
+
+def local_request_problem(method: str, headers: Mapping[str, str]) -> str | None:
+    """Why a request must be refused by a token-less (loopback) API, or None."""
+    host = headers.get("host", "")
+    if not is_loopback(_hostname(host)):
+        return "Host is not a loopback address (a token-less API answers local callers only)"
+    origin = headers.get("origin")
+    if origin is not None and not is_loopback(urlsplit(origin).hostname or ""):
+        return "cross-origin request refused"
+    if method.upper() not in ("GET", "HEAD", "OPTIONS"):
+        content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type != "application/json" and LOCAL_HEADER not in headers:
+            return (
+                "send Content-Type: application/json or an X-Pulling-Agent header "
+                "(refused: a browser could send this request cross-site)"
+            )
+    return None
+
+
+def _hostname(host: str) -> str:
+    """The host part of a Host header (``[::1]:8000`` → ``::1``, ``a:80`` → ``a``)."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host

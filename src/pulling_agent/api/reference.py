@@ -44,10 +44,15 @@ def render() -> str:
         "(`python -m pulling_agent.api.reference`); every agent serves it live at "
         "`/openapi.json` on `API_PORT` (default 8000).",
         "",
-        "Mutating endpoints (POST) need `Authorization: Bearer <token>` when `API_TOKENS` is "
-        "set: 401 without a bearer token, 403 with an unknown one. With no tokens the API "
-        'listens on 127.0.0.1 only. Errors are JSON: `{"detail": ...}`. 503 means MongoDB '
-        "is unreachable (or, for `/readyz`, that the agent is not running).",
+        "When `API_TOKENS` is set, every `/api/*` route needs `Authorization: Bearer "
+        "<token>`: a `read` or `admin` token for GET, an `admin` token for POST (401 without "
+        "a bearer token, 403 with an unknown one or a `read` token on a POST). `/healthz` "
+        "and `/readyz` are open; `/metrics` is open unless `METRICS_REQUIRE_TOKEN=true`. "
+        "With no tokens the API listens on 127.0.0.1 only and refuses (403) a `Host` or "
+        "`Origin` that is not loopback, and a POST without `Content-Type: application/json` "
+        "or an `X-Pulling-Agent` header (what a browser could send cross-site). Errors are "
+        'JSON: `{"detail": ...}`. 503 means MongoDB is unreachable (or, for `/readyz`, '
+        "that the agent cannot work).",
         "",
     ]
     for path, methods in spec["paths"].items():
@@ -55,7 +60,7 @@ def render() -> str:
             lines.append(f"## `{method.upper()} {path}`")
             lines.append("")
             if method in MUTATING:
-                lines.append("Requires a bearer token when `API_TOKENS` is set.")
+                lines.append("Requires an `admin` token when `API_TOKENS` is set.")
                 lines.append("")
             lines.append(op.get("description") or op.get("summary", ""))
             lines.append("")
