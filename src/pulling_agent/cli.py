@@ -15,14 +15,13 @@ import typer
 from bson import ObjectId, json_util
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from pulling_agent.config import Settings, load_settings
 from pulling_agent.ctl import app as ctl_app
 from pulling_agent.errors import ConfigError, PullingAgentError, StoreUnavailable
 from pulling_agent.jobs_cli import app as jobs_app
 from pulling_agent.logs import configure_logging, get_logger
-from pulling_agent.text import one_line, print_error
+from pulling_agent.text import cell, print_error, safe_text
 from pulling_agent.timeouts import run_bounded
 
 EXIT_CONFIG = 2
@@ -177,19 +176,26 @@ def dlq_list(
             typer.echo(json_util.dumps(doc))
         return
     table = Table(title=f"Dead letter ({len(docs)} shown)")
-    for column in ("_id", "attempts", "failed_at", "error"):
+    table.add_column("_id", overflow="fold")  # never cut: it is what dlq requeue takes
+    for column in ("attempts", "failed_at", "error"):
         table.add_column(column)
     for doc in docs:
-        error = doc.get("error") or {}
         failed_at = doc.get("failed_at")
-        when = failed_at.isoformat() if isinstance(failed_at, datetime) else str(failed_at)
+        when = failed_at.isoformat() if isinstance(failed_at, datetime) else failed_at
         table.add_row(
-            str(doc["_id"]),
-            str(doc.get("attempts", "")),
-            when,
-            f"{error.get('type', '')}: {error.get('message', '')}"[:80],
+            cell(doc.get("_id"), 10_000),
+            cell(doc.get("attempts", "")),
+            cell(when or ""),
+            cell(_error_summary(doc.get("error")), 120),
         )
     Console().print(table)
+
+
+def _error_summary(error: Any) -> str:
+    """``type: message`` of a dead letter's error, whatever shape it has."""
+    if isinstance(error, dict):
+        return f"{safe_text(error.get('type', ''), 100)}: {safe_text(error.get('message', ''))}"
+    return safe_text(error or "")
 
 
 @dlq_app.command("requeue")
@@ -200,14 +206,26 @@ def dlq_requeue(
     """Put failed documents back to pending, attempts reset."""
     if bool(ids) == all_:
         raise _fail("give document ids or --all (not both)")
-    wanted = None if all_ else [c for raw in ids or [] for c in _id_candidates(raw)]
+    wanted = {raw: _id_candidates(raw) for raw in ids or []}
 
-    async def action(store: Any) -> int:
-        count: int = await store.requeue(wanted)
-        return count
+    async def action(store: Any) -> tuple[int, list[str]]:
+        if all_:
+            return await store.requeue(None), []
+        candidates = [c for options in wanted.values() for c in options]
+        failed = store.collection.find({"_id": {"$in": candidates}, "status": "failed"}, {"_id": 1})
+        found = {repr(doc["_id"]) async for doc in failed}
+        missing = [raw for raw, options in wanted.items() if not found & {repr(c) for c in options}]
+        count: int = await store.requeue(candidates) if found else 0
+        return count, missing
 
-    count = _with_store(action)
-    typer.echo(json.dumps({"requeued": count}))
+    count, missing = _with_store(action)
+    typer.echo(json.dumps({"requeued": count, "not_failed": missing}))
+    if missing:
+        print_error(
+            f"pulling-agent: no failed document has the _id {', '.join(map(repr, missing))} "
+            "(see pulling-agent dlq list)"
+        )
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -244,7 +262,7 @@ def doctor(
         for problem in finding.problems:
             table.add_row(
                 *(
-                    Text(one_line(v, 200))
+                    cell(v, 200)
                     for v in (finding.doc_id, problem.field, problem.reason, problem.fix)
                 )
             )

@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.table import Table
 
 from pulling_agent.control.cluster import ClusterCommand
-from pulling_agent.text import print_error
+from pulling_agent.text import cell, print_error
 from pulling_agent.tokens import admin_token
 
 T = TypeVar("T")
@@ -219,21 +219,25 @@ def _age(stamp: Any, now: datetime) -> str:
 
 
 def render_status(status: dict[str, Any]) -> Group:
+    """The fleet as tables. Every value is shown as one inert line: pause reasons, agent
+    ids and commands come from documents anyone may have written."""
     control, stats = status["control"], status["stats"]
     head = Table.grid(padding=(0, 2))
-    head.add_row(
-        "cluster command", f"{control.get('command') or '-'} (version {control['version']})"
-    )
-    head.add_row(
-        "issued by", f"{control.get('updated_by') or '-'} at {control.get('timestamp') or '-'}"
-    )
-    head.add_row("reason", control.get("reason") or "-")
-    head.add_row(
-        "backlog", ", ".join(f"{k} {v}" for k, v in sorted(stats["backlog"].items())) or "-"
-    )
-    head.add_row("fleet throughput", f"{stats['fleet_throughput_per_min']}/min")
+    rows = [
+        ("cluster command", f"{control.get('command') or '-'} (version {control.get('version')})"),
+        ("issued by", f"{control.get('updated_by') or '-'} at {control.get('timestamp') or '-'}"),
+        ("reason", control.get("reason") or "-"),
+        (
+            "backlog",
+            ", ".join(f"{k} {v}" for k, v in sorted((stats.get("backlog") or {}).items())) or "-",
+        ),
+        ("fleet throughput", _per_minute(stats.get("fleet_throughput_per_min"))),
+    ]
+    for name, value in rows:
+        head.add_row(name, cell(value))
     now = datetime.now(UTC)
-    agents = Table(title=f"{stats['live_agents']} live agents")
+    live = len(stats.get("agents") or [])
+    agents = Table(title=f"{live} live agent{'' if live == 1 else 's'}")
     for column in (
         "agent",
         "state",
@@ -246,23 +250,37 @@ def render_status(status: dict[str, Any]) -> Group:
         "heartbeat",
     ):
         agents.add_column(column)
-    for a in stats["agents"]:
+    for a in stats.get("agents") or []:
         holders = "; ".join(
-            f"{p['source']}: {p['reason']} ({p['by']})" for p in a.get("paused_by", [])
+            f"{p.get('source')}: {p.get('reason')} ({p.get('by')})"
+            for p in a.get("paused_by") or []
+            if isinstance(p, dict)
         )
-        counters = a.get("counters", {})
+        counters = a.get("counters") or {}
         agents.add_row(
-            str(a["agent_id"]),
-            str(a.get("state")),
-            holders or "-",
-            str(a.get("version_seen")),
-            str(counters.get("processed", 0)),
-            str(counters.get("failed", 0)),
-            str(a.get("in_flight", 0)),
-            str(a.get("throughput_per_min", 0)),
-            _age(a.get("heartbeat_at"), now),
+            *(
+                cell(v)
+                for v in (
+                    a.get("agent_id"),
+                    a.get("state"),
+                    holders or "-",
+                    a.get("version_seen"),
+                    counters.get("processed", 0),
+                    counters.get("failed", 0),
+                    a.get("in_flight", 0),
+                    _per_minute(a.get("throughput_per_min"), unit=""),
+                    _age(a.get("heartbeat_at"), now),
+                )
+            )
         )
     return Group(head, agents)
+
+
+def _per_minute(value: Any, unit: str = "/min") -> str:
+    try:
+        return f"{float(value):.1f}{unit}"
+    except (TypeError, ValueError):
+        return "-"
 
 
 @app.command()

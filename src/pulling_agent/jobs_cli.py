@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pulling_agent.ctl import DEFAULT_URL, CtlError, Direct, MongoUri, Token, Url, direct, http
-from pulling_agent.text import print_error
+from pulling_agent.text import cell, print_error
 
 app = typer.Typer(help="Scheduled jobs: each fire runs once across the fleet.")
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
@@ -59,12 +59,12 @@ def list_jobs(
         table.add_column(column)
     for job in jobs:
         table.add_row(
-            job["id"],
-            str(job["trigger"]),
-            str(job["next_fire_time"]),
-            str(job["last_outcome"] or "-"),
-            "yes" if job["paused"] else "",
-            "yes" if job["orphaned"] else "",
+            cell(job.get("id")),
+            cell(job.get("trigger")),
+            cell(job.get("next_fire_time")),
+            cell(job.get("last_outcome") or "-"),
+            "yes" if job.get("paused") else "",
+            "yes" if job.get("orphaned") else "",
         )
     Console().print(table)
 
@@ -117,16 +117,16 @@ def history(
     if as_json:
         _print(runs, True)
         return
-    table = Table(title=f"runs of {job_id}")
+    table = Table(title=cell(f"runs of {job_id}"))
     for column in ("fire time", "agent", "outcome", "attempts", "error"):
         table.add_column(column)
     for r in runs:
         error = (r.get("result") or {}).get("error") or ""
         table.add_row(
-            str(r["fire_time"]),
-            str(r["agent"]),
-            str(r["outcome"]),
-            str(r.get("attempts", 1)),
-            str(error)[:60],
+            cell(r.get("fire_time")),
+            cell(r.get("agent")),
+            cell(r.get("outcome")),
+            cell(r.get("attempts", 1)),
+            cell(error, 120),
         )
     Console().print(table)

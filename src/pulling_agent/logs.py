@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
 from pulling_agent.config import LogFormat
+from pulling_agent.text import one_line
 
 REDACTED = "***"
 
@@ -32,6 +34,51 @@ class _ScrubbingRenderer:
         return rendered
 
 
+def _traceback(exc: BaseException) -> list[str]:
+    """A traceback whose exception *messages* are one inert line each (a message may hold
+    newlines that would forge log lines); chained exceptions included."""
+    lines: list[str] = []
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    if cause is not None and cause is not exc:
+        lines += [*_traceback(cause), "", "The above exception led to:", ""]
+    te = traceback.TracebackException.from_exception(exc, capture_locals=False)
+    lines.append("Traceback (most recent call last):")
+    lines += "".join(te.stack.format()).rstrip("\n").splitlines()
+    lines.append(one_line("".join(te.format_exception_only()).rstrip("\n"), 2_000))
+    return lines
+
+
+def _inert_exc_info(logger: Any, name: str, event: MutableMapping[str, Any]) -> Any:
+    """``format_exc_info`` for the console: see :func:`_traceback`."""
+    exc_info = event.pop("exc_info", None)
+    if exc_info is True:
+        exc_info = sys.exc_info()
+    exc = exc_info if isinstance(exc_info, BaseException) else None
+    if isinstance(exc_info, tuple) and len(exc_info) == 3:
+        exc = exc_info[1]
+    if exc is not None:
+        event["exception"] = "\n".join(_traceback(exc))
+    return event
+
+
+class _Inert:
+    """For the console renderer: every string value as one inert line (a document's id
+    or a handler's message must not move the cursor, retitle the terminal or forge
+    lines), exception text kept multi-line but without escape sequences."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
+        for key, value in list(event.items()):
+            if key == "exception" and isinstance(value, str):
+                event[key] = "\n".join(one_line(line, 2_000) for line in value.splitlines())
+            elif isinstance(value, str):
+                event[key] = one_line(value, 2_000)
+        rendered: str = self._inner(logger, name, event)
+        return rendered
+
+
 def configure_logging(
     level: str = "INFO",
     fmt: LogFormat = LogFormat.AUTO,
@@ -42,9 +89,9 @@ def configure_logging(
     out = stream or sys.stderr
     as_json = fmt is LogFormat.JSON or (fmt is LogFormat.AUTO and not out.isatty())
     inner: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer()  # escapes every control character itself
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        else _Inert(structlog.dev.ConsoleRenderer(colors=out.isatty()))
     )
     numeric = logging.getLevelNamesMapping()[level]
     renderer = _ScrubbingRenderer(inner, secrets)
@@ -56,7 +103,7 @@ def configure_logging(
         processors=[
             structlog.contextvars.merge_contextvars,
             *shared,
-            structlog.processors.format_exc_info,
+            structlog.processors.format_exc_info if as_json else _inert_exc_info,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

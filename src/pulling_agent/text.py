@@ -11,7 +11,11 @@ from __future__ import annotations
 import re
 import sys
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+from rich.text import Text
+
+# C0 and C1 controls (escape sequences, newlines), line/paragraph separators, and the
+# bidirectional overrides that make a terminal show text in another order than it is
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def safe_text(value: object, limit: int = 500) -> str:
@@ -24,12 +28,22 @@ def safe_text(value: object, limit: int = 500) -> str:
 
 
 def one_line(value: object, limit: int = 500) -> str:
-    """:func:`safe_text` with every control character (newlines, escapes) shown as
-    ``\\xNN``, so the result is one inert line."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", safe_text(value, limit))
+    """:func:`safe_text` with every control character (newlines, escapes, bidi overrides)
+    shown as ``\\xNN`` or ``\\uNNNN``, so the result is one inert line."""
+    return _CONTROL.sub(_escape, safe_text(value, limit))
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def print_error(message: str) -> None:
     """One line on stderr, never wrapped, never interpreted as markup or escapes."""
     sys.stderr.write(one_line(message, 2_000) + "\n")
     sys.stderr.flush()
+
+
+def cell(value: object, limit: int = 300) -> Text:
+    """A table cell or title for rich: one inert line, never read as markup."""
+    return Text(one_line(value, limit))

@@ -49,3 +49,36 @@ def test_commands_give_up_on_an_unreachable_server_with_one_line(
     assert len(lines) == 1, result.stderr
     assert "ServerSelectionTimeoutError" in lines[0]
     assert "s3cret-pass" not in result.stderr + result.stdout
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J[bold]x[/bold]\nready=yes\u202e"
+
+
+def test_dlq_list_shows_hostile_documents_inertly_and_ids_whole(
+    agent_env: dict[str, str], work: Any
+) -> None:
+    long_id = "order-" + "9" * 150
+    work.insert_many(
+        [
+            {"_id": long_id, "status": "failed", "error": {"type": "X", "message": HOSTILE}},
+            {"_id": HOSTILE, "status": "failed", "error": HOSTILE},  # a plain-string error
+        ]
+    )
+    listed = cli({**agent_env, "COLUMNS": "400"}, "dlq", "list")
+    assert listed.returncode == 0, listed.stderr
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in listed.stdout
+    assert long_id in listed.stdout, "ids are never cut"
+    assert "[bold]x[/bold]" in listed.stdout, "markup shown, not interpreted"
+    assert "\nready=yes" not in listed.stdout
+    as_json = cli(agent_env, "dlq", "list", "--json")
+    assert as_json.returncode == 0 and len(as_json.stdout.splitlines()) == 2
+
+
+def test_dlq_requeue_says_which_ids_matched_nothing(agent_env: dict[str, str], work: Any) -> None:
+    work.insert_one({"_id": "a-failed-one", "status": "failed", "attempts": 5})
+    result = cli(agent_env, "dlq", "requeue", "a-failed-one", "no-such-id")
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == {"requeued": 1, "not_failed": ["no-such-id"]}
+    assert "no-such-id" in result.stderr
+    assert work.find_one({"_id": "a-failed-one"})["status"] == "pending"

@@ -146,7 +146,7 @@ def test_poison_document_ends_in_dead_letter_and_is_requeued(
 
     requeued = run_cli(agent_env, "dlq", "requeue", str(poison_id))
     assert requeued.returncode == 0, requeued.stderr
-    assert json.loads(requeued.stdout) == {"requeued": 1}
+    assert json.loads(requeued.stdout) == {"requeued": 1, "not_failed": []}
     doc = work.find_one({"_id": poison_id})
     assert doc["status"] == "pending"
     assert doc["attempts"] == 0
