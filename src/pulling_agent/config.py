@@ -45,6 +45,13 @@ def _default_agent_id() -> str:
 
 
 PositiveFloat = Annotated[float, Field(gt=0)]
+COLLECTION_FIELDS = (
+    "mongodb_collection",
+    "control_collection",
+    "agents_collection",
+    "jobs_collection",
+    "job_runs_collection",
+)
 
 _SECRET_FIELDS = frozenset({"mongodb_uri", "api_tokens"})
 
@@ -95,15 +102,15 @@ class Settings(BaseSettings):
     enable_change_streams: ChangeStreams = ChangeStreams.AUTO
     control_polling_interval: PositiveFloat = 10.0
     control_collection: str = Field(default="agent_control", min_length=1)
-    agents_collection: str = Field(default="agents", min_length=1)
+    agents_collection: str = Field(default="agent_registry", min_length=1)
     enable_api: bool = True
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_host: str | None = None
     api_tokens: SecretStr = SecretStr("")
     metrics_require_token: bool = False
     jobs_file: Path | None = None
-    jobs_collection: str = Field(default="jobs", min_length=1)
-    job_runs_collection: str = Field(default="job_runs", min_length=1)
+    jobs_collection: str = Field(default="agent_jobs", min_length=1)
+    job_runs_collection: str = Field(default="agent_job_runs", min_length=1)
     job_history_days: float = Field(default=14, gt=0)
     job_lease_seconds: float = Field(default=30, ge=1)
 
@@ -122,6 +129,22 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_host(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _collections_apart(self) -> Settings:
+        """Each collection the agent uses holds one kind of document: the same name for
+        two would mix work documents with schedules, heartbeats or control documents."""
+        seen: dict[str, str] = {}
+        for field in COLLECTION_FIELDS:
+            name = getattr(self, field)
+            if name in seen:
+                raise ValueError(
+                    f"{_env_name(field)}={name} is also {_env_name(seen[name])}: give each "
+                    "its own collection (the agent's own default to agent_control, "
+                    "agent_registry, agent_jobs, agent_job_runs)"
+                )
+            seen[name] = field
+        return self
 
     @model_validator(mode="after")
     def _no_open_api_without_tokens(self) -> Settings:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import signal
@@ -123,6 +124,7 @@ def test_fleet_obeys_the_seed_curl_commands(spawn: Any, work: Any, mode: str) ->
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "PULLING_AGENT_TOKEN": TOKEN},  # reads need a token too
     )
     assert status.returncode == 0, status.stderr
     fleet = json.loads(status.stdout)

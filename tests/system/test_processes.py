@@ -161,6 +161,8 @@ def test_poison_document_ends_in_dead_letter_and_is_requeued(
         ({"HANDLER": "no.such.module:f"}, "HANDLER"),
         ({"MONGODB_URI": "http://admin:T0pS3cret@db:27017"}, "MONGODB_URI"),
         ({"MONGODB_DATABASE": ""}, "MONGODB_DATABASE"),
+        ({"MONGODB_COLLECTION": "agent_control"}, "CONTROL_COLLECTION"),
+        ({"MONGODB_COLLECTION": "orders", "JOBS_COLLECTION": "orders"}, "JOBS_COLLECTION"),
     ],
 )
 def test_bad_environment_exits_2_with_one_line_naming_the_variable(

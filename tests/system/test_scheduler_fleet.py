@@ -64,7 +64,7 @@ jobs:
 
     client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True)
     try:
-        runs = client[db_name]["job_runs"]
+        runs = client[db_name]["agent_job_runs"]
         wait_until(
             lambda: runs.find_one({"job_id": "long", "outcome": "running"}) is not None,
             what="long job running",
@@ -98,7 +98,7 @@ jobs:
             capture_output=True,
             text=True,
             timeout=60,
-            env=agent_env,
+            env={**agent_env, "PULLING_AGENT_TOKEN": TOKEN},  # reads need a token too
         )
         assert listed.returncode == 0, listed.stderr
         by_id = {j["id"]: j for j in json.loads(listed.stdout)}
