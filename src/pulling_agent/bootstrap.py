@@ -110,6 +110,7 @@ def build_node(
     node = Node(agent, cluster, AgentMetrics(lambda: node.snapshot(), store.counts), follower)
     if follower is not None:
         agent.companions["cluster-follower"] = follower
+        cluster.on_issued = follower.apply
     agent.companions["registry"] = Heartbeat(
         cluster.registry, settings.agent_id, node.snapshot, agent.changed, clock
     )

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from bson import ObjectId, json_util
+from bson import ObjectId
 from rich.console import Console
 from rich.table import Table
 
 from pulling_agent.config import Settings, load_settings
 from pulling_agent.ctl import app as ctl_app
+from pulling_agent.encoding import to_json
 from pulling_agent.errors import ConfigError, PullingAgentError, StoreUnavailable
 from pulling_agent.jobs_cli import app as jobs_app
 from pulling_agent.logs import configure_logging, get_logger
@@ -100,8 +101,10 @@ def run() -> None:
 
 @app.command()
 def demo(
-    documents: Annotated[int, typer.Option(help="Sample documents to insert.")] = 600,
-    agents: Annotated[int, typer.Option(help="Agents to run side by side.")] = 3,
+    documents: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Sample documents to insert.")
+    ] = 600,
+    agents: Annotated[int, typer.Option(min=1, max=20, help="Agents to run side by side.")] = 3,
 ) -> None:
     """Start an embedded MongoDB-wire server, run agents on sample work, show the result.
 
@@ -173,7 +176,7 @@ def dlq_list(
     docs = _with_store(action)
     if as_json:
         for doc in docs:
-            typer.echo(json_util.dumps(doc))
+            typer.echo(json.dumps(to_json(doc)))
         return
     table = Table(title=f"Dead letter ({len(docs)} shown)")
     table.add_column("_id", overflow="fold")  # never cut: it is what dlq requeue takes
@@ -246,7 +249,7 @@ def doctor(
 
     result = _with_store(action)
     if as_json:
-        typer.echo(json_util.dumps(result.as_dict()))
+        typer.echo(json.dumps(to_json(result.as_dict())))
         raise typer.Exit(1 if result.found else 0)
     console = Console(highlight=False)
     if not result.found:

@@ -22,7 +22,7 @@ from rich.live import Live
 from rich.table import Table
 
 from pulling_agent.control.cluster import ClusterCommand
-from pulling_agent.text import cell, print_error
+from pulling_agent.text import cell, one_line, print_error
 from pulling_agent.tokens import admin_token
 
 T = TypeVar("T")
@@ -159,13 +159,15 @@ def _run_command(
     )
     acks = result.get("acks")
     if acks is not None:
-        typer.echo(
-            f"acknowledged by {len(acks['acknowledged'])}: {', '.join(acks['acknowledged']) or '-'}"
-        )
-        if acks.get("stopped"):
-            typer.echo(f"stopped: {', '.join(acks['stopped'])}")
+        for label, key in (("acknowledged by", "acknowledged"), ("stopped", "stopped")):
+            names = acks.get(key) or []
+            if names or key == "acknowledged":
+                typer.echo(one_line(f"{label} {len(names)}: {', '.join(names) or '-'}", 2_000))
         if acks["pending"]:
-            typer.echo(f"NOT acknowledged by {len(acks['pending'])}: {', '.join(acks['pending'])}")
+            pending = ", ".join(acks["pending"])
+            typer.echo(one_line(f"NOT acknowledged by {len(acks['pending'])}: {pending}", 2_000))
+            if acks.get("hint"):
+                typer.echo(one_line(acks["hint"], 500))
             raise typer.Exit(1)
 
 

@@ -160,8 +160,10 @@ def _summary(
         table.add_row(what, str(value))
     console.print(table)
     console.print(
-        "Nothing was lost: dead-letter documents stay listable and requeueable "
-        "([bold]pulling-agent dlq list[/bold], [bold]pulling-agent dlq requeue --all[/bold])."
+        "Nothing was lost: dead-letter documents stay listable and requeueable with "
+        "[bold]pulling-agent dlq list[/bold] and [bold]pulling-agent dlq requeue --all[/bold] "
+        "against your own MongoDB (the demo's embedded server stops with the demo; run the "
+        "demo with MONGODB_URI set to keep its collection)."
     )
 
 

@@ -22,16 +22,17 @@ Document = dict[str, Any]
 Handler = Callable[[Document], Any]
 
 
-def load_handler(spec: str) -> Handler:
-    """Import ``module:function`` (``function`` may be dotted, e.g. ``module:Class.method``)."""
+def load_handler(spec: str, what: str = "HANDLER") -> Handler:
+    """Import ``module:function`` (``function`` may be dotted, e.g. ``module:Class.method``).
+    ``what`` names the setting in errors (``HANDLER``, or a job's ``func``)."""
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
-        raise HandlerLoadError(f"HANDLER must look like module:function (got {spec!r})")
+        raise HandlerLoadError(f"{what} must look like module:function (got {spec!r})")
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise HandlerLoadError(
-            f"HANDLER {spec!r}: cannot import {module_name!r} ({exc}); "
+            f"{what} {spec!r}: cannot import {module_name!r} ({exc}); "
             "is it installed or on PYTHONPATH?"
         ) from None
     for part in attr_path.split("."):
@@ -39,10 +40,10 @@ def load_handler(spec: str) -> Handler:
             target = getattr(target, part)
         except AttributeError:
             raise HandlerLoadError(
-                f"HANDLER {spec!r}: {module_name!r} has no attribute {attr_path!r}"
+                f"{what} {spec!r}: {module_name!r} has no attribute {attr_path!r}"
             ) from None
     if not callable(target):
-        raise HandlerLoadError(f"HANDLER {spec!r} is not callable")
+        raise HandlerLoadError(f"{what} {spec!r} is not callable")
     return target  # type: ignore[no-any-return]
 
 

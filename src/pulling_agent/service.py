@@ -12,10 +12,13 @@ from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
 
-from pulling_agent.control.cluster import ClusterCommand
+from pydantic import ValidationError
+
+from pulling_agent.control.cluster import ClusterCommand, ControlState
 from pulling_agent.control.cluster_store import ClusterControlStore
 from pulling_agent.control.requests import Source
 from pulling_agent.database import Client
+from pulling_agent.encoding import as_dict, as_number, iso, to_json
 from pulling_agent.queue.model import WorkStore
 from pulling_agent.registry import AgentRegistry
 from pulling_agent.runtime import Agent
@@ -27,14 +30,8 @@ from pulling_agent.scheduler.timing import anchored, first_fire
 ACK_POLL_SECONDS = 0.1
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 class ClusterService:
@@ -49,6 +46,7 @@ class ClusterService:
         self.registry = registry
         self.work = work
         self.clock = clock
+        self.on_issued: Callable[[ControlState], None] | None = None
 
     async def command(
         self, command: ClusterCommand, reason: str, identity: str, note: str, wait: float | None
@@ -56,8 +54,10 @@ class ClusterService:
         """Issue a cluster command; with ``wait``, return once every live agent has applied
         its version (or the time is up), saying who did, who did not, and who left (an agent
         that stopped - as after a shutdown - removes itself from the registry)."""
-        before = {a["_id"] for a in await self.registry.live(self.clock())} if wait else set()
+        before = {str(a["_id"]) for a in await self.registry.live(self.clock())} if wait else set()
         state = await self.control.issue(command, reason, identity, note, self.clock())
+        if self.on_issued is not None:
+            self.on_issued(state)  # the agent that served the command applies it at once
         result: dict[str, Any] = {"control": state.as_dict()}
         if wait:
             result["acks"] = await self.wait_for_acks(state.version, wait, before)
@@ -69,17 +69,28 @@ class ClusterService:
         deadline = time.monotonic() + seconds
         while True:
             live = await self.registry.live(self.clock())
-            acked = sorted(a["_id"] for a in live if int(a.get("version_seen", 0)) >= version)
-            pending = sorted(a["_id"] for a in live if int(a.get("version_seen", 0)) < version)
-            gone = sorted(set(expected) - {a["_id"] for a in live})
+            acked = sorted(
+                str(a["_id"]) for a in live if as_number(a.get("version_seen")) >= version
+            )
+            pending = sorted(
+                str(a["_id"]) for a in live if as_number(a.get("version_seen")) < version
+            )
+            gone = sorted(set(expected) - {str(a["_id"]) for a in live})
             if not pending or time.monotonic() >= deadline:
-                return {
+                result: dict[str, Any] = {
                     "version": version,
                     "complete": not pending,
                     "acknowledged": acked,
                     "pending": pending,
                     "stopped": gone,
                 }
+                if pending:
+                    result["hint"] = (
+                        "agents that follow the control document by polling apply a command "
+                        "within their CONTROL_POLLING_INTERVAL (10 s by default): wait at "
+                        "least that long, or use change streams (a replica set)"
+                    )
+                return result
             await asyncio.sleep(ACK_POLL_SECONDS)
 
     async def control_state(self) -> dict[str, Any]:
@@ -93,22 +104,24 @@ class ClusterService:
                 "updated_by": "",
                 "note": "",
             }
-        return state.as_dict()
+        shown = state.as_dict()
+        shown["timestamp"] = iso(shown["timestamp"])
+        return shown
 
     async def history(self, limit: int) -> list[dict[str, Any]]:
         docs = await self.control.history(limit)
-        return [_jsonable({k: v for k, v in d.items() if k != "kind"}) for d in docs]
+        return [to_json({k: v for k, v in d.items() if k != "kind"}) for d in docs]
 
     async def stats(self) -> dict[str, Any]:
         agents = await self.registry.live(self.clock())
         backlog = await self.work.counts()
         agents.sort(key=lambda a: str(a["_id"]))
         return {
-            "agents": [_jsonable({"agent_id": a.pop("_id"), **a}) for a in agents],
+            "agents": [to_json({"agent_id": a.pop("_id"), **a}) for a in agents],
             "live_agents": len(agents),
             "backlog": backlog,
             "fleet_throughput_per_min": round(
-                sum(float(a.get("throughput_per_min", 0)) for a in agents), 1
+                sum(as_number(a.get("throughput_per_min")) for a in agents), 1
             ),
         }
 
@@ -129,7 +142,7 @@ class AgentService:
         self.redacted_uri = redacted_uri
 
     def state(self) -> dict[str, Any]:
-        state: dict[str, Any] = _jsonable(self.snapshot())
+        state: dict[str, Any] = to_json(self.snapshot())
         return state
 
     def pause(self, reason: str, identity: str) -> dict[str, Any]:
@@ -191,17 +204,17 @@ class JobService:
         live agent declares any more is ``orphaned`` and does not fire."""
         jobs = await self.store.all_jobs()
         live = await self.registry.live(self.clock())
-        declared = {job_id for a in live for job_id in a.get("jobs", [])}
+        declared = {str(job_id) for a in live for job_id in _list(a.get("jobs"))}
         last = await self.store.last_outcomes([j["_id"] for j in jobs])
         out = []
         for job in jobs:
-            schedule = job.get("schedule") or {}
-            previous = last.get(job["_id"], {})
+            schedule = as_dict(job.get("schedule"))
+            previous = as_dict(last.get(job["_id"]))
             out.append(
-                _jsonable(
+                to_json(
                     {
                         "id": job["_id"],
-                        "trigger": job.get("definition", {}).get("trigger"),
+                        "trigger": as_dict(job.get("definition")).get("trigger"),
                         "paused": bool(job.get("paused")),
                         "orphaned": job["_id"] not in declared,
                         "next_fire_time": schedule.get("next_fire_time"),
@@ -234,13 +247,19 @@ class JobService:
         job = await self._require(job_id)
         await self.store.set_paused(job_id, paused)
         if not paused:  # restart from now: no catch-up of fires skipped while paused
-            definition = JobDefinition(**job["definition"])
+            try:
+                definition = JobDefinition(**as_dict(job.get("definition")))
+            except (ValidationError, ValueError, TypeError):
+                raise Conflict(
+                    f"job {job_id!r} has a malformed stored definition: restart an agent "
+                    "whose JOBS_FILE declares it (it rewrites the definition)"
+                ) from None
             trigger = anchored(build_trigger(definition), definition.start_date is not None)
-            version = int((job.get("schedule") or {}).get("version", 0))
+            version = int(as_number(as_dict(job.get("schedule")).get("version")))
             await self.store.reschedule(job_id, version, first_fire(trigger, self.clock()))
         return {"job_id": job_id, "paused": paused}
 
     async def runs(self, job_id: str, limit: int) -> list[dict[str, Any]]:
         await self._require(job_id)
         history = await self.store.history(job_id, limit)
-        return [_jsonable({"run_id": r.pop("_id"), **r}) for r in history]
+        return [to_json({"run_id": r.pop("_id"), **r}) for r in history]

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from pulling_agent.bootstrap import Node, build_node
@@ -178,3 +180,56 @@ def test_ctl_inside_a_pod_uses_the_first_admin_token() -> None:
     assert admin_token(f"grafana:{READER}:read,ops:{ADMIN}") == ADMIN
     assert admin_token(f"grafana:{READER}:read") is None
     assert admin_token("garbage") is None
+
+
+async def test_the_agent_that_serves_a_command_applies_it_at_once(
+    start_node: Callable[..., Any],
+) -> None:
+    """Before: on a standalone (polling every CONTROL_POLLING_INTERVAL) the serving agent
+    itself applied the command only at its next poll, and ?wait=2 reported it pending."""
+    api = await start_node(control_polling_interval=3600)
+    headers = {"X-Pulling-Agent": "test"}
+    response = await api.post("/api/cluster/pause", params={"wait": 2}, headers=headers)
+    acks = response.json()["acks"]
+    assert acks["complete"] is True and acks["acknowledged"] == ["agent-test"]
+    state = (await api.get("/api/agent/state")).json()
+    assert state["state"] == "paused"
+    again = await api.post("/api/cluster/resume", headers=headers)
+    assert again.status_code == 200
+    control = (await api.get("/api/cluster/control-state")).json()
+    assert control["timestamp"].endswith("+00:00"), "ISO-8601 with its zone"
+
+
+async def test_malformed_job_and_registry_documents_do_not_fail_the_api(
+    start_node: Callable[..., Any], client: Client, db_name: str
+) -> None:
+    api = await start_node()
+    db = client[db_name]
+    await db["agent_jobs"].insert_many(
+        [
+            {"_id": "broken", "definition": "not a dict", "schedule": [1, 2], "paused": True},
+            {"_id": ObjectId(), "definition": {"trigger": 5}},
+        ]
+    )
+    await db["agent_registry"].insert_one(
+        {
+            "_id": "ghost",
+            "heartbeat_at": datetime.now(UTC) + timedelta(hours=1),
+            "throughput_per_min": "fast",
+            "version_seen": "v9",
+            "jobs": "everything",
+        }
+    )
+    listed = await api.get("/api/jobs")
+    assert listed.status_code == 200, listed.text
+    assert {j["id"] for j in listed.json()} >= {"broken"}
+    resumed = await api.post("/api/jobs/broken/resume", headers={"X-Pulling-Agent": "t"})
+    assert resumed.status_code == 409 and "malformed" in resumed.json()["detail"]
+    stats = await api.get("/api/cluster/stats")
+    assert stats.status_code == 200, stats.text
+    waited = await api.post(
+        "/api/cluster/pause", params={"wait": 0.5}, headers={"X-Pulling-Agent": "t"}
+    )
+    assert waited.status_code == 200
+    assert "ghost" in waited.json()["acks"]["pending"]
+    assert "CONTROL_POLLING_INTERVAL" in waited.json()["acks"]["hint"]

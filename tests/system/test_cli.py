@@ -82,3 +82,14 @@ def test_dlq_requeue_says_which_ids_matched_nothing(agent_env: dict[str, str], w
     assert json.loads(result.stdout) == {"requeued": 1, "not_failed": ["no-such-id"]}
     assert "no-such-id" in result.stderr
     assert work.find_one({"_id": "a-failed-one"})["status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--documents", "0"], ["--documents", "-5"], ["--agents", "0"]],
+)
+def test_demo_validates_its_options(agent_env: dict[str, str], args: list[str]) -> None:
+    result = cli(agent_env, "demo", *args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "Invalid value" in result.stderr

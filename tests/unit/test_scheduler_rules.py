@@ -84,8 +84,9 @@ def test_invalid_definitions_name_the_job_and_the_field(
 def test_func_xor_action_importable_and_unique_ids() -> None:
     with pytest.raises(JobConfigError, match="exactly one of func"):
         parse_jobs([{"id": "j", "trigger": "interval", "seconds": 1}], "x")
-    with pytest.raises(JobConfigError, match=r"job 'j': func: .*cannot import"):
+    with pytest.raises(JobConfigError, match=r"job 'j': func 'no.such:f': cannot import") as bad:
         parse_jobs([{"id": "j", "trigger": "interval", "seconds": 1, "func": "no.such:f"}], "x")
+    assert "HANDLER" not in str(bad.value), "a job's func is not the HANDLER setting"
     twice = {"id": "j", "trigger": "interval", "seconds": 1, "func": FUNC}
     with pytest.raises(JobConfigError, match="declared twice"):
         parse_jobs([twice, twice], "x")

@@ -176,9 +176,9 @@ def parse_jobs(entries: Any, source: str) -> list[JobDefinition]:
             raise JobConfigError(f"{source}: job {job.id!r}: id: declared twice")
         if job.func:
             try:
-                load_handler(job.func)
+                load_handler(job.func, what="func")
             except HandlerLoadError as exc:
-                raise JobConfigError(f"{source}: job {job.id!r}: func: {exc}") from None
+                raise JobConfigError(f"{source}: job {job.id!r}: {exc}") from None
         seen.add(job.id)
         jobs.append(job)
     return jobs

@@ -66,7 +66,9 @@ class Scheduler:
             for job in self.jobs.values()
         }
         self._funcs: dict[str, Callable[..., Any]] = {
-            j.id: load_handler(j.func) for j in self.jobs.values() if j.func
+            j.id: load_handler(j.func, what=f"job {j.id!r}: func")
+            for j in self.jobs.values()
+            if j.func
         }
         self._store = store
         self._control = control
