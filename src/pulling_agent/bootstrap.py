@@ -115,6 +115,7 @@ def build_node(
         cluster.registry, settings.agent_id, node.snapshot, agent.changed, clock
     )
     agent.companions["metrics"] = node.metrics
+    agent.backlog = node.metrics.backlog
     db = client[settings.mongodb_database]
     schedules = ScheduleStore(db[settings.jobs_collection], db[settings.job_runs_collection])
     if jobs:

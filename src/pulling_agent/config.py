@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     concurrency: int = Field(default=8, ge=1, le=1_000)
     shutdown_timeout: float = Field(default=30.0, ge=0)
     heartbeat_interval: PositiveFloat = 5.0
+    progress_interval: PositiveFloat = 60.0
     lease_seconds: float = Field(default=30.0, ge=1)
     max_attempts: int = Field(default=5, ge=1)
     retry_base_seconds: float = Field(default=5.0, ge=0)

@@ -131,6 +131,10 @@ class AgentMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
         )
 
+    def backlog(self) -> dict[str, int]:
+        """Documents by status, as last counted (every BACKLOG_REFRESH seconds)."""
+        return dict(self._backlog)
+
     def observe_job(self, job_id: str, outcome: str, seconds: float, lag: float) -> None:
         self.job_runs.labels(job_id=job_id, outcome=outcome).inc()
         if outcome in ("succeeded", "failed"):

@@ -121,6 +121,8 @@ class Agent:
         )
         self.companions: dict[str, Companion] = {}
         self._started: list[str] = []  # companions whose start() completed, in order
+        self.backlog: Callable[[], dict[str, int]] | None = None  # as last counted
+        self._last_progress: tuple[dict[str, int], float] = ({}, 0.0)
         self.changed = asyncio.Event()  # state or control changed: tell the registry now
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -195,6 +197,26 @@ class Agent:
     def _tick(self) -> None:
         self.breaker.evaluate()
         self._write_health()
+
+    def _progress(self) -> None:
+        """One info line at a steady interval while the agent works: what it did since
+        the last line, and the backlog as last counted."""
+        now = asyncio.get_running_loop().time()
+        counters = self.pipeline.counters.as_dict()
+        last, last_at = self._last_progress
+        self._last_progress = (counters, now)
+        done = {k: counters[k] - last.get(k, 0) for k in ("processed", "retried", "failed")}
+        seconds = max(now - last_at, 1e-9)
+        self._log.info(
+            "progress",
+            action="agent.progress",
+            state=self.state.value,
+            **done,
+            malformed=counters["malformed"] - last.get("malformed", 0),
+            per_second=round(done["processed"] / seconds, 1),
+            backlog=self.backlog() if self.backlog else None,
+            store=self.breaker.summary(),
+        )
 
     def _settled(self) -> None:
         if self.state is AgentState.PAUSING:
@@ -389,12 +411,14 @@ class Agent:
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
+        self._last_progress = ({}, loop.time())
         factories: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
             **self.pipeline.tasks(),
             "heartbeat": lambda: self._every(self.settings.heartbeat_interval, self._tick),
             "control-file": lambda: self._every(
                 self.settings.control_file_interval, self.read_control_file
             ),
+            "progress": lambda: self._every(self.settings.progress_interval, self._progress),
         }
         restartable = set(factories)
         if self._wakeup is not None:

@@ -460,3 +460,19 @@ async def test_a_pause_during_the_sweep_means_no_claim_after_it(
     assert store.calls.count("claim") == claims_when_paused
     assert statuses(store) == {"pending": 5}
     await run.stop()
+
+
+async def test_progress_is_logged_at_a_steady_interval(start: Callable[..., Running]) -> None:
+    store = MemoryWorkStore(pending(7))
+    with structlog.testing.capture_logs() as logs:
+        run = start(store, progress_interval=0.05)
+        await async_wait_until(lambda: statuses(store) == {"processed": 7})
+        await async_wait_until(
+            lambda: len([e for e in logs if e.get("action") == "agent.progress"]) >= 3,
+            what="progress lines",
+        )
+        await run.stop()
+    lines = [e for e in logs if e.get("action") == "agent.progress"]
+    assert sum(e["processed"] for e in lines) == 7, "each line counts what is new since the last"
+    assert {"processed", "retried", "failed", "per_second", "backlog", "store"} <= set(lines[0])
+    assert all(e["log_level"] == "info" for e in lines)
