@@ -4,7 +4,7 @@
 #   scripts/control-agent.sh pause|resume|status|restart
 #
 # Environment: NAMESPACE (default: the context's namespace), DEPLOYMENT (pulling-agent),
-# SELECTOR (app=pulling-agent), WAIT_SECONDS (60), METHOD (configmap | api).
+# SELECTOR (app.kubernetes.io/name=pulling-agent), WAIT_SECONDS (60), METHOD (configmap | api).
 #   configmap: the seed's method - update the agent-control ConfigMap (persists across
 #              restarts; kubelet delivers it in 60-90 s) and signal every pod (immediate).
 #   api:       the cluster control document through an agent's API (every agent, fast,
@@ -13,7 +13,7 @@
 set -euo pipefail
 
 DEPLOYMENT="${DEPLOYMENT:-pulling-agent}"
-SELECTOR="${SELECTOR:-app=pulling-agent}"
+SELECTOR="${SELECTOR:-app.kubernetes.io/name=pulling-agent}"
 WAIT_SECONDS="${WAIT_SECONDS:-60}"
 METHOD="${METHOD:-configmap}"
 

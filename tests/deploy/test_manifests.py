@@ -241,3 +241,27 @@ def test_the_grace_period_covers_the_shutdown_bound() -> None:
     shutdown_timeout = float(settings["data"]["SHUTDOWN_TIMEOUT"])
     assert EXIT_MARGIN <= 10
     assert grace >= shutdown_timeout + 10
+
+
+def _labels_match(selector: str, labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, _, v in (p.partition("=") for p in selector.split(",")))
+
+
+@pytest.mark.parametrize("overlay", ["staging", "production"])
+def test_the_selectors_in_scripts_and_make_targets_find_the_pods(overlay: str) -> None:
+    """Before: make k8s-status selected app.kubernetes.io/name=pulling-agent, which the
+    pods did not carry."""
+    makefile = (ROOT / "Makefile").read_text()
+    make_selector = makefile.split("get deployment,pods,service -l ", 1)[1].split()[0]
+    script = (ROOT / "scripts" / "control-agent.sh").read_text()
+    script_selector = script.split('SELECTOR="${SELECTOR:-', 1)[1].split("}", 1)[0]
+    deployment = find(overlay, "Deployment", "pulling-agent")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    service = find(overlay, "Service", "pulling-agent")
+    for selector in (make_selector, script_selector):
+        assert _labels_match(selector, pod_labels), (selector, pod_labels)
+        assert _labels_match(selector, deployment["metadata"]["labels"]), selector
+    assert _labels_match(make_selector, service["metadata"]["labels"])
+    for doc in documents(overlay):
+        labels = doc["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/name") == "pulling-agent", doc["kind"]
