@@ -54,12 +54,66 @@ def _settings(**overrides: Any) -> Settings:
 
 
 @app.command()
-def run() -> None:
+def run(
+    embedded: Annotated[
+        bool,
+        typer.Option(
+            "--embedded",
+            help="Development only: start an embedded MongoDB-wire server (nx-27017) and "
+            "use it instead of MONGODB_URI.",
+        ),
+    ] = False,
+    data: Annotated[
+        Path | None,
+        typer.Argument(help="With --embedded: keep the server's data in this directory."),
+    ] = None,
+) -> None:
     """Run one agent with the configuration from the environment (see README)."""
+    if data is not None and not embedded:
+        raise _fail(f"a data directory ({data}) is only for --embedded")
+    server = None
+    overrides: dict[str, Any] = {}
+    if embedded:
+        from pulling_agent.embedded import EmbeddedServer
+
+        try:
+            server = EmbeddedServer(data).start()
+        except PullingAgentError as exc:
+            raise _fail(str(exc), 1) from None
+        overrides = {
+            "mongodb_uri": server.uri,
+            "mongodb_database": os.environ.get("MONGODB_DATABASE") or "pulling_agent_dev",
+            "mongodb_collection": os.environ.get("MONGODB_COLLECTION") or "work",
+        }
+    try:
+        code = _run(overrides, server)
+    finally:
+        if server is not None:
+            server.stop()
+    if threading.active_count() > 1:
+        # a sync handler still runs in a thread after the shutdown deadline: its lease was
+        # handed back already, and waiting for it would only delay the exit
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise typer.Exit(code)
+
+
+def _run(overrides: dict[str, Any], server: Any) -> int:
     from pulling_agent.bootstrap import run_agent
     from pulling_agent.handlers import HandlerRunner, load_handler
 
-    settings = _settings()
+    settings = _settings(**overrides)
+    if server is not None:
+        get_logger(agent_id=settings.agent_id).warning(
+            "DEVELOPMENT ONLY: an embedded nx-27017 server, not MongoDB; never use it in "
+            "production",
+            action="agent.embedded",
+            uri=server.uri,
+            data="temporary (deleted at exit)" if server.temporary else str(server.directory),
+            database=settings.mongodb_database,
+            collection=settings.mongodb_collection,
+        )
     if not settings.handler:
         raise _fail("HANDLER is required: set it to module:function, e.g. myapp.jobs:handle")
     if os.getcwd() not in sys.path:  # like uvicorn and celery: the working directory imports
@@ -87,16 +141,9 @@ def run() -> None:
             handler=settings.handler,
         )
     try:
-        code = run_bounded(run_agent(settings, runner, jobs=jobs))
+        return run_bounded(run_agent(settings, runner, jobs=jobs))
     finally:
         runner.close()
-    if threading.active_count() > 1:
-        # a sync handler still runs in a thread after the shutdown deadline: its lease was
-        # handed back already, and waiting for it would only delay the exit
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    raise typer.Exit(code)
 
 
 @app.command()

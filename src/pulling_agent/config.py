@@ -225,7 +225,9 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Strings that must never appear in any log line or error message: the URI, its
         password and secret options (in every encoding), the API tokens."""
-        return [s for s in (self.uri, *uri_secrets(self.uri), *self.tokens) if s]
+        hidden = uri_secrets(self.uri)
+        whole = [self.uri] if hidden else []  # a URI without secrets is not one
+        return [s for s in (*whole, *hidden, *self.tokens) if s]
 
 
 def is_loopback(host: str) -> bool:

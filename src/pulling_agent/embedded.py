@@ -58,6 +58,7 @@ class EmbeddedServer:
 
     def __init__(self, directory: Path | None = None) -> None:
         self._own_dir = directory is None
+        self.temporary = self._own_dir  # the data directory is deleted at stop
         self.directory = directory or Path(tempfile.mkdtemp(prefix="pulling-agent-nx-"))
         self.port = free_port()
         self.pid_file = self.directory / "nx.pid"

@@ -4,10 +4,18 @@ cannot be reached."""
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo import MongoClient
 
+from tests.conftest import wait_until
+from tests.system.conftest import ROOT, statuses
 from tests.system.conftest import run_cli as cli
 from tests.unit.test_documents import EVERY_BAD_SHAPE, FINE
 
@@ -93,3 +101,47 @@ def test_demo_validates_its_options(agent_env: dict[str, str], args: list[str]) 
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "Invalid value" in result.stderr
+
+
+def test_run_embedded_for_local_development(agent_env: dict[str, str], tmp_path: Path) -> None:
+    env = {k: v for k, v in agent_env.items() if not k.startswith("MONGODB_")}
+    env.update(HEALTH_DIR=str(tmp_path / "health"), CONTROL_FILE=str(tmp_path / "state"))
+    log_path = tmp_path / "agent.log"
+    data = tmp_path / "devdata"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pulling_agent", "run", "--embedded", str(data)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    try:
+
+        def announced() -> dict[str, Any] | None:
+            for line in log_path.read_text().splitlines():
+                if '"agent.embedded"' in line:
+                    event: dict[str, Any] = json.loads(line)
+                    return event
+            return None
+
+        wait_until(lambda: announced() is not None, what="the development-only line")
+        event = announced()
+        assert event is not None and event["level"] == "warning"
+        assert "DEVELOPMENT ONLY" in event["event"] and event["data"] == str(data)
+        client: MongoClient[dict[str, Any]] = MongoClient(event["uri"])
+        work = client.pulling_agent_dev.work
+        work.insert_many([{"status": "pending", "n": i} for i in range(3)])
+        wait_until(lambda: statuses(work) == {"processed": 3}, what="processed")
+        client.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert (data / "data").is_dir(), "the data stays in the given directory"
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(
+                ("127.0.0.1", int(event["uri"].rsplit(":", 1)[1].strip("/"))), 1
+            )
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
