@@ -1,12 +1,15 @@
 # syntax=docker/dockerfile:1
 # Build: wheels in a builder stage; the final image has no compilers and runs as non-root.
-FROM python:3.12-slim AS builder
+# BASE_IMAGE may be pinned by digest: --build-arg BASE_IMAGE=python:3.12-slim@sha256:...
+# Dependencies are installed at the versions of requirements.lock (reproducible images).
+ARG BASE_IMAGE=python:3.12-slim
+FROM ${BASE_IMAGE} AS builder
 WORKDIR /build
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml README.md LICENSE requirements.lock ./
 COPY src ./src
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint requirements.lock .
 
-FROM python:3.12-slim
+FROM ${BASE_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HEALTH_DIR=/tmp/health \

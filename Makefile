@@ -8,15 +8,15 @@ IMAGE ?= pulling-agent:dev
 NAMESPACE ?= pulling-agent
 OVERLAY ?= production
 
-.PHONY: install tools demo test lint format bench clean docker-build docker-run \
+.PHONY: install tools demo test lint format bench clean docker-build docker-run security lock \
 	k8s-render k8s-validate k8s-deploy k8s-logs k8s-status k8s-pause k8s-resume
 
 install: $(BIN)/pulling-agent
 
-$(BIN)/pulling-agent: pyproject.toml
+$(BIN)/pulling-agent: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --constraint requirements.lock -e '.[dev]'
 	touch $@
 
 # Offline validators (checkov, kubernetes-validate, yamllint, hadolint, shellcheck) in
@@ -43,6 +43,20 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix src tests bench examples
 	$(BIN)/ruff format src tests bench examples
+
+# bandit on src/ (skips justified in .bandit.yaml) and a dependency audit of
+# requirements.lock (needs the vulnerability database online; says so when unreachable)
+SECURITY := .venv-security
+security:
+	test -x $(SECURITY)/bin/pip-audit || { $(PYTHON) -m venv $(SECURITY) && \
+		$(SECURITY)/bin/python -m pip install --quiet bandit pip-audit pip-tools; }
+	SECURITY_VENV=$(SECURITY) scripts/security.sh
+
+# re-pin the runtime dependencies (then run make security)
+lock:
+	test -x $(SECURITY)/bin/pip-compile || $(MAKE) security
+	$(SECURITY)/bin/pip-compile --quiet --strip-extras --no-header \
+		--output-file=requirements.lock pyproject.toml
 
 bench: install
 	$(BIN)/python -m bench.throughput
@@ -79,4 +93,4 @@ k8s-resume:
 	NAMESPACE=$(NAMESPACE) scripts/control-agent.sh resume
 
 clean:
-	rm -rf $(VENV) $(TOOLS) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(SECURITY) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

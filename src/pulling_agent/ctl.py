@@ -58,6 +58,8 @@ class CtlError(Exception):
 
 
 def http(method: str, url: str, path: str, token: str | None, **params: Any) -> Any:
+    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+        raise CtlError(f"--url must be an http:// or https:// address (got {url!r})")
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v not in (None, "")})
     full = f"{url.rstrip('/')}{path}" + (f"?{query}" if query else "")
     request = urllib.request.Request(full, method=method)  # noqa: S310 - operator-given URL

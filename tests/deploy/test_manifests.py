@@ -265,3 +265,11 @@ def test_the_selectors_in_scripts_and_make_targets_find_the_pods(overlay: str) -
     for doc in documents(overlay):
         labels = doc["metadata"].get("labels", {})
         assert labels.get("app.kubernetes.io/name") == "pulling-agent", doc["kind"]
+
+
+def test_mongodb_egress_can_be_narrowed() -> None:
+    narrowed = find("example-full", "NetworkPolicy", "pulling-agent")
+    mongodb = [rule for rule in narrowed["spec"]["egress"] if rule["ports"][0]["port"] == 27017]
+    assert mongodb[0]["to"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
+    default = find("production", "NetworkPolicy", "pulling-agent")
+    assert all("to" not in rule for rule in default["spec"]["egress"])
