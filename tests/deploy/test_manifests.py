@@ -273,3 +273,14 @@ def test_mongodb_egress_can_be_narrowed() -> None:
     assert mongodb[0]["to"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}]
     default = find("production", "NetworkPolicy", "pulling-agent")
     assert all("to" not in rule for rule in default["spec"]["egress"])
+
+
+def test_the_manifests_work_collection_is_not_one_of_the_agents_own() -> None:
+    """Before: MONGODB_COLLECTION=jobs, the scheduler's default JOBS_COLLECTION."""
+    from pulling_agent.config import load_settings
+
+    settings = yaml.safe_load((ROOT / "deploy" / "k8s" / "base" / "settings.yaml").read_text())
+    work = settings["data"]["MONGODB_COLLECTION"]
+    load_settings(mongodb_uri="mongodb://h/", mongodb_database="d", mongodb_collection=work)
+    keda = (ROOT / "deploy" / "k8s" / "components" / "keda" / "scaledobject.yaml").read_text()
+    assert f"collection: {work}" in keda
