@@ -142,7 +142,7 @@ def test_poison_document_ends_in_dead_letter_and_is_requeued(
     listed = run_cli(agent_env, "dlq", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     [entry] = [json.loads(line) for line in listed.stdout.splitlines()]
-    assert entry["_id"] == {"$oid": str(poison_id)}
+    assert entry["_id"] == str(poison_id), "the id as dlq requeue takes it (as the API shows it)"
 
     requeued = run_cli(agent_env, "dlq", "requeue", str(poison_id))
     assert requeued.returncode == 0, requeued.stderr
