@@ -15,6 +15,8 @@ import asyncio
 import logging
 from typing import Any
 
+from pulling_agent import Context, Fail, Retry, Skip
+
 log = logging.getLogger(__name__)
 
 
@@ -28,3 +30,24 @@ async def send_invoice(document: dict[str, Any]) -> None:
 def resize_image(document: dict[str, Any]) -> None:
     """A sync handler: runs in a thread pool of CONCURRENCY threads."""
     log.info("resizing %s", document.get("path"))
+
+
+class QuotaExceeded(Exception):
+    """Stand-in for a downstream API's "slow down"."""
+
+
+async def charge_card(document: dict[str, Any], ctx: Context) -> None:
+    """A handler that takes the context: explicit outcomes, an idempotency key, progress.
+
+        HANDLER=examples.handlers:charge_card pulling-agent run
+    """
+    if document.get("amount") is None:
+        raise Fail("no amount: nothing to charge")  # straight to the dead letter
+    if document.get("duplicate_of"):
+        raise Skip(f"duplicate of {document['duplicate_of']}")  # status: cancelled
+    try:
+        await asyncio.sleep(0.01)  # stand-in for: payments.charge(..., idempotency_key=...)
+        ctx.log.info("charged", idempotency_key=ctx.idempotency_key, attempt=ctx.attempt)
+    except QuotaExceeded:
+        raise Retry(after=60, reason="payment API quota") from None  # not a failure
+    await ctx.progress({"charged": True})

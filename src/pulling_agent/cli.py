@@ -213,10 +213,22 @@ def _id_candidates(raw: str) -> list[Any]:
 def dlq_list(
     limit: Annotated[int, typer.Option(help="At most this many documents.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document per line.")] = False,
+    cancelled: Annotated[
+        bool, typer.Option("--cancelled", help="List documents a handler skipped instead.")
+    ] = False,
 ) -> None:
-    """List failed documents with their last error."""
+    """List failed documents with their last error (or, with --cancelled, skipped ones)."""
 
     async def action(store: Any) -> list[dict[str, Any]]:
+        if cancelled:
+            cursor = store.collection.find(
+                {"status": "cancelled"}, sort=[("cancelled_at", 1)], limit=limit
+            )
+            found: list[dict[str, Any]] = await cursor.to_list(length=limit)
+            for doc in found:  # shown like a failure: the reason in the error column
+                doc.setdefault("error", {"type": "cancelled", "message": doc.get("cancel_reason")})
+                doc.setdefault("failed_at", doc.get("cancelled_at"))
+            return found
         docs: list[dict[str, Any]] = await store.list_failed(limit)
         return docs
 

@@ -16,10 +16,10 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 
 from pulling_agent.queue.documents import Problem, diagnose
-from pulling_agent.queue.model import Document, Status
+from pulling_agent.queue.model import FINISHED, Document
 
 FIELDS = {"status": 1, "attempts": 1, "available_at": 1, "lease": 1}
-UNFINISHED = {"status": {"$nin": [Status.PROCESSED.value, Status.FAILED.value]}}
+UNFINISHED = {"status": {"$nin": [s.value for s in FINISHED]}}
 
 
 @dataclass(frozen=True, slots=True)

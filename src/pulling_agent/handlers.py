@@ -17,9 +17,10 @@ from typing import Any
 
 from pulling_agent.errors import HandlerLoadError, PullingAgentError
 from pulling_agent.timeouts import within
+from pulling_agent.work import Context, accepts_context
 
 Document = dict[str, Any]
-Handler = Callable[[Document], Any]
+Handler = Callable[..., Any]  # (document) or (document, context)
 
 
 def load_handler(spec: str, what: str = "HANDLER") -> Handler:
@@ -74,6 +75,7 @@ class HandlerRunner:
         self, handler: Handler, threads: int, timeout: float | None, max_abandoned: int = 8
     ) -> None:
         self._handler = handler
+        self._takes_context = accepts_context(handler)
         self._is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
             getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
         )
@@ -93,14 +95,15 @@ class HandlerRunner:
         """A sync callable around an ``async def`` (see :func:`returns_coroutine`)."""
         return not self._is_async and returns_coroutine(self._handler)
 
-    async def __call__(self, document: Document) -> None:
-        """Run the handler once. Raises whatever it raises (``BaseException`` included),
-        ``TimeoutError``, or :class:`HandlerMisdeclared`."""
+    async def __call__(self, document: Document, ctx: Context | None = None) -> None:
+        """Run the handler once (with ``ctx`` if it takes one). Raises whatever it raises
+        (``BaseException`` included), ``TimeoutError``, or :class:`HandlerMisdeclared`."""
+        args = (document, ctx) if self._takes_context else (document,)
         if self._pool is None:
-            await within(self._timeout, self._handler(document))
+            await within(self._timeout, self._handler(*args))
             return
         loop = asyncio.get_running_loop()
-        future = self._pool.submit(self._call_sync, document)
+        future = self._pool.submit(self._call_sync, *args)
         try:
             aborted = await within(self._timeout, asyncio.wrap_future(future, loop=loop))
         except TimeoutError:
@@ -110,13 +113,13 @@ class HandlerRunner:
         if aborted is not None:
             raise aborted
 
-    def _call_sync(self, document: Document) -> BaseException | None:
+    def _call_sync(self, *args: Any) -> BaseException | None:
         """Run in a pool thread. A ``BaseException`` that is not an ``Exception`` (exit,
         interrupt, ``GeneratorExit``...) is returned, to be raised in the event loop's own
         frame: passed through a future, ``GeneratorExit`` would end the awaiting coroutine
         instead of reaching the pipeline's handler."""
         try:
-            result = self._handler(document)
+            result = self._handler(*args)
         except Exception:
             raise
         except BaseException as exc:

@@ -31,8 +31,10 @@ COUNTERS = {
     "lease_renewals": "Lease renewals written",
     "store_errors": "Store calls that failed and were retried",
     "malformed": "Malformed documents dead-lettered as MalformedDocument (or skipped)",
+    "rescheduled": "Attempts a handler ended with Retry (not counted as failures)",
+    "cancelled": "Documents a handler ended with Skip or Cancel",
 }
-STATUSES = ("pending", "processing", "processed", "failed")
+STATUSES = ("pending", "processing", "processed", "failed", "cancelled")
 
 Snapshot = Callable[[], dict[str, Any]]
 

@@ -37,7 +37,6 @@ from pulling_agent.queue.model import (
     Claim,
     ClaimKind,
     Completion,
-    Document,
     OutcomeKind,
     WorkStore,
 )
@@ -50,9 +49,11 @@ from pulling_agent.queue.retry import (
 )
 from pulling_agent.text import safe_text
 from pulling_agent.timeouts import wait_event
+from pulling_agent.work import Context, Outcome, Retry, Skip, accepts_context
 
 Clock = Callable[[], datetime]
-RunHandler = Callable[[Document], Awaitable[None]]
+# called with (document) or, when it takes a second parameter, (document, context)
+RunHandler = Callable[..., Awaitable[None]]
 
 FLUSH_LINGER = 0.02  # seconds a partial batch of outcomes may wait for company
 ERROR_BACKOFF = (0.5, 1.0, 2.0, 5.0)  # seconds between retries of a failing store call
@@ -83,6 +84,8 @@ class Counters:
     idle_waits: int = 0
     lease_renewals: int = 0
     malformed: int = 0
+    rescheduled: int = 0
+    cancelled: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -130,6 +133,9 @@ class Pipeline:
         self._write_lock = asyncio.Lock()
         self._claiming = False
         self._claim_failures = 0
+        self._with_context = accepts_context(run_handler)
+        self._contexts: dict[Claim, Context] = {}  # running attempts, for their progress
+        self._namespace = f"{settings.mongodb_database}.{settings.mongodb_collection}"
         store.on_rejected = self._rejected
 
     # ----------------------------------------------------------------- observation
@@ -295,17 +301,28 @@ class Pipeline:
             history = error_history(claim.document, error)
             return Completion(claim.doc_id, claim.token, OutcomeKind.FAILED, error, history)
         started = time.perf_counter()
+        ctx = self._context(claim, now)
+        self._contexts[claim] = ctx
         try:
-            await self._run_handler(claim.document)
+            if self._with_context:
+                await self._run_handler(claim.document, ctx)
+            else:
+                await self._run_handler(claim.document)
         except asyncio.CancelledError as exc:
             if _being_cancelled():
                 raise  # the agent's own cancellation (shutdown): the lease is handed back
             failure: BaseException = exc  # the handler raised CancelledError itself
+        except Outcome as said:
+            outcome = self._explicit(claim, said)
+            self._handler_done(started, outcome.kind)
+            return outcome
         except BaseException as exc:  # SystemExit, KeyboardInterrupt...: the document fails
             failure = exc
         else:
             self._handler_done(started, OutcomeKind.PROCESSED)
             return Completion(claim.doc_id, claim.token, OutcomeKind.PROCESSED)
+        finally:
+            self._contexts.pop(claim, None)
         now = self._clock()
         outcome = failure_outcome(
             claim, error_info(failure, now, claim.attempts), self._policy, now, self._jitter()
@@ -322,6 +339,42 @@ class Pipeline:
         )
         self._handler_done(started, outcome.kind)
         return outcome
+
+    def _context(self, claim: Claim, now: datetime) -> Context:
+        settings = self._settings
+        timeout = settings.handler_timeout
+        return Context(
+            doc_id=claim.doc_id,
+            attempt=claim.attempts,
+            max_attempts=settings.max_attempts,
+            agent_id=settings.agent_id,
+            lease_token=claim.token,
+            deadline=now + timedelta(seconds=timeout) if timeout else None,
+            namespace=self._namespace,
+            log=lambda: self._log.bind(doc_id=safe_text(claim.doc_id, 200), attempt=claim.attempts),
+        )
+
+    def _explicit(self, claim: Claim, said: Outcome) -> Completion:
+        """What a handler's Retry, Fail or Skip/Cancel turns into."""
+        now = self._clock()
+        log = self._log.bind(doc_id=safe_text(claim.doc_id, 200), attempt=claim.attempts)
+        if isinstance(said, Retry):
+            due = said.due(now)
+            error = error_info(said, now, claim.attempts) if said.record else None
+            history = error_history(claim.document, error) if error else ()
+            log.info(
+                "handler asked for a retry", action="queue.retry_requested", at=due.isoformat()
+            )
+            return Completion(
+                claim.doc_id, claim.token, OutcomeKind.RESCHEDULE, error, history, available_at=due
+            )
+        if isinstance(said, Skip):
+            log.info("handler skipped the document", action="queue.skipped", reason=said.reason)
+            return Completion(claim.doc_id, claim.token, OutcomeKind.CANCELLED, reason=said.reason)
+        error = error_info(said, now, claim.attempts)
+        log.warning("handler failed the document", action="queue.failed", reason=said.reason)
+        history = error_history(claim.document, error)
+        return Completion(claim.doc_id, claim.token, OutcomeKind.FAILED, error, history)
 
     def _handler_done(self, started: float, outcome: OutcomeKind) -> None:
         if self._on_handler_done is not None:
@@ -420,6 +473,10 @@ class Pipeline:
                 self.counters.processed += 1
             elif c.kind is OutcomeKind.RETRY:
                 self.counters.retried += 1
+            elif c.kind is OutcomeKind.RESCHEDULE:
+                self.counters.rescheduled += 1
+            elif c.kind is OutcomeKind.CANCELLED:
+                self.counters.cancelled += 1
             else:
                 self.counters.failed += 1
         lost = len(batch) - applied
@@ -451,9 +508,10 @@ class Pipeline:
     async def renew(self) -> None:
         expires = self._clock() + timedelta(seconds=self._settings.lease_seconds)
         for token in list(self._held):
+            progress = self._progress_of(token)
             try:
                 renewed = await self.breaker.call(
-                    self._store.renew(self._settings.agent_id, token, expires)
+                    self._store.renew(self._settings.agent_id, token, expires, progress)
                 )
             except PyMongoError as exc:
                 self._log.warning(
@@ -468,6 +526,16 @@ class Pipeline:
                 self._log.warning(
                     "leases lost before renewal", action="queue.lease_lost", count=lost
                 )
+
+    def _progress_of(self, token: str) -> dict[Any, Any]:
+        """Progress values set since the last renewal by the handlers of ``token``."""
+        progress = {}
+        for claim, ctx in list(self._contexts.items()):
+            if claim.token == token:
+                dirty, value = ctx.take_progress()
+                if dirty:
+                    progress[claim.doc_id] = value
+        return progress
 
     # ----------------------------------------------------------------- shutdown
 

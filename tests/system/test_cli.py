@@ -145,3 +145,18 @@ def test_run_embedded_for_local_development(agent_env: dict[str, str], tmp_path:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_cancelled_documents_are_listable(agent_env: dict[str, str], work: Any) -> None:
+    work.insert_many(
+        [
+            {"_id": "skipped", "status": "cancelled", "cancel_reason": "duplicate order"},
+            {"_id": "dead", "status": "failed", "error": {"type": "X", "message": "m"}},
+        ]
+    )
+    listed = cli(agent_env, "dlq", "list", "--cancelled", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [entry] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (entry["_id"], entry["cancel_reason"]) == ("skipped", "duplicate order")
+    table = cli({**agent_env, "COLUMNS": "200"}, "dlq", "list", "--cancelled")
+    assert "duplicate order" in table.stdout and "dead" not in table.stdout

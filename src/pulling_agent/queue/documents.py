@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pulling_agent.queue.model import Document, Status
+from pulling_agent.queue.model import FINISHED, Document, Status
 from pulling_agent.text import one_line
 
 MAX_ATTEMPTS_VALUE = 1_000_000  # far above any MAX_ATTEMPTS, far below BSON's int limits
@@ -156,7 +156,7 @@ def diagnose(doc: Document, now: datetime, max_attempts: int) -> list[Problem]:
     done with it). For ``pulling-agent doctor``; the agents themselves dead-letter or
     recover what they can reach."""
     status = doc.get("status")
-    if status in (Status.PROCESSED, Status.FAILED):
+    if status in FINISHED:
         return []
     if status not in (Status.PENDING, Status.PROCESSING):
         shown = "missing" if "status" not in doc else f"{_shown(status)} ({type_name(status)})"
@@ -219,6 +219,10 @@ def shows_outcome(doc: Document, kind: str, error_at: datetime | None, now: date
     status = doc.get("status")
     if kind == "processed":
         return status == Status.PROCESSED and same_instant(doc.get("processed_at"), now)
+    if kind == "cancelled":
+        return status == Status.CANCELLED and same_instant(doc.get("cancelled_at"), now)
+    if kind == "reschedule" and error_at is None:
+        return status == Status.PENDING and same_instant(doc.get("available_at"), now)
     error = doc.get("error")
     at = error.get("at") if isinstance(error, dict) else None
     expected = Status.PENDING if kind == "retry" else Status.FAILED

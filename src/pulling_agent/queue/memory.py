@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -123,13 +123,21 @@ class MemoryWorkStore:
             return None
         return doc if (doc.get("lease") or {}).get("token") == token else None
 
-    async def renew(self, owner: str, token: str, expires_at: datetime) -> int:
+    async def renew(
+        self,
+        owner: str,
+        token: str,
+        expires_at: datetime,
+        progress: Mapping[Any, Any] | None = None,
+    ) -> int:
         self.calls.append("renew")
         renewed = 0
         for doc in self._docs.values():
             lease = doc.get("lease") or {}
             if doc.get("status") == Status.PROCESSING and lease.get("token") == token:
                 doc["lease"] = {"owner": owner, "token": token, "expires_at": expires_at}
+                if progress and doc["_id"] in progress:
+                    doc["progress"] = copy.deepcopy(progress[doc["_id"]])
                 renewed += 1
         return renewed
 
@@ -147,9 +155,16 @@ class MemoryWorkStore:
                 doc.pop("available_at", None)
                 doc.pop("error", None)
                 continue
-            assert c.error is not None
-            doc.update(error=c.error.as_document(), errors=[dict(e) for e in c.errors])
-            if c.kind is OutcomeKind.RETRY:
+            if c.kind is OutcomeKind.CANCELLED:
+                doc.update(status=Status.CANCELLED.value, cancelled_at=now, cancel_reason=c.reason)
+                doc.pop("available_at", None)
+                continue
+            if c.error is not None:
+                doc.update(error=c.error.as_document(), errors=[dict(e) for e in c.errors])
+            if c.kind is OutcomeKind.RESCHEDULE:
+                doc.update(status=Status.PENDING.value, available_at=c.available_at)
+                doc["attempts"] = attempts_of(doc) - 1
+            elif c.kind is OutcomeKind.RETRY:
                 doc.update(status=Status.PENDING.value, available_at=c.available_at)
             else:
                 doc.update(status=Status.FAILED.value, failed_at=now)

@@ -9,7 +9,7 @@ finisher whose lease was taken over changes nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -26,6 +26,10 @@ class Status(StrEnum):
     PROCESSING = "processing"
     PROCESSED = "processed"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # a handler's Skip/Cancel: final, kept and listable
+
+
+FINISHED = (Status.PROCESSED, Status.FAILED, Status.CANCELLED)
 
 
 class ClaimKind(StrEnum):
@@ -39,8 +43,10 @@ class ClaimKind(StrEnum):
 
 class OutcomeKind(StrEnum):
     PROCESSED = "processed"
-    RETRY = "retry"
+    RETRY = "retry"  # a failure with attempts left: backoff
     FAILED = "failed"
+    RESCHEDULE = "reschedule"  # the handler's Retry: later, attempt not consumed
+    CANCELLED = "cancelled"  # the handler's Skip/Cancel
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,7 @@ class Completion:
     error: ErrorInfo | None = None
     errors: tuple[Document, ...] = field(default=())
     available_at: datetime | None = None
+    reason: str = ""  # why a handler cancelled
 
 
 def new_lease(owner: str, lease_seconds: float, now: datetime) -> Document:
@@ -128,8 +135,15 @@ class WorkStore(Protocol):
         dead-lettered) and a non-date ``lease.expires_at`` (handed back to pending).
         Returns how many documents it changed. Slow path: run it rarely."""
 
-    async def renew(self, owner: str, token: str, expires_at: datetime) -> int:
-        """Extend every still-processing lease of ``token``. Returns how many were renewed."""
+    async def renew(
+        self,
+        owner: str,
+        token: str,
+        expires_at: datetime,
+        progress: Mapping[Any, Any] | None = None,
+    ) -> int:
+        """Extend every still-processing lease of ``token``, writing ``progress`` values
+        (by ``_id``) in the same round trip. Returns how many leases were renewed."""
 
     async def complete(self, completions: Sequence[Completion], now: datetime) -> int:
         """Write outcomes in bulk, each fenced on its lease. Returns how many took effect."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +24,7 @@ from bson.errors import InvalidDocument
 from pymongo import ASCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, OperationFailure, WriteError
+from pymongo.results import BulkWriteResult, UpdateResult
 
 from pulling_agent.queue.documents import (
     NON_DATE_TYPES,
@@ -107,8 +108,21 @@ def completion_update(c: Completion, now: datetime) -> Document:
             "$set": {"status": Status.PROCESSED.value, "processed_at": now},
             "$unset": {"lease": "", "available_at": "", "error": ""},
         }
-    assert c.error is not None
-    fields: Document = {"error": c.error.as_document(), "errors": list(c.errors)}
+    if c.kind is OutcomeKind.CANCELLED:
+        return {
+            "$set": {
+                "status": Status.CANCELLED.value,
+                "cancelled_at": now,
+                "cancel_reason": c.reason,
+            },
+            "$unset": {"lease": "", "available_at": ""},
+        }
+    fields: Document = {}
+    if c.error is not None:
+        fields.update(error=c.error.as_document(), errors=list(c.errors))
+    if c.kind is OutcomeKind.RESCHEDULE:  # the handler's Retry: the attempt is not consumed
+        fields.update(status=Status.PENDING.value, available_at=c.available_at)
+        return {"$set": fields, "$unset": {"lease": ""}, "$inc": {"attempts": -1}}
     if c.kind is OutcomeKind.RETRY:
         fields.update(status=Status.PENDING.value, available_at=c.available_at)
         return {"$set": fields, "$unset": {"lease": ""}}
@@ -300,12 +314,31 @@ class MongoWorkStore:
             self._spare, self._spare_at = found[limit:], time.monotonic()
         return found[:limit], False
 
-    async def renew(self, owner: str, token: str, expires_at: datetime) -> int:
+    async def renew(
+        self,
+        owner: str,
+        token: str,
+        expires_at: datetime,
+        progress: Mapping[Any, Any] | None = None,
+    ) -> int:
         fence = {"lease.token": token, "status": Status.PROCESSING.value}
-        update = {"$set": {"lease": {"owner": owner, "token": token, "expires_at": expires_at}}}
+        lease = {"lease": {"owner": owner, "token": token, "expires_at": expires_at}}
+        update = {"$set": lease}
+        # each document once: with its progress, or in the one update of the others
+        requests: list[UpdateOne | UpdateMany] = [
+            UpdateOne({"_id": doc_id, **fence}, {"$set": {**lease, "progress": value}})
+            for doc_id, value in (progress or {}).items()
+        ]
         try:
-            result = await self.collection.update_many(fence, update)
-        except WriteError:
+            if not requests:
+                result: UpdateResult | BulkWriteResult = await self.collection.update_many(
+                    fence, update
+                )
+            else:
+                others = {**fence, "_id": {"$nin": list(progress or {})}}
+                requests.append(UpdateMany(others, update))
+                result = await self.collection.bulk_write(requests, ordered=False)
+        except (WriteError, BulkWriteError):
             return await self._renew_each(fence, update)
         return result.modified_count
 

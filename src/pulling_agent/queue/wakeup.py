@@ -26,7 +26,7 @@ PIPELINE: list[Document] = [
         "$match": {
             "operationType": {"$in": ["insert", "replace", "update"]},
             "updateDescription.updatedFields.status": {
-                "$nin": ["processing", "processed", "failed"]
+                "$nin": ["processing", "processed", "failed", "cancelled"]
             },
         }
     }

@@ -1,0 +1,173 @@
+"""What a handler sees and what it may say: the context of one attempt, and explicit
+outcomes.
+
+A handler may take a second parameter, the :class:`Context` (detected from its signature;
+one-parameter handlers keep working)::
+
+    from pulling_agent import Context, Fail, Retry, Skip
+
+    async def handle(document: dict, ctx: Context) -> None:
+        if not document.get("to"):
+            raise Skip("no recipient")                 # final status: cancelled
+        if quota_exhausted():
+            raise Retry(after=300)                     # again in 5 minutes; not a failure
+        await send(document, idempotency_key=ctx.idempotency_key)
+        ctx.set_progress({"sent": True})
+
+Raising anything else keeps the usual rules: retry with backoff, dead letter after
+``MAX_ATTEMPTS``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from bson import encode
+
+from pulling_agent.text import safe_text
+
+PROGRESS_MAX_BYTES = 1_024  # a progress value is a small status, not a result store
+
+
+class Outcome(Exception):
+    """Base of the explicit outcomes a handler may raise."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = safe_text(reason, 2_000)
+
+
+class Retry(Outcome):
+    """Run this document again later, at a time of the handler's choosing.
+
+    ``after``: seconds (or a ``timedelta``) from now, or a ``datetime`` (when); ``None``
+    means now. The attempt is not counted (``attempts`` is not consumed) and nothing is
+    added to the error history unless ``record=True``. A handler that always raises
+    ``Retry`` retries for ever: that is its decision."""
+
+    def __init__(
+        self,
+        after: float | timedelta | datetime | None = None,
+        reason: str = "",
+        *,
+        record: bool = False,
+    ) -> None:
+        super().__init__(reason)
+        self.after = after
+        self.record = record
+
+    def due(self, now: datetime) -> datetime:
+        after = self.after
+        if after is None:
+            return now
+        if isinstance(after, datetime):
+            return after
+        seconds = after.total_seconds() if isinstance(after, timedelta) else float(after)
+        return now + timedelta(seconds=max(0.0, seconds))
+
+
+class Fail(Outcome):
+    """Straight to the dead letter (``status: failed``), no more attempts."""
+
+
+class Skip(Outcome):
+    """Nothing to do for this document: final status ``cancelled``, kept and listable."""
+
+
+class Cancel(Skip):
+    """The same outcome as :class:`Skip`, for handlers that see it as a cancellation."""
+
+
+def accepts_context(handler: Callable[..., Any]) -> bool:
+    """Whether ``handler`` takes a second positional parameter (the :class:`Context`)."""
+    try:
+        parameters = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):  # some builtins have no signature
+        return False
+    positional = 0
+    for parameter in parameters:
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            return True
+        if parameter.kind in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            positional += 1
+    return positional >= 2
+
+
+def idempotency_key(namespace: str, doc_id: Any) -> str:
+    """Stable for one document across attempts and agents: hex of SHA-256 over the
+    collection's namespace and the BSON ``_id``."""
+    digest = hashlib.sha256(namespace.encode() + b"\0" + encode({"_id": doc_id}))
+    return digest.hexdigest()[:32]
+
+
+class Context:
+    """One attempt at one document, for a handler that asks for it."""
+
+    def __init__(
+        self,
+        *,
+        doc_id: Any,
+        attempt: int,
+        max_attempts: int,
+        agent_id: str,
+        lease_token: str,
+        deadline: datetime | None,
+        namespace: str,
+        log: Callable[[], Any],
+    ) -> None:
+        self.doc_id = doc_id
+        self.attempt = attempt
+        self.max_attempts = max_attempts
+        self.agent_id = agent_id
+        self.lease_token = lease_token
+        self.deadline = deadline
+        """When ``HANDLER_TIMEOUT`` runs out (None without one: the lease is renewed while
+        the handler runs, so it never runs out under a live agent)."""
+        self._namespace = namespace
+        self._make_log = log
+        self._log: Any = None
+        self._progress: Any = None
+        self.progress_dirty = False
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable per document (across attempts and agents): use it as the idempotency key
+        of downstream calls (payments, emails) so a retried document does not act twice."""
+        return idempotency_key(self._namespace, self.doc_id)
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to this document and attempt."""
+        if self._log is None:
+            self._log = self._make_log()
+        return self._log
+
+    def set_progress(self, value: Any) -> None:
+        """Store a small JSON-able progress value on the document, written with the next
+        lease renewal (no extra round trip per call; the latest value wins). Raises
+        ``ValueError`` for a value over 1 KB or that cannot be stored."""
+        try:
+            size = len(json.dumps(value, default=str))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"progress must be JSON-able: {exc}") from None
+        if size > PROGRESS_MAX_BYTES:
+            raise ValueError(f"progress is {size} bytes; keep it under {PROGRESS_MAX_BYTES}")
+        self._progress = value
+        self.progress_dirty = True
+
+    async def progress(self, value: Any) -> None:
+        """:meth:`set_progress`, for ``await ctx.progress(...)`` in async handlers."""
+        self.set_progress(value)
+
+    def take_progress(self) -> tuple[bool, Any]:
+        """For the agent: the value to write, if it changed since the last write."""
+        dirty, self.progress_dirty = self.progress_dirty, False
+        return dirty, self._progress
