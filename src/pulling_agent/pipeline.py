@@ -301,10 +301,9 @@ class Pipeline:
             history = error_history(claim.document, error)
             return Completion(claim.doc_id, claim.token, OutcomeKind.FAILED, error, history)
         started = time.perf_counter()
-        ctx = self._context(claim, now)
-        self._contexts[claim] = ctx
         try:
-            if self._with_context:
+            if self._with_context:  # built only for handlers that take it: no cost otherwise
+                ctx = self._contexts[claim] = self._context(claim, now)
                 await self._run_handler(claim.document, ctx)
             else:
                 await self._run_handler(claim.document)
