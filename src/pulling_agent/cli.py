@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
+import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable
@@ -12,13 +14,12 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from bson import ObjectId
 from rich.console import Console
 from rich.table import Table
 
 from pulling_agent.config import Settings, load_settings
 from pulling_agent.ctl import app as ctl_app
-from pulling_agent.encoding import to_json
+from pulling_agent.encoding import id_candidates, to_json
 from pulling_agent.errors import ConfigError, PullingAgentError, StoreUnavailable
 from pulling_agent.jobs_cli import app as jobs_app
 from pulling_agent.logs import configure_logging, get_logger
@@ -199,16 +200,6 @@ def _with_store(action: Callable[[Any], Awaitable[T]]) -> T:
         raise _fail(str(exc), 1) from None
 
 
-def _id_candidates(raw: str) -> list[Any]:
-    """A command-line id may be an ObjectId, an integer or a string ``_id``: try each."""
-    candidates: list[Any] = [raw]
-    if ObjectId.is_valid(raw):
-        candidates.append(ObjectId(raw))
-    if raw.lstrip("-").isdigit():
-        candidates.append(int(raw))
-    return candidates
-
-
 @dlq_app.command("list")
 def dlq_list(
     limit: Annotated[int, typer.Option(help="At most this many documents.")] = 50,
@@ -268,7 +259,7 @@ def dlq_requeue(
     """Put failed documents back to pending, attempts reset."""
     if bool(ids) == all_:
         raise _fail("give document ids or --all (not both)")
-    wanted = {raw: _id_candidates(raw) for raw in ids or []}
+    wanted = {raw: id_candidates(raw) for raw in ids or []}
 
     async def action(store: Any) -> tuple[int, list[str]]:
         if all_:
@@ -286,6 +277,29 @@ def dlq_requeue(
         print_error(
             f"pulling-agent: no failed document has the _id {', '.join(map(repr, missing))} "
             "(see pulling-agent dlq list)"
+        )
+        raise typer.Exit(1)
+
+
+@app.command()
+def cancel(
+    ids: Annotated[list[str], typer.Argument(help="_id values of the documents to cancel.")],
+) -> None:
+    """Cancel documents: a pending one at once (status cancelled), a processing one by
+    request (its agent cancels the handler at its next lease renewal). Exit 1 if an id
+    matches no pending or processing document."""
+    from pulling_agent.service import cancel_by_raw_ids
+
+    by = f"cli:{getpass.getuser()}@{socket.gethostname()}"
+
+    async def action(store: Any) -> dict[str, list[str]]:
+        return await cancel_by_raw_ids(store, ids, by)
+
+    result = _with_store(action)
+    typer.echo(json.dumps(result))
+    if result["not_found"]:
+        print_error(
+            f"pulling-agent: not pending or processing: {', '.join(map(repr, result['not_found']))}"
         )
         raise typer.Exit(1)
 

@@ -58,3 +58,14 @@ def as_number(value: Any, default: float = 0.0) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return default
     return float(value) if math.isfinite(value) else default
+
+
+def id_candidates(raw: str) -> list[Any]:
+    """An ``_id`` typed on a command line or in a URL may be a string, an ObjectId or an
+    integer: every reading of it."""
+    candidates: list[Any] = [raw]
+    if ObjectId.is_valid(raw):
+        candidates.append(ObjectId(raw))
+    if raw.lstrip("-").isdigit() and len(raw) < 20:
+        candidates.append(int(raw))
+    return candidates

@@ -91,6 +91,11 @@ class HandlerRunner:
         )
 
     @property
+    def cancellable(self) -> bool:
+        """Whether a running call can be cancelled (async handlers; threads cannot be)."""
+        return self._is_async
+
+    @property
     def misdeclared(self) -> bool:
         """A sync callable around an ``async def`` (see :func:`returns_coroutine`)."""
         return not self._is_async and returns_coroutine(self._handler)

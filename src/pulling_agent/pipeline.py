@@ -135,6 +135,10 @@ class Pipeline:
         self._claim_failures = 0
         self._with_context = accepts_context(run_handler)
         self._contexts: dict[Claim, Context] = {}  # running attempts, for their progress
+        self._handling: dict[Claim, asyncio.Task[Any] | None] = {}  # running, by worker
+        self._cancel_ids: set[tuple[str, Any]] = set()  # (token, _id) asked to cancel
+        self._cancel_sent: dict[Claim, bool] = {}  # worker tasks cancelled for a request
+        self._cancellable = bool(getattr(run_handler, "cancellable", True))
         self._namespace = f"{settings.mongodb_database}.{settings.mongodb_collection}"
         store.on_rejected = self._rejected
 
@@ -300,14 +304,25 @@ class Pipeline:
             error = error_info(exc, now, claim.attempts)
             history = error_history(claim.document, error)
             return Completion(claim.doc_id, claim.token, OutcomeKind.FAILED, error, history)
+        key = (claim.token, claim.doc_id)
+        if key in self._cancel_ids or claim.document.get("cancel_requested"):
+            return self._cancelled(claim, "before its handler started")
         started = time.perf_counter()
+        task = asyncio.current_task()
         try:
+            self._handling[claim] = task
             if self._with_context:  # built only for handlers that take it: no cost otherwise
                 ctx = self._contexts[claim] = self._context(claim, now)
                 await self._run_handler(claim.document, ctx)
             else:
                 await self._run_handler(claim.document)
         except asyncio.CancelledError as exc:
+            if task is not None and self._cancel_sent.pop(claim, False):
+                if task.cancelling() == 1:  # only the cancel request: not a shutdown too
+                    task.uncancel()
+                    self._handler_done(started, OutcomeKind.CANCELLED)
+                    return self._cancelled(claim, "while its handler ran")
+                task.uncancel()
             if _being_cancelled():
                 raise  # the agent's own cancellation (shutdown): the lease is handed back
             failure: BaseException = exc  # the handler raised CancelledError itself
@@ -318,10 +333,17 @@ class Pipeline:
         except BaseException as exc:  # SystemExit, KeyboardInterrupt...: the document fails
             failure = exc
         else:
+            if key in self._cancel_ids:  # a sync handler told through ctx.cancelled
+                self._handler_done(started, OutcomeKind.CANCELLED)
+                return self._cancelled(claim, "while its handler ran")
             self._handler_done(started, OutcomeKind.PROCESSED)
             return Completion(claim.doc_id, claim.token, OutcomeKind.PROCESSED)
         finally:
+            self._handling.pop(claim, None)
             self._contexts.pop(claim, None)
+            self._cancel_ids.discard(key)
+            if task is not None and self._cancel_sent.pop(claim, False) and task.cancelling():
+                task.uncancel()  # the handler swallowed the request's cancellation
         now = self._clock()
         outcome = failure_outcome(
             claim, error_info(failure, now, claim.attempts), self._policy, now, self._jitter()
@@ -338,6 +360,33 @@ class Pipeline:
         )
         self._handler_done(started, outcome.kind)
         return outcome
+
+    def _cancelled(self, claim: Claim, when: str) -> Completion:
+        reason = f"cancelled by request {when}"
+        self._log.info(
+            "document cancelled",
+            action="queue.cancelled",
+            doc_id=safe_text(claim.doc_id, 200),
+            reason=reason,
+        )
+        return Completion(claim.doc_id, claim.token, OutcomeKind.CANCELLED, reason=reason)
+
+    def request_cancel(self, token: str, doc_ids: Iterable[Any]) -> None:
+        """Cancel documents this agent holds under ``token``: one not started yet is
+        recorded cancelled when a worker takes it; a running async handler is cancelled
+        at its next ``await``; a sync handler sees ``ctx.cancelled``."""
+        wanted = set(doc_ids)
+        for doc_id in wanted:
+            self._cancel_ids.add((token, doc_id))
+        for claim, task in list(self._handling.items()):
+            if claim.token != token or claim.doc_id not in wanted:
+                continue
+            ctx = self._contexts.get(claim)
+            if ctx is not None:
+                ctx.cancelled = True
+            if self._cancellable and task is not None and claim not in self._cancel_sent:
+                self._cancel_sent[claim] = True
+                task.cancel()
 
     def _context(self, claim: Claim, now: datetime) -> Context:
         settings = self._settings
@@ -519,6 +568,12 @@ class Pipeline:
                 self.counters.store_errors += 1
                 continue
             self.counters.lease_renewals += renewed
+            try:
+                asked = await self.breaker.call(self._store.cancel_requested(token))
+            except PyMongoError:
+                asked = []
+            if asked:
+                self.request_cancel(token, asked)
             lost = self._held.get(token, 0) - renewed
             if lost > 0:
                 self.counters.lost_leases += lost

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Collection
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,7 +18,7 @@ from pulling_agent.control.cluster import ClusterCommand, ControlState
 from pulling_agent.control.cluster_store import ClusterControlStore
 from pulling_agent.control.requests import Source
 from pulling_agent.database import Client
-from pulling_agent.encoding import as_dict, as_number, iso, to_json
+from pulling_agent.encoding import as_dict, as_number, id_candidates, iso, to_json
 from pulling_agent.queue.model import WorkStore
 from pulling_agent.registry import AgentRegistry
 from pulling_agent.runtime import Agent
@@ -28,6 +28,17 @@ from pulling_agent.scheduler.store import ScheduleStore
 from pulling_agent.scheduler.timing import anchored, first_fire
 
 ACK_POLL_SECONDS = 0.1
+
+
+async def cancel_by_raw_ids(work: WorkStore, raw_ids: list[str], by: str) -> dict[str, list[str]]:
+    """Cancel documents named as typed (each reading of each id tried); the answer by the
+    ids as given: ``cancelled`` (were pending), ``requested`` (processing), ``not_found``."""
+    answer: dict[str, list[str]] = {"cancelled": [], "requested": [], "not_found": []}
+    for raw in raw_ids:
+        result = await work.cancel(id_candidates(raw), by, datetime.now(UTC))
+        kind = "cancelled" if result.cancelled else "requested" if result.requested else "not_found"
+        answer[kind].append(raw)
+    return answer
 
 
 def _list(value: Any) -> list[Any]:

@@ -136,6 +136,10 @@ class Context:
         self._log: Any = None
         self._progress: Any = None
         self.progress_dirty = False
+        self.cancelled = False
+        """Set when someone cancelled this document (``pulling-agent cancel``). An async
+        handler is cancelled at its next ``await``; a sync one should check this and
+        return: the document is recorded ``cancelled`` either way."""
 
     @property
     def idempotency_key(self) -> str:

@@ -233,3 +233,22 @@ async def test_malformed_job_and_registry_documents_do_not_fail_the_api(
     assert waited.status_code == 200
     assert "ghost" in waited.json()["acks"]["pending"]
     assert "CONTROL_POLLING_INTERVAL" in waited.json()["acks"]["hint"]
+
+
+async def test_documents_can_be_cancelled_through_the_api(
+    start_node: Callable[..., Any], client: Client, db_name: str
+) -> None:
+    api = await start_node(api_tokens=f"ops:{ADMIN},grafana:{READER}:read", api_host="127.0.0.1")
+    paused = await api.post("/api/agent/pause", headers=bearer(ADMIN))  # keeps it pending
+    assert paused.status_code == 200
+    oid = ObjectId()
+    await client[db_name]["work"].insert_many([{"_id": oid, "status": "pending"}])
+    as_reader = await api.post(f"/api/documents/{oid}/cancel", headers=bearer(READER))
+    assert as_reader.status_code == 403
+    done = await api.post(f"/api/documents/{oid}/cancel", headers=bearer(ADMIN))
+    assert done.json() == {"cancelled": [str(oid)], "requested": [], "not_found": []}
+    doc = await client[db_name]["work"].find_one({"_id": oid})
+    assert doc is not None
+    assert (doc["status"], doc["cancel_reason"]) == ("cancelled", "cancelled by api:ops")
+    missing = await api.post("/api/documents/nope/cancel", headers=bearer(ADMIN))
+    assert missing.json()["not_found"] == ["nope"]

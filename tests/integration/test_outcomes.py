@@ -76,3 +76,22 @@ async def test_progress_travels_with_the_renewal(h: Harness) -> None:
     docs = [await h.get(i) for i in ids]
     assert [d.get("progress") for d in docs] == [None, {"done": 40}, None]
     assert all(d["lease"]["token"] == token for d in docs)
+
+
+async def test_cancel_from_outside(h: Harness) -> None:
+    at = now()
+    ids = await h.insert([{"status": "pending", "n": i} for i in range(3)])
+    [running] = await h.store.claim("a", 1, 30, at, (ClaimKind.FRESH,))
+    done = await h.store.claim("a", 1, 30, at, (ClaimKind.FRESH,))
+    await h.store.complete([Completion(done[0].doc_id, done[0].token, OutcomeKind.PROCESSED)], at)
+    pending = next(i for i in ids if i not in (running.doc_id, done[0].doc_id))
+    result = await h.store.cancel([pending, running.doc_id, done[0].doc_id, "nope"], "ops", at)
+    assert (result.cancelled, result.requested) == ([pending], [running.doc_id])
+    assert result.not_found == [done[0].doc_id, "nope"]
+    assert (await h.get(pending))["status"] == "cancelled"
+    assert await h.store.cancel_requested(running.token) == [running.doc_id]
+    assert await h.store.cancel_requested("another-token") == []
+    finish = Completion(running.doc_id, running.token, OutcomeKind.CANCELLED, reason="r")
+    assert await h.store.complete([finish], at) == 1
+    doc = await h.get(running.doc_id)
+    assert doc["status"] == "cancelled" and "cancel_requested" not in doc

@@ -160,3 +160,11 @@ def test_cancelled_documents_are_listable(agent_env: dict[str, str], work: Any) 
     assert (entry["_id"], entry["cancel_reason"]) == ("skipped", "duplicate order")
     table = cli({**agent_env, "COLUMNS": "200"}, "dlq", "list", "--cancelled")
     assert "duplicate order" in table.stdout and "dead" not in table.stdout
+
+
+def test_cancel_from_the_command_line(agent_env: dict[str, str], work: Any) -> None:
+    work.insert_many([{"_id": 7, "status": "pending"}, {"_id": "done", "status": "processed"}])
+    result = cli(agent_env, "cancel", "7", "done")
+    assert result.returncode == 1, "one id matched nothing cancellable"
+    assert json.loads(result.stdout) == {"cancelled": ["7"], "requested": [], "not_found": ["done"]}
+    assert work.find_one({"_id": 7})["status"] == "cancelled"

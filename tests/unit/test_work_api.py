@@ -164,3 +164,93 @@ async def test_async_progress(start: Callable[..., Running]) -> None:
     gate.set()
     await async_wait_until(lambda: statuses(store) == {"processed": 1})
     await run.stop()
+
+
+async def test_a_running_async_handler_is_cancelled_at_the_next_renewal(
+    start: Callable[..., Running],
+) -> None:
+    cancelled: list[int] = []
+    blocked = asyncio.Event()
+
+    async def handler(doc: dict[str, Any]) -> None:
+        if doc["n"] == 11:
+            raise asyncio.CancelledError  # its own: fails the document, not the worker
+        if doc["n"] == 0:
+            blocked.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.append(doc["n"])
+                raise
+
+    store = MemoryWorkStore(pending(1))
+    run = start(store, handler, lease_seconds=1, concurrency=1, max_attempts=1)
+    await asyncio.wait_for(blocked.wait(), 10)
+    result = await store.cancel([1], "ops", datetime.now(UTC))
+    assert result.requested == [1]
+    await async_wait_until(lambda: statuses(store) == {"cancelled": 1})
+    assert cancelled == [0]
+    assert "request" in store.get(1)["cancel_reason"]
+    store.insert([{"status": "pending", "n": 10 + i} for i in range(3)])  # the worker survived
+    # the worker survived, and its task carries no stale cancellation: the handler's own
+    # CancelledError below still fails only its document
+    await async_wait_until(lambda: statuses(store) == {"cancelled": 1, "processed": 2, "failed": 1})
+    assert await run.stop() == 0
+
+
+async def test_a_sync_handler_sees_ctx_cancelled(start: Callable[..., Running]) -> None:
+    started = threading.Event()
+
+    def handler(doc: dict[str, Any], ctx: Context) -> None:
+        started.set()
+        deadline = datetime.now(UTC) + timedelta(seconds=20)
+        while not ctx.cancelled and datetime.now(UTC) < deadline:
+            threading.Event().wait(0.01)
+
+    runner = HandlerRunner(handler, 1, None)
+    store = MemoryWorkStore(pending(1))
+    run = start(store, runner, lease_seconds=1)
+    try:
+        await async_wait_until(started.is_set)
+        await store.cancel([1], "ops", datetime.now(UTC))
+        await async_wait_until(lambda: statuses(store) == {"cancelled": 1})
+        assert await run.stop() == 0
+    finally:
+        runner.close()
+
+
+async def test_cancels_racing_completions_leave_every_document_settled_once(
+    start: Callable[..., Running],
+) -> None:
+    """Under contention with completion: each document ends processed or cancelled, never
+    stuck, never with a request left behind; the answer to each cancel is honest."""
+    total = 60
+
+    async def handler(doc: dict[str, Any]) -> None:
+        await asyncio.sleep(0.005 * (doc["n"] % 4))
+
+    store = MemoryWorkStore(pending(total))
+    run = start(store, handler, lease_seconds=1, batch_size=10, concurrency=4)
+    answers = []
+    for doc_id in range(1, total + 1, 2):  # every other document, while the agent works
+        answers.append((doc_id, await store.cancel([doc_id], "ops", datetime.now(UTC))))
+        await asyncio.sleep(0.002)
+    await async_wait_until(
+        lambda: (
+            set(statuses(store)) <= {"processed", "cancelled"}
+            and sum(statuses(store).values()) == total
+        ),
+        timeout=30,
+    )
+    await run.stop()
+    for doc_id, result in answers:
+        status = store.get(doc_id)["status"]
+        if result.cancelled:
+            assert status == "cancelled"
+        elif result.not_found:
+            assert status == "processed"
+        else:
+            assert status in ("processed", "cancelled")
+    assert not any("cancel_requested" in d for d in store.all())
+    for doc_id in range(2, total + 1, 2):
+        assert store.get(doc_id)["status"] == "processed", "others untouched"

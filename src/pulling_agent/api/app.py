@@ -25,7 +25,14 @@ from pulling_agent.api.auth import (
 )
 from pulling_agent.control.cluster import ClusterCommand
 from pulling_agent.logs import get_logger
-from pulling_agent.service import AgentService, ClusterService, Conflict, JobService, NotFound
+from pulling_agent.service import (
+    AgentService,
+    ClusterService,
+    Conflict,
+    JobService,
+    NotFound,
+    cancel_by_raw_ids,
+)
 
 Identity = Annotated[str, Depends(require_admin)]
 Reason = Annotated[str, Query(max_length=500, description="Why (recorded in the audit trail)")]
@@ -42,6 +49,9 @@ Wait = Annotated[
 ]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 JobId = Annotated[str, Path(max_length=200)]
+DocId = Annotated[
+    str, Path(max_length=200, description="The _id (string, ObjectId hex or integer)")
+]
 
 ERROR = {"content": {"application/json": {"example": {"detail": "why"}}}}
 MONGO_DOWN: dict[int | str, dict[str, Any]] = {503: {"description": "MongoDB unreachable", **ERROR}}
@@ -168,6 +178,13 @@ def create_app(
     async def agent_resume(identity: Identity) -> dict[str, Any]:
         """Withdraw this agent's API pause (other sources may still hold theirs)."""
         return agent.resume()
+
+    @api.post("/api/documents/{doc_id}/cancel", tags=["agent"], responses=AUTH)
+    async def cancel_document(identity: Identity, doc_id: DocId) -> dict[str, list[str]]:
+        """Cancel a work document: a pending one at once (status ``cancelled``), a
+        processing one by request (its agent cancels the handler at its next renewal).
+        ``not_found``: no pending or processing document has this id."""
+        return await cancel_by_raw_ids(cluster.work, [doc_id], f"api:{identity}")
 
     @api.get("/api/mongo/status", tags=["agent"], responses=MONGO_DOWN)
     async def mongo_status() -> dict[str, Any]:

@@ -22,6 +22,7 @@ from pulling_agent.queue.documents import (
     shows_outcome,
 )
 from pulling_agent.queue.model import (
+    CancelResult,
     Claim,
     ClaimKind,
     Completion,
@@ -150,6 +151,7 @@ class MemoryWorkStore:
                 continue
             applied += 1
             doc.pop("lease", None)
+            doc.pop("cancel_requested", None)
             if c.kind is OutcomeKind.PROCESSED:
                 doc.update(status=Status.PROCESSED.value, processed_at=now)
                 doc.pop("available_at", None)
@@ -223,6 +225,35 @@ class MemoryWorkStore:
                     doc["status"] = Status.PENDING.value
                     changed += 1
         return changed
+
+    async def cancel(self, doc_ids: Sequence[Any], by: str, now: datetime) -> CancelResult:
+        result = CancelResult()
+        for doc_id in doc_ids:
+            doc = self._docs.get(doc_id)
+            status = None if doc is None else doc.get("status")
+            if doc is not None and status == Status.PENDING:
+                doc.pop("available_at", None)
+                doc.pop("lease", None)
+                doc.update(
+                    status=Status.CANCELLED.value,
+                    cancelled_at=now,
+                    cancel_reason=f"cancelled by {by}",
+                )
+                result.cancelled.append(doc_id)
+            elif doc is not None and status == Status.PROCESSING:
+                doc["cancel_requested"] = {"by": by, "at": now}
+                result.requested.append(doc_id)
+            else:
+                result.not_found.append(doc_id)
+        return result
+
+    async def cancel_requested(self, token: str) -> list[Any]:
+        self.calls.append("cancel_requested")
+        return [
+            doc["_id"]
+            for doc in self._docs.values()
+            if "cancel_requested" in doc and (doc.get("lease") or {}).get("token") == token
+        ]
 
     async def list_failed(self, limit: int) -> list[Document]:
         failed = [d for d in self._docs.values() if d.get("status") == Status.FAILED]

@@ -91,6 +91,25 @@ class Completion:
     reason: str = ""  # why a handler cancelled
 
 
+@dataclass(slots=True)
+class CancelResult:
+    cancelled: list[Any] = field(default_factory=list)  # were pending: cancelled now
+    requested: list[Any] = field(default_factory=list)  # processing: their agent is told
+    not_found: list[Any] = field(default_factory=list)  # finished already, or no such id
+
+
+def cancel_update(by: str, now: datetime) -> Document:
+    """A pending document cancelled from outside."""
+    return {
+        "$set": {
+            "status": Status.CANCELLED.value,
+            "cancelled_at": now,
+            "cancel_reason": f"cancelled by {by}",
+        },
+        "$unset": {"available_at": "", "lease": ""},
+    }
+
+
 def new_lease(owner: str, lease_seconds: float, now: datetime) -> Document:
     """A fresh lease sub-document with a new token, for one claim call."""
     return {
@@ -156,6 +175,15 @@ class WorkStore(Protocol):
     async def release(self, token: str, doc_ids: Sequence[Any], undo_attempt: bool) -> int:
         """Give leases back: documents return to ``pending`` at once. ``undo_attempt`` for
         documents whose handler never started."""
+
+    async def cancel(self, doc_ids: Sequence[Any], by: str, now: datetime) -> CancelResult:
+        """Cancel documents from outside: a pending one at once (status ``cancelled``), a
+        processing one by request (``cancel_requested``: its agent sees it at the next
+        renewal and cancels the handler cooperatively). Finished or unknown ids are
+        reported as such."""
+
+    async def cancel_requested(self, token: str) -> list[Any]:
+        """Ids of this lease's documents whose cancellation was requested."""
 
     async def list_failed(self, limit: int) -> list[Document]:
         """Documents in the dead letter (``status: failed``), oldest failure first."""

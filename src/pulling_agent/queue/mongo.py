@@ -38,12 +38,14 @@ from pulling_agent.queue.documents import (
     shows_outcome,
 )
 from pulling_agent.queue.model import (
+    CancelResult,
     Claim,
     ClaimKind,
     Completion,
     Document,
     OutcomeKind,
     Status,
+    cancel_update,
     new_lease,
 )
 
@@ -106,7 +108,7 @@ def completion_update(c: Completion, now: datetime) -> Document:
     if c.kind is OutcomeKind.PROCESSED:
         return {
             "$set": {"status": Status.PROCESSED.value, "processed_at": now},
-            "$unset": {"lease": "", "available_at": "", "error": ""},
+            "$unset": {"lease": "", "available_at": "", "error": "", "cancel_requested": ""},
         }
     if c.kind is OutcomeKind.CANCELLED:
         return {
@@ -115,19 +117,23 @@ def completion_update(c: Completion, now: datetime) -> Document:
                 "cancelled_at": now,
                 "cancel_reason": c.reason,
             },
-            "$unset": {"lease": "", "available_at": ""},
+            "$unset": {"lease": "", "available_at": "", "cancel_requested": ""},
         }
     fields: Document = {}
     if c.error is not None:
         fields.update(error=c.error.as_document(), errors=list(c.errors))
     if c.kind is OutcomeKind.RESCHEDULE:  # the handler's Retry: the attempt is not consumed
         fields.update(status=Status.PENDING.value, available_at=c.available_at)
-        return {"$set": fields, "$unset": {"lease": ""}, "$inc": {"attempts": -1}}
+        return {
+            "$set": fields,
+            "$unset": {"lease": "", "cancel_requested": ""},
+            "$inc": {"attempts": -1},
+        }
     if c.kind is OutcomeKind.RETRY:
         fields.update(status=Status.PENDING.value, available_at=c.available_at)
-        return {"$set": fields, "$unset": {"lease": ""}}
+        return {"$set": fields, "$unset": {"lease": "", "cancel_requested": ""}}
     fields.update(status=Status.FAILED.value, failed_at=now)
-    return {"$set": fields, "$unset": {"lease": "", "available_at": ""}}
+    return {"$set": fields, "$unset": {"lease": "", "available_at": "", "cancel_requested": ""}}
 
 
 def _ignore(rejection: Rejection) -> None:
@@ -469,6 +475,28 @@ class MongoWorkStore:
             {"_id": doc["_id"], **fence}, {"$unset": {"available_at": ""}}
         )
         return result.modified_count
+
+    async def cancel(self, doc_ids: Sequence[Any], by: str, now: datetime) -> CancelResult:
+        result = CancelResult()
+        for doc_id in doc_ids:  # an operator's few ids: one or two conditional writes each
+            pending = await self.collection.update_one(
+                {"_id": doc_id, "status": Status.PENDING.value}, cancel_update(by, now)
+            )
+            if pending.modified_count:
+                result.cancelled.append(doc_id)
+                continue
+            running = await self.collection.update_one(
+                {"_id": doc_id, "status": Status.PROCESSING.value},
+                {"$set": {"cancel_requested": {"by": by, "at": now}}},
+            )
+            (result.requested if running.matched_count else result.not_found).append(doc_id)
+        return result
+
+    async def cancel_requested(self, token: str) -> list[Any]:
+        cursor = self.collection.find(
+            {"lease.token": token, "cancel_requested": {"$exists": True}}, {"_id": 1}
+        )
+        return [doc["_id"] async for doc in cursor]
 
     async def list_failed(self, limit: int) -> list[Document]:
         cursor = self.collection.find(
