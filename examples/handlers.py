@@ -39,7 +39,7 @@ class QuotaExceeded(Exception):
 async def charge_card(document: dict[str, Any], ctx: Context) -> None:
     """A handler that takes the context: explicit outcomes, an idempotency key, progress.
 
-        HANDLER=examples.handlers:charge_card pulling-agent run
+    HANDLER=examples.handlers:charge_card pulling-agent run
     """
     if document.get("amount") is None:
         raise Fail("no amount: nothing to charge")  # straight to the dead letter
