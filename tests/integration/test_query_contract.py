@@ -150,7 +150,8 @@ async def test_completions_are_one_bulk_write_fenced_on_the_token(
     assert retry["q"] == {"_id": claims[2].doc_id, "lease.token": token, "status": "processing"}
     assert retry["u"]["$set"]["status"] == "pending"
     assert retry["u"]["$set"]["available_at"] == retry_at
-    assert retry["u"]["$unset"] == {"lease": ""}
+    # an outcome also clears a cancellation request that lost the race with it
+    assert retry["u"]["$unset"] == {"lease": "", "cancel_requested": ""}
     assert done["q"] == {
         "_id": {"$in": [claims[0].doc_id, claims[1].doc_id]},
         "lease.token": token,
@@ -158,7 +159,7 @@ async def test_completions_are_one_bulk_write_fenced_on_the_token(
     }
     assert done["u"] == {
         "$set": {"status": "processed", "processed_at": T},
-        "$unset": {"lease": "", "available_at": "", "error": ""},
+        "$unset": {"lease": "", "available_at": "", "error": "", "cancel_requested": ""},
     }
     assert done["multi"] is True
 
@@ -175,6 +176,21 @@ async def test_renewal_replaces_the_whole_lease_for_one_token(
     assert statement["u"] == {
         "$set": {"lease": {"owner": "agent-1", "token": "tok", "expires_at": LEASE_END}}
     }
+
+
+async def test_progress_rides_with_the_renewal_in_one_round_trip(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    store, recorder = rec
+    await store.renew("agent-1", "tok", LEASE_END, {7: {"step": 2}})
+    [(name, command)] = recorder.take()
+    assert name == "update"
+    with_progress, others = command["updates"]
+    fence = {"lease.token": "tok", "status": "processing"}
+    lease = {"owner": "agent-1", "token": "tok", "expires_at": LEASE_END}
+    assert with_progress["q"] == {"_id": 7, **fence}
+    assert with_progress["u"] == {"$set": {"lease": lease, "progress": {"step": 2}}}
+    assert others["q"] == {**fence, "_id": {"$nin": [7]}} and others["multi"] is True
 
 
 async def test_release_is_fenced_and_can_undo_the_attempt(
