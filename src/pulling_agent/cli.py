@@ -304,6 +304,64 @@ def cancel(
         raise typer.Exit(1)
 
 
+SHOWN = (
+    "status",
+    "attempts",
+    "available_at",
+    "lease",
+    "progress",
+    "processed_at",
+    "failed_at",
+    "cancelled_at",
+    "cancel_reason",
+    "cancel_requested",
+    "error",
+)
+
+
+@app.command()
+def get(
+    doc_id: Annotated[str, typer.Argument(help="The _id (string, ObjectId hex or integer).")],
+    as_json: Annotated[bool, typer.Option("--json", help="The whole document as JSON.")] = False,
+) -> None:
+    """Show one work document as the agents see it: status, attempts, lease, progress,
+    the last error and the error history, and why agents would never process it (if so).
+    Exit 1 when no document has this id."""
+    from pulling_agent.pipeline import utcnow
+    from pulling_agent.queue.documents import diagnose
+
+    settings = _settings()
+
+    async def action(store: Any) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await store.collection.find_one(
+            {"_id": {"$in": id_candidates(doc_id)}}
+        )
+        return found
+
+    doc = _with_store(action)
+    if doc is None:
+        print_error(f"pulling-agent: no document has the _id {doc_id!r}")
+        raise typer.Exit(1)
+    problems = diagnose(doc, utcnow(), settings.max_attempts)
+    if as_json:
+        shown = to_json(doc)
+        shown["problems"] = [{"field": p.field, "reason": p.reason, "fix": p.fix} for p in problems]
+        typer.echo(json.dumps(shown))
+        return
+    table = Table(title=cell(f"document {doc_id}"), show_header=False)
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    for name in SHOWN:
+        if name in doc:
+            table.add_row(name, cell(to_json(doc[name]), 600))
+    errors = doc.get("errors")
+    if isinstance(errors, list) and errors:
+        table.add_row("errors", cell(f"{len(errors)} recorded (--json shows them)"))
+    for problem in problems:
+        table.add_row(cell(f"problem: {problem.field}"), cell(f"{problem.reason}; {problem.fix}"))
+    Console().print(table)
+
+
 @app.command()
 def doctor(
     limit: Annotated[int, typer.Option(help="List at most this many documents.")] = 50,

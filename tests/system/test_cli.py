@@ -168,3 +168,29 @@ def test_cancel_from_the_command_line(agent_env: dict[str, str], work: Any) -> N
     assert result.returncode == 1, "one id matched nothing cancellable"
     assert json.loads(result.stdout) == {"cancelled": ["7"], "requested": [], "not_found": ["done"]}
     assert work.find_one({"_id": 7})["status"] == "cancelled"
+
+
+def test_get_shows_one_document(agent_env: dict[str, str], work: Any) -> None:
+    work.insert_many(
+        [
+            {
+                "_id": 5,
+                "status": "failed",
+                "attempts": 3,
+                "progress": {"step": 2},
+                "error": {"type": "ValueError", "message": "bad \x1b[2J input"},
+                "errors": [{"type": "ValueError"}] * 3,
+            },
+            {"_id": "typo", "status": "Pending"},
+        ]
+    )
+    shown = cli({**agent_env, "COLUMNS": "200"}, "get", "5")
+    assert shown.returncode == 0, shown.stderr
+    assert "ValueError" in shown.stdout and "3 recorded" in shown.stdout
+    assert "\x1b" not in shown.stdout
+    as_json = json.loads(cli(agent_env, "get", "5", "--json").stdout)
+    assert (as_json["_id"], as_json["progress"], as_json["problems"]) == (5, {"step": 2}, [])
+    typo = json.loads(cli(agent_env, "get", "typo", "--json").stdout)
+    assert typo["problems"][0]["field"] == "status"
+    missing = cli(agent_env, "get", "nope")
+    assert missing.returncode == 1 and "nope" in missing.stderr
