@@ -51,3 +51,8 @@ async def charge_card(document: dict[str, Any], ctx: Context) -> None:
     except QuotaExceeded:
         raise Retry(after=60, reason="payment API quota") from None  # not a failure
     await ctx.progress({"charged": True})
+
+
+# Routing by type: one agent for both kinds of document in one collection,
+#   HANDLERS="invoice=examples.handlers:send_invoice,image=examples.handlers:resize_image"
+#   TYPE_CONCURRENCY="image=2"   # at most two resizes at once

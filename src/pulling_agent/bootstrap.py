@@ -17,7 +17,7 @@ from pulling_agent.config import ChangeStreams, Settings
 from pulling_agent.control.cluster_store import ClusterControlStore
 from pulling_agent.control.follower import ClusterFollower
 from pulling_agent.database import Client, close_client, open_client
-from pulling_agent.handlers import HandlerRunner
+from pulling_agent.handlers import HandlerRunner, TypedHandlers
 from pulling_agent.logs import get_logger
 from pulling_agent.metrics import AgentMetrics
 from pulling_agent.pipeline import Clock, RunHandler, utcnow
@@ -50,6 +50,7 @@ class Node:
             "version_seen": follower.version_seen if follower else 0,
             "watch_mode": follower.watch_mode if follower else "disabled",
             "jobs": sorted(self.scheduler.jobs) if self.scheduler else [],
+            "types": self.agent.settings.served_types,
         }
 
 
@@ -86,7 +87,7 @@ def build_node(
     wakeup = None
     if settings.enable_change_streams is not ChangeStreams.OFF:
         wakeup = partial(watch_for_work, client, collection, settings.enable_change_streams)
-    store = MongoWorkStore(collection)
+    store = MongoWorkStore(collection, scope=settings.claim_scope)
     agent = Agent(
         settings,
         store,
@@ -94,7 +95,7 @@ def build_node(
         wakeup=wakeup,
         clock=clock,
         on_handler_done=lambda seconds, outcome: node.metrics.observe(seconds, outcome),
-        threads=run_handler if isinstance(run_handler, HandlerRunner) else None,
+        threads=run_handler if isinstance(run_handler, HandlerRunner | TypedHandlers) else None,
     )
     cluster = cluster_service(settings, client, clock)
     follower = None

@@ -100,9 +100,42 @@ def run(
     raise typer.Exit(code)
 
 
+def _runner(settings: Settings, spec: str, what: str) -> Any:
+    from pulling_agent.handlers import HandlerRunner, load_handler
+
+    try:
+        handler = load_handler(spec, what=what)
+    except PullingAgentError as exc:
+        raise _fail(str(exc)) from None
+    runner = HandlerRunner(
+        handler, settings.concurrency, settings.handler_timeout, settings.max_abandoned_threads
+    )
+    if runner.misdeclared:
+        get_logger(agent_id=settings.agent_id).error(
+            f"{what} is a sync callable around an async function: every document will fail "
+            "until it is declared 'async def'",
+            action="agent.handler_misdeclared",
+            handler=spec,
+        )
+    return runner
+
+
+def _handlers(settings: Settings) -> Any:
+    """The one handler (``HANDLER``), or routing by type (``HANDLERS``)."""
+    from pulling_agent.handlers import TypedHandlers
+
+    default = _runner(settings, settings.handler, "HANDLER") if settings.handler else None
+    if not settings.handlers:
+        return default
+    runners = {
+        kind: _runner(settings, spec, f"HANDLERS {kind}")
+        for kind, spec in settings.handler_map.items()
+    }
+    return TypedHandlers(runners, default, settings.type_field, settings.type_limits)
+
+
 def _run(overrides: dict[str, Any], server: Any) -> int:
     from pulling_agent.bootstrap import run_agent
-    from pulling_agent.handlers import HandlerRunner, load_handler
 
     settings = _settings(**overrides)
     if server is not None:
@@ -115,14 +148,13 @@ def _run(overrides: dict[str, Any], server: Any) -> int:
             database=settings.mongodb_database,
             collection=settings.mongodb_collection,
         )
-    if not settings.handler:
-        raise _fail("HANDLER is required: set it to module:function, e.g. myapp.jobs:handle")
+    if not settings.handler and not settings.handlers:
+        raise _fail(
+            "HANDLER is required: set it to module:function, e.g. myapp.jobs:handle "
+            "(or HANDLERS=type=module:function,... to route by type)"
+        )
     if os.getcwd() not in sys.path:  # like uvicorn and celery: the working directory imports
         sys.path.insert(0, os.getcwd())
-    try:
-        handler = load_handler(settings.handler)
-    except PullingAgentError as exc:
-        raise _fail(str(exc)) from None
     jobs = []
     if settings.jobs_file is not None:
         from pulling_agent.scheduler.definitions import load_jobs_file
@@ -131,16 +163,7 @@ def _run(overrides: dict[str, Any], server: Any) -> int:
             jobs = load_jobs_file(settings.jobs_file)
         except ConfigError as exc:
             raise _fail(str(exc)) from None
-    runner = HandlerRunner(
-        handler, settings.concurrency, settings.handler_timeout, settings.max_abandoned_threads
-    )
-    if runner.misdeclared:
-        get_logger(agent_id=settings.agent_id).error(
-            "HANDLER is a sync callable around an async function: every document will fail "
-            "until it is declared 'async def'",
-            action="agent.handler_misdeclared",
-            handler=settings.handler,
-        )
+    runner = _handlers(settings)
     try:
         return run_bounded(run_agent(settings, runner, jobs=jobs))
     finally:
@@ -370,19 +393,34 @@ def doctor(
     """List documents the agents will never process as they stand, why, and the fix.
 
     Exit 0 when there are none, 1 when there are (or MongoDB cannot be read)."""
-    from pulling_agent.doctor import Examination, examine
+    from pulling_agent.doctor import Examination, examine, unserved_types
     from pulling_agent.pipeline import utcnow
+    from pulling_agent.registry import AgentRegistry
 
     settings = _settings()
 
     async def action(store: Any) -> Examination:
-        return await examine(store.collection, utcnow(), settings.max_attempts, limit)
+        result = await examine(store.collection, utcnow(), settings.max_attempts, limit)
+        db = store.collection.database
+        registry = AgentRegistry(db[settings.agents_collection], settings.heartbeat_interval)
+        live = await registry.live(utcnow())
+        result.unserved = await unserved_types(store.collection, live, settings.type_field)
+        return result
 
     result = _with_store(action)
     if as_json:
         typer.echo(json.dumps(to_json(result.as_dict())))
-        raise typer.Exit(1 if result.found else 0)
+        raise typer.Exit(1 if result.found or result.unserved else 0)
     console = Console(highlight=False)
+    for kind, count in result.unserved.items():
+        console.print(
+            cell(
+                f"type {kind!r}: {count} pending document(s) that no live agent claims "
+                f"(start an agent whose HANDLERS include it, or one without HANDLERS)"
+            )
+        )
+    if not result.found and result.unserved:
+        raise typer.Exit(1)
     if not result.found:
         console.print(f"No stuck documents among {result.scanned} unfinished.", markup=False)
         raise typer.Exit(0)

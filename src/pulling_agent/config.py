@@ -60,6 +60,9 @@ _HINTS: dict[str, str] = {
     "mongodb_database": "set it to the database that holds the work collection",
     "mongodb_collection": "set it to the collection that holds the work documents",
     "handler": "set it to module:function, e.g. myapp.jobs:handle",
+    "handlers": "use type=module:function entries separated by commas, "
+    "e.g. email=myapp.jobs:send_email,invoice=myapp.jobs:invoice",
+    "type_concurrency": "use type=number entries, e.g. invoice=2",
     "log_level": "use DEBUG, INFO, WARNING or ERROR",
     "log_format": "use auto, json or console",
     "enable_change_streams": "use true (auto-detect), false or always",
@@ -79,6 +82,9 @@ class Settings(BaseSettings):
     mongodb_database: str = Field(min_length=1)
     mongodb_collection: str = Field(min_length=1)
     handler: str = ""
+    handlers: str = ""
+    type_field: str = Field(default="type", min_length=1, max_length=200)
+    type_concurrency: str = ""
     poll_interval: PositiveFloat = 5.0
     sweep_interval: PositiveFloat = 60.0
     store_outage_seconds: PositiveFloat = 10.0
@@ -130,6 +136,58 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_host(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("handlers")
+    @classmethod
+    def _handlers_parse(cls, value: str) -> str:
+        parse_pairs(value)
+        return value
+
+    @field_validator("type_field")
+    @classmethod
+    def _type_field_safe(cls, value: str) -> str:
+        owned = {"status", "attempts", "available_at", "lease", "_id", "error", "errors"}
+        if value.startswith("$") or value in owned:
+            raise ValueError("must be a field of your documents (not _id or an agent field)")
+        return value
+
+    @model_validator(mode="after")
+    def _type_limits_known(self) -> Settings:
+        limits = parse_pairs(self.type_concurrency)
+        handlers = self.handler_map
+        for kind, raw in limits.items():
+            if kind not in handlers:
+                raise ValueError(
+                    f"TYPE_CONCURRENCY names {kind!r}, which HANDLERS does not: "
+                    "give a limit only to a type this agent handles"
+                )
+            if not raw.isdigit() or int(raw) < 1:
+                raise ValueError(f"TYPE_CONCURRENCY={kind}={raw}: use a whole number >= 1")
+        return self
+
+    @property
+    def handler_map(self) -> dict[str, str]:
+        """``HANDLERS`` as ``{type: module:function}``."""
+        return parse_pairs(self.handlers)
+
+    @property
+    def type_limits(self) -> dict[str, int]:
+        return {k: int(v) for k, v in parse_pairs(self.type_concurrency).items()}
+
+    @property
+    def served_types(self) -> list[str | None] | None:
+        """The values of ``TYPE_FIELD`` this agent claims (``None`` in the list: documents
+        without one, served by ``HANDLER``); ``None``: every document (no ``HANDLERS``)."""
+        if not self.handlers:
+            return None
+        types: list[str | None] = [*sorted(self.handler_map)]
+        return [*types, None] if self.handler else types
+
+    @property
+    def claim_scope(self) -> dict[str, Any]:
+        """What every claim filter adds: only documents of the types this agent runs."""
+        types = self.served_types
+        return {} if types is None else {self.type_field: {"$in": types}}
 
     @model_validator(mode="after")
     def _collections_apart(self) -> Settings:
@@ -228,6 +286,20 @@ class Settings(BaseSettings):
         hidden = uri_secrets(self.uri)
         whole = [self.uri] if hidden else []  # a URI without secrets is not one
         return [s for s in (*whole, *hidden, *self.tokens) if s]
+
+
+def parse_pairs(raw: str) -> dict[str, str]:
+    """``a=x,b=y`` as ``{"a": "x", "b": "y"}``; ValueError naming a malformed or repeated
+    entry."""
+    pairs: dict[str, str] = {}
+    for position, entry in enumerate(e.strip() for e in raw.split(",") if e.strip()):
+        key, sep, value = (part.strip() for part in entry.partition("="))
+        if not sep or not key or not value:
+            raise ValueError(f"entry {position + 1} ({entry!r}) is not type=value")
+        if key in pairs:
+            raise ValueError(f"type {key!r} is given twice")
+        pairs[key] = value
+    return pairs
 
 
 def is_loopback(host: str) -> bool:

@@ -16,7 +16,8 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 
 from pulling_agent.queue.documents import Problem, diagnose
-from pulling_agent.queue.model import FINISHED, Document
+from pulling_agent.queue.model import FINISHED, Document, Status
+from pulling_agent.text import safe_text
 
 FIELDS = {"status": 1, "attempts": 1, "available_at": 1, "lease": 1}
 UNFINISHED = {"status": {"$nin": [s.value for s in FINISHED]}}
@@ -34,12 +35,14 @@ class Examination:
     found: int = 0
     findings: list[Finding] = field(default_factory=list)  # the first ``limit`` of them
     by_field: Counter[str] = field(default_factory=Counter)
+    unserved: dict[str, int] = field(default_factory=dict)  # pending by type no agent runs
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "scanned": self.scanned,
             "found": self.found,
             "by_field": dict(self.by_field),
+            "unserved_types": self.unserved,
             "documents": [
                 {
                     "_id": f.doc_id,
@@ -86,3 +89,28 @@ async def examine(
     async for doc in collection.find(UNFINISHED, FIELDS, batch_size=1_000):
         _add(result, doc, now, max_attempts, limit)
     return result
+
+
+async def unserved_types(
+    collection: AsyncCollection[Document], live_agents: list[Document], type_field: str
+) -> dict[str, int]:
+    """Pending documents by ``TYPE_FIELD`` value that no live agent claims (agents with
+    ``HANDLERS`` claim only their types; an agent without serves every type). With no
+    live agent at all, every type is unserved."""
+    served: set[Any] = set()
+    for agent in live_agents:
+        types = agent.get("types")
+        if types is None:
+            return {}
+        served.update(t for t in types if isinstance(t, str | None))
+    pipeline: list[Document] = [
+        {"$match": {"status": Status.PENDING.value}},
+        {"$group": {"_id": f"${type_field}", "n": {"$sum": 1}}},
+    ]
+    cursor = await collection.aggregate(pipeline)
+    unserved = {}
+    async for row in cursor:
+        kind = row["_id"]
+        if isinstance(kind, str | None) and kind not in served:
+            unserved["(no type)" if kind is None else safe_text(kind, 100)] = int(row["n"])
+    return unserved

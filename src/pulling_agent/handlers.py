@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 from pulling_agent.errors import HandlerLoadError, PullingAgentError
+from pulling_agent.text import safe_text
 from pulling_agent.timeouts import within
 from pulling_agent.work import Context, accepts_context
 
@@ -155,3 +156,56 @@ class HandlerRunner:
         """Stop the thread pool without waiting for threads a timeout abandoned."""
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class TypedHandlers:
+    """Routing by type (``HANDLERS``): the document's ``TYPE_FIELD`` picks the handler;
+    ``HANDLER``, if also set, runs documents without a type. Per-type concurrency limits
+    (``TYPE_CONCURRENCY``) hold a document's worker until its type has room. Agents claim
+    only the types they serve (see ``Settings.claim_scope``), so an unknown type here means
+    the document was changed after its claim: it fails without retries."""
+
+    def __init__(
+        self,
+        runners: dict[str, HandlerRunner],
+        default: HandlerRunner | None,
+        type_field: str,
+        limits: dict[str, int],
+    ) -> None:
+        self._runners = runners
+        self._default = default
+        self._type_field = type_field
+        self._limits = {kind: asyncio.Semaphore(n) for kind, n in limits.items()}
+        self._all = [*runners.values(), *([default] if default else [])]
+
+    @property
+    def cancellable(self) -> bool:
+        return all(r.cancellable for r in self._all)
+
+    @property
+    def abandoned(self) -> int:
+        return sum(r.abandoned for r in self._all)
+
+    @property
+    def max_abandoned(self) -> int:
+        return max((r.max_abandoned for r in self._all), default=0)
+
+    async def __call__(self, document: Document, ctx: Context | None = None) -> None:
+        from pulling_agent.work import Fail
+
+        kind = document.get(self._type_field)
+        runner = self._runners.get(kind) if isinstance(kind, str) else None
+        if runner is None and kind is None:
+            runner = self._default
+        if runner is None:
+            raise Fail(f"no handler for {self._type_field}={safe_text(kind, 100)!r} on this agent")
+        limit = self._limits.get(kind) if isinstance(kind, str) else None
+        if limit is None:
+            await runner(document, ctx)
+            return
+        async with limit:
+            await runner(document, ctx)
+
+    def close(self) -> None:
+        for runner in self._all:
+            runner.close()

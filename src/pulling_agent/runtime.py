@@ -53,8 +53,11 @@ class Companion(Protocol):
 class ThreadWatch(Protocol):
     """The handler runner's count of threads stuck past ``HANDLER_TIMEOUT``."""
 
-    abandoned: int
-    max_abandoned: int
+    @property
+    def abandoned(self) -> int: ...
+
+    @property
+    def max_abandoned(self) -> int: ...
 
 
 @runtime_checkable

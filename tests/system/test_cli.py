@@ -194,3 +194,25 @@ def test_get_shows_one_document(agent_env: dict[str, str], work: Any) -> None:
     assert typo["problems"][0]["field"] == "status"
     missing = cli(agent_env, "get", "nope")
     assert missing.returncode == 1 and "nope" in missing.stderr
+
+
+def test_routing_by_type_and_doctor_names_the_types_nobody_runs(
+    spawn: Any, agent_env: dict[str, str], work: Any
+) -> None:
+    work.insert_many(
+        [{"status": "pending", "n": i, "type": kind} for i, kind in enumerate("aabbcc")]
+        + [{"status": "pending", "n": 9}]
+    )
+    agent = spawn(
+        "router",
+        HANDLER="",
+        HANDLERS="a=tests.system.handlers:record,b=tests.system.handlers:record",
+        TYPE_CONCURRENCY="b=1",
+    )
+    wait_until(lambda: statuses(work) == {"processed": 4, "pending": 3}, what="a and b done")
+    assert {d.get("type") for d in work.find({"status": "pending"})} == {"c", None}
+    report = cli(agent_env, "doctor", "--json")
+    assert report.returncode == 1
+    assert json.loads(report.stdout)["unserved_types"] == {"c": 2, "(no type)": 1}
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(timeout=30) == 0

@@ -42,8 +42,10 @@ class MemoryWorkStore:
         self,
         documents: Iterable[Document] = (),
         on_rejected: Callable[[Rejection], None] = _ignore,
+        scope: Document | None = None,
     ) -> None:
         self.on_rejected = on_rejected
+        self.scope = dict(scope or {})  # {field: {"$in": [...]}} only, as the agent writes it
         self._docs: dict[Any, Document] = {}
         self._ids = itertools.count(1)
         self.calls: list[str] = []
@@ -71,6 +73,11 @@ class MemoryWorkStore:
     def _eligible(self, doc: Document, kind: ClaimKind, now: datetime) -> bool:
         """The MongoDB claim filters' meaning, types included (a date compares only with
         a date)."""
+        for field, condition in self.scope.items():
+            value = doc.get(field)
+            values = value if isinstance(value, list) else [value]  # $in matches elements
+            if not any(v in condition["$in"] for v in values):
+                return False
         status = doc.get("status")
         if kind is ClaimKind.FRESH:
             return status == Status.PENDING and doc.get("available_at") is None

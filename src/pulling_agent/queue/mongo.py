@@ -145,8 +145,10 @@ class MongoWorkStore:
         self,
         collection: AsyncCollection[Document],
         on_rejected: Callable[[Rejection], None] = _ignore,
+        scope: Document | None = None,
     ) -> None:
         self.collection = collection
+        self.scope = dict(scope or {})  # added to every claim filter (routing by type)
         self.on_rejected = on_rejected
         self._spare: list[Document] = []
         self._spare_at = 0.0
@@ -189,7 +191,7 @@ class MongoWorkStore:
     ) -> tuple[list[Claim], int]:
         """Claim up to ``limit`` documents of one kind. Returns the claims and how many
         candidates were found (more than claimed when another agent won some)."""
-        match = claim_filter(kind, now)
+        match = {**claim_filter(kind, now), **self.scope}
         found, from_spare = await self._candidates(kind, match, limit)
         candidates = await self._screen(found, match, now)
         if not candidates:
