@@ -96,7 +96,9 @@ async def unserved_types(
 ) -> dict[str, int]:
     """Pending documents by ``TYPE_FIELD`` value that no live agent claims (agents with
     ``HANDLERS`` claim only their types; an agent without serves every type). With no
-    live agent at all, every type is unserved."""
+    live agent at all there is nothing to compare with: none is reported."""
+    if not live_agents:
+        return {}
     served: set[Any] = set()
     for agent in live_agents:
         types = agent.get("types")

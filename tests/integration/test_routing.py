@@ -116,4 +116,5 @@ async def test_doctor_names_types_no_live_agent_runs(
     assert unserved == {"report": 1, "(no type)": 1}
     everyone: list[dict[str, Any]] = [*routed, {"_id": "a2", "types": None}]
     assert await unserved_types(collection, everyone, "type") == {}
+    assert await unserved_types(collection, [], "type") == {}, "no agent: nothing to compare"
     await client.drop_database(db_name)
