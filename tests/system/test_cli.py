@@ -3,7 +3,9 @@ cannot be reached."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -145,6 +147,12 @@ def test_run_embedded_for_local_development(agent_env: dict[str, str], tmp_path:
         if process.poll() is None:
             process.kill()
             process.wait()
+        # a killed agent cannot stop its server (own session): stop it by its PID
+        pid_file = data / "nx.pid"
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pid_file.read_text().strip())
+            if str(data) in Path(f"/proc/{pid}/cmdline").read_text():  # not a reused pid
+                os.kill(pid, signal.SIGTERM)
 
 
 def test_cancelled_documents_are_listable(agent_env: dict[str, str], work: Any) -> None:
