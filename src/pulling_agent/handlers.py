@@ -18,7 +18,7 @@ from typing import Any
 from pulling_agent.errors import HandlerLoadError, PullingAgentError
 from pulling_agent.text import safe_text
 from pulling_agent.timeouts import within
-from pulling_agent.work import Context, accepts_context
+from pulling_agent.work import Context, Fail, accepts_context
 
 Document = dict[str, Any]
 Handler = Callable[..., Any]  # (document) or (document, context)
@@ -191,8 +191,6 @@ class TypedHandlers:
         return max((r.max_abandoned for r in self._all), default=0)
 
     async def __call__(self, document: Document, ctx: Context | None = None) -> None:
-        from pulling_agent.work import Fail
-
         kind = document.get(self._type_field)
         runner = self._runners.get(kind) if isinstance(kind, str) else None
         if runner is None and kind is None:

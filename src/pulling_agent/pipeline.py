@@ -388,6 +388,9 @@ class Pipeline:
                 self._cancel_sent[claim] = True
                 task.cancel()
 
+    def _doc_log(self, claim: Claim) -> Any:
+        return self._log.bind(doc_id=safe_text(claim.doc_id, 200), attempt=claim.attempts)
+
     def _context(self, claim: Claim, now: datetime) -> Context:
         settings = self._settings
         timeout = settings.handler_timeout
@@ -399,13 +402,13 @@ class Pipeline:
             lease_token=claim.token,
             deadline=now + timedelta(seconds=timeout) if timeout else None,
             namespace=self._namespace,
-            log=lambda: self._log.bind(doc_id=safe_text(claim.doc_id, 200), attempt=claim.attempts),
+            make_log=lambda: self._doc_log(claim),
         )
 
     def _explicit(self, claim: Claim, said: Outcome) -> Completion:
         """What a handler's Retry, Fail or Skip/Cancel turns into."""
         now = self._clock()
-        log = self._log.bind(doc_id=safe_text(claim.doc_id, 200), attempt=claim.attempts)
+        log = self._doc_log(claim)
         if isinstance(said, Retry):
             due = said.due(now)
             error = error_info(said, now, claim.attempts) if said.record else None

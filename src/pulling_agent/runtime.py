@@ -478,7 +478,7 @@ class Agent:
         pipeline.stop_claiming()
         claimer = tasks["claimer"]
         await asyncio.wait({claimer}, timeout=budget(STEP_CAP))
-        await self._abandon("claimer", await cancel_and_wait([claimer], budget(CANCEL_CAP)))
+        self._abandon("claimer", await cancel_and_wait([claimer], budget(CANCEL_CAP)))
         unstarted = await self._bounded("release", pipeline.release_unstarted(), budget(STEP_CAP))
         # the drain keeps what the later steps need of the margin
         drain = min(self.settings.shutdown_timeout, deadline - loop.time() - SHUTDOWN_MARGIN)
@@ -489,10 +489,10 @@ class Agent:
             pipeline.wait_for_running(max(0.0, drain), self._force), *drains
         )
         workers = [t for name, t in tasks.items() if name.startswith("worker-")]
-        await self._abandon("worker", await cancel_and_wait(workers, budget(CANCEL_CAP)))
+        self._abandon("worker", await cancel_and_wait(workers, budget(CANCEL_CAP)))
         abandoned = await self._bounded("release", pipeline.release_abandoned(), budget(STEP_CAP))
         await self._bounded("flush", pipeline.flush(), budget(STEP_CAP))
-        await self._abandon("task", await cancel_and_wait(list(tasks.values()), budget(CANCEL_CAP)))
+        self._abandon("task", await cancel_and_wait(list(tasks.values()), budget(CANCEL_CAP)))
         await self._stop_companions(deadline)
         self._log.info(
             "Leases released",
@@ -519,7 +519,7 @@ class Agent:
             )
             return 0
 
-    async def _abandon(self, kind: str, names: list[str]) -> None:
+    def _abandon(self, kind: str, names: list[str]) -> None:
         if names:
             self._log.error(
                 "tasks ignored their cancellation; abandoned",

@@ -24,6 +24,7 @@ import hashlib
 import inspect
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -108,50 +109,39 @@ def idempotency_key(namespace: str, doc_id: Any) -> str:
     return digest.hexdigest()[:32]
 
 
+@dataclass(kw_only=True, eq=False)
 class Context:
     """One attempt at one document, for a handler that asks for it."""
 
-    def __init__(
-        self,
-        *,
-        doc_id: Any,
-        attempt: int,
-        max_attempts: int,
-        agent_id: str,
-        lease_token: str,
-        deadline: datetime | None,
-        namespace: str,
-        log: Callable[[], Any],
-    ) -> None:
-        self.doc_id = doc_id
-        self.attempt = attempt
-        self.max_attempts = max_attempts
-        self.agent_id = agent_id
-        self.lease_token = lease_token
-        self.deadline = deadline
-        """When ``HANDLER_TIMEOUT`` runs out (None without one: the lease is renewed while
-        the handler runs, so it never runs out under a live agent)."""
-        self._namespace = namespace
-        self._make_log = log
-        self._log: Any = None
-        self._progress: Any = None
-        self.progress_dirty = False
-        self.cancelled = False
-        """Set when someone cancelled this document (``pulling-agent cancel``). An async
-        handler is cancelled at its next ``await``; a sync one should check this and
-        return: the document is recorded ``cancelled`` either way."""
+    doc_id: Any
+    attempt: int
+    max_attempts: int
+    agent_id: str
+    lease_token: str
+    deadline: datetime | None
+    """When ``HANDLER_TIMEOUT`` runs out (None without one: the lease is renewed while the
+    handler runs, so it never runs out under a live agent)."""
+    namespace: str  # database.collection, for the idempotency key
+    make_log: Callable[[], Any] = field(repr=False)
+    cancelled: bool = False
+    """Set when someone cancelled this document (``pulling-agent cancel``). An async
+    handler is cancelled at its next ``await``; a sync one should check this and return:
+    the document is recorded ``cancelled`` either way."""
+    progress_dirty: bool = field(default=False, init=False)
+    _progress: Any = field(default=None, init=False, repr=False)
+    _log: Any = field(default=None, init=False, repr=False)
 
     @property
     def idempotency_key(self) -> str:
         """Stable per document (across attempts and agents): use it as the idempotency key
         of downstream calls (payments, emails) so a retried document does not act twice."""
-        return idempotency_key(self._namespace, self.doc_id)
+        return idempotency_key(self.namespace, self.doc_id)
 
     @property
     def log(self) -> Any:
         """A structlog logger bound to this document and attempt."""
         if self._log is None:
-            self._log = self._make_log()
+            self._log = self.make_log()
         return self._log
 
     def set_progress(self, value: Any) -> None:

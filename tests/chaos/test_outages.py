@@ -46,12 +46,18 @@ def _insert(uri: str, n: int) -> bool:
     return True
 
 
+def _outage_work(server: EmbeddedServer, n: int) -> tuple[MongoClient[dict[str, Any]], Any]:
+    """A client of the agent's own server and its work collection, with ``n`` documents."""
+    client: MongoClient[dict[str, Any]] = MongoClient(server.uri)
+    work = client.outage.work
+    work.insert_many(docs(n))
+    return client, work
+
+
 def test_readiness_drops_during_an_outage_and_returns_after_it(
     spawn: Any, own_server: EmbeddedServer
 ) -> None:
-    client: MongoClient[dict[str, Any]] = MongoClient(own_server.uri)
-    work = client.outage.work
-    work.insert_many(docs(10))
+    client, work = _outage_work(own_server, 10)
     agent = spawn(
         "agent",
         MONGODB_URI=own_server.uri + "?serverSelectionTimeoutMS=1000",
@@ -113,9 +119,7 @@ def test_shutdown_with_mongodb_down_fits_the_grace_period(
     spawn: Any, own_server: EmbeddedServer
 ) -> None:
     """Before: SIGTERM with MongoDB down took 76 s against a 45 s grace period."""
-    client: MongoClient[dict[str, Any]] = MongoClient(own_server.uri)
-    work = client.outage.work
-    work.insert_many(docs(30))
+    client, work = _outage_work(own_server, 30)
     shutdown_timeout = 2.0
     agent = spawn(
         "agent",

@@ -98,20 +98,25 @@ def test_unknown_command_prints_usage(fake: dict[str, str]) -> None:
     assert "pause|resume|status|restart" in result.stdout
 
 
+def run_health_check(health: Path) -> subprocess.CompletedProcess[str]:
+    """scripts/health-check.sh inside the container, for the health files in ``health``."""
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / "health-check.sh")],
+        env={**os.environ, "HEALTH_DIR": str(health)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def test_health_check_script_reads_the_health_files(tmp_path: Path) -> None:
     health = tmp_path / "health"
     health.mkdir()
-    script = ROOT / "scripts" / "health-check.sh"
-    env = {**os.environ, "HEALTH_DIR": str(health)}
-    missing = subprocess.run(
-        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=30
-    )
+    missing = run_health_check(health)
     assert missing.returncode == 1
     assert "no liveness file" in missing.stdout
     (health / "liveness").write_text("paused\ntimestamp=now\n")
-    fresh = subprocess.run(
-        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=30
-    )
+    fresh = run_health_check(health)
     assert fresh.returncode == 0, fresh.stdout
     assert "state=paused ready=no" in fresh.stdout
 
@@ -122,13 +127,7 @@ def test_health_check_script_fails_on_an_unhealthy_line(tmp_path: Path) -> None:
     (health / "liveness").write_text(
         "running\ntimestamp=now\nunhealthy=8 handler threads stuck past HANDLER_TIMEOUT\n"
     )
-    result = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "health-check.sh")],
-        env={**os.environ, "HEALTH_DIR": str(health)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_health_check(health)
     assert result.returncode == 1
     assert "UNHEALTHY: 8 handler threads stuck" in result.stdout
 

@@ -5,8 +5,6 @@ anything but inert text."""
 from __future__ import annotations
 
 import io
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,8 +15,8 @@ from pulling_agent.config import LogFormat
 from pulling_agent.ctl import render_status
 from pulling_agent.health import LIVENESS, HealthFiles, check
 from pulling_agent.logs import configure_logging, get_logger
+from tests.deploy.test_scripts import run_health_check
 
-ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = (
     "\x1b]0;pwned\x07\x1b[2J[bold red]markup[/bold red]\nstate=running\nready=yes"
     "\u202eevil\x1b]8;;http://evil.example\x07link\x1b]8;;\x07\r\x00\x9b31m"
@@ -66,13 +64,7 @@ def test_the_health_file_holds_one_line_per_field(tmp_path: Path) -> None:
     assert not any(line.startswith(("state=", "ready=")) for line in lines)
     assert_inert("\n".join(lines))
     assert check(tmp_path, 30).state == "paused"
-    script = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "health-check.sh")],
-        env={**os.environ, "HEALTH_DIR": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    script = run_health_check(tmp_path)
     assert "state=paused ready=no" in script.stdout
     assert "\nready=yes" not in script.stdout
     assert_inert(script.stdout)
