@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from bson import encode
+from bson.errors import InvalidDocument
 
 from pulling_agent.text import safe_text
 
-PROGRESS_MAX_BYTES = 1_024  # a progress value is a small status, not a result store
+PROGRESS_MAX_BYTES = 1_024  # BSON bytes: a progress value is a small status, not a result store
 
 
 class Outcome(Exception):
@@ -82,6 +82,25 @@ class Skip(Outcome):
 
 class Cancel(Skip):
     """The same outcome as :class:`Skip`, for handlers that see it as a cancellation."""
+
+
+def _unstorable(value: Any, depth: int = 0) -> str | None:
+    """Why ``value`` cannot be a field value in an update (keys MongoDB refuses), or None."""
+    if depth > 20:
+        return "is nested too deeply"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or key.startswith("$") or "." in key:
+                return f"has the key {safe_text(key, 40)!r} (keys: strings without '$' or '.')"
+            problem = _unstorable(item, depth + 1)
+            if problem is not None:
+                return problem
+    elif isinstance(value, list | tuple):
+        for item in value:
+            problem = _unstorable(item, depth + 1)
+            if problem is not None:
+                return problem
+    return None
 
 
 def accepts_context(handler: Callable[..., Any]) -> bool:
@@ -145,15 +164,22 @@ class Context:
         return self._log
 
     def set_progress(self, value: Any) -> None:
-        """Store a small JSON-able progress value on the document, written with the next
-        lease renewal (no extra round trip per call; the latest value wins). Raises
-        ``ValueError`` for a value over 1 KB or that cannot be stored."""
-        try:
-            size = len(json.dumps(value, default=str))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"progress must be JSON-able: {exc}") from None
-        if size > PROGRESS_MAX_BYTES:
-            raise ValueError(f"progress is {size} bytes; keep it under {PROGRESS_MAX_BYTES}")
+        """Store a small progress value on the document, written with the next lease
+        renewal (no extra round trip per call; the latest value wins). Raises
+        ``ValueError`` at once for a value MongoDB could not store (a set, an int beyond
+        64 bits, a non-string or ``$``/``.`` key...) or over 1 KB as BSON, rather than
+        failing the renewal later."""
+        problem = _unstorable(value)
+        if problem is None:
+            try:
+                size = len(encode({"progress": value}))
+            except (InvalidDocument, OverflowError, TypeError, ValueError) as exc:
+                problem = f"cannot be stored ({safe_text(exc, 200)})"
+            else:
+                if size > PROGRESS_MAX_BYTES:
+                    problem = f"is {size} bytes as BSON; keep it under {PROGRESS_MAX_BYTES}"
+        if problem is not None:
+            raise ValueError(f"progress {problem}")
         self._progress = value
         self.progress_dirty = True
 

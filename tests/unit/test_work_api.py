@@ -254,3 +254,28 @@ async def test_cancels_racing_completions_leave_every_document_settled_once(
     assert not any("cancel_requested" in d for d in store.all())
     for doc_id in range(2, total + 1, 2):
         assert store.get(doc_id)["status"] == "processed", "others untouched"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{1, 2}, 2**70, {1: "int key"}, {"$set": 1}, object(), "x" * 2_000],
+    ids=["set", "huge-int", "int-key", "dollar-key", "object", "too-big"],
+)
+def test_progress_that_cannot_be_stored_is_refused_at_once(value: Any) -> None:
+    """Before: JSON with default=str accepted sets, huge ints and odd keys, and the BSON
+    write then failed inside the lease renewal."""
+    ctx = Context(
+        doc_id=1,
+        attempt=1,
+        max_attempts=3,
+        agent_id="a",
+        lease_token="t",
+        deadline=None,
+        namespace="db.work",
+        make_log=lambda: None,
+    )
+    with pytest.raises(ValueError, match="progress"):
+        ctx.set_progress(value)
+    assert ctx.take_progress() == (False, None)
+    ctx.set_progress({"step": 2, "of": 10, "note": "ok"})
+    assert ctx.take_progress() == (True, {"step": 2, "of": 10, "note": "ok"})
