@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
 from pulling_agent.embedded import EmbeddedServer
 from tests import deviations
@@ -36,6 +36,15 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture
 def db_name() -> str:
     return f"pa_test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def work(mongo_uri: str, db_name: str) -> Iterator[Any]:
+    """The test's work collection through a sync client (dropped afterwards)."""
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True)
+    yield client[db_name]["work"]
+    client.drop_database(db_name)
+    client.close()
 
 
 @pytest.fixture

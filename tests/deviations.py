@@ -31,6 +31,11 @@ DATE_LIKE_STRING_EQUALITY = (
     "nx-27017 finds nothing by equality on a string that looks like a date ('2026-13-45')"
 )
 
+BOOL_SORTS_AS_NUMBER = (
+    "nx-27017 sorts a bool among the numbers (true as 1); MongoDB sorts booleans after "
+    "numbers, strings, objects, arrays, binary data and ObjectIds"
+)
+
 
 def nx_deviation(reason: str) -> pytest.MarkDecorator:
     """Mark a test as hitting a deviation: ``xfail(strict=True)`` on nx-27017 only, and only

@@ -327,6 +327,68 @@ def cancel(
         raise typer.Exit(1)
 
 
+@app.command()
+def enqueue(
+    payload: Annotated[
+        str,
+        typer.Argument(
+            help="The document as a JSON object (Extended JSON), or - to read JSON lines "
+            "(one document each) from stdin."
+        ),
+    ] = "{}",
+    key: Annotated[
+        str | None, typer.Option(help="Idempotency key: the same key twice is one document.")
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option("--type", help="Set TYPE_FIELD, for routing (HANDLERS).")
+    ] = None,
+    delay: Annotated[
+        str | None, typer.Option(help="Due after this long: 90, 30s, 5m, 2h, 1d.")
+    ] = None,
+    priority: Annotated[
+        int | None, typer.Option(help="0 to 1000000; higher fresh documents are claimed first.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per document: _id, created, key.")
+    ] = False,
+) -> None:
+    """Put documents in the queue. Prints each _id and whether it is new (a --key seen
+    before names the document that has it). Exit 2 on invalid input, nothing written."""
+    from pulling_agent.client.aio import enqueue_many
+    from pulling_agent.client.jobs import InvalidJob
+    from pulling_agent.client.text import command_jobs
+
+    settings = _settings()
+    try:
+        text = sys.stdin.read() if payload == "-" else None
+        jobs = command_jobs(
+            payload,
+            text,
+            key=key,
+            kind=kind,
+            delay=delay,
+            priority=priority,
+            type_field=settings.type_field,
+        )
+    except InvalidJob as exc:
+        raise _fail(str(exc)) from None
+
+    async def action(store: Any) -> list[Any]:
+        return await enqueue_many(store.collection, jobs, type_field=settings.type_field)
+
+    results = _with_store(action)  # a refusal by MongoDB: one line, exit 1
+    for result in results:
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    to_json({"_id": result.id, "created": result.created, "key": result.key})
+                )
+            )
+        else:
+            state = "enqueued" if result.created else "already there"
+            typer.echo(safe_text(f"{state}: {to_json(result.id)}", 300))
+
+
 SHOWN = (
     "status",
     "attempts",

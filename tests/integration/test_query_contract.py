@@ -14,7 +14,7 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 
 from pulling_agent.queue.model import ClaimKind, Completion, ErrorInfo, OutcomeKind
-from pulling_agent.queue.mongo import MongoWorkStore
+from pulling_agent.queue.mongo import INDEXES, MongoWorkStore
 
 T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE_END = T + timedelta(seconds=30)
@@ -63,7 +63,13 @@ async def test_fresh_claims_are_one_conditional_update_and_a_find_every_other_ba
     (find_name, find), (update_name, update) = recorder.take()
     assert (find_name, update_name) == ("find", "update")
     assert find["filter"] == {"status": "pending", "available_at": None}
-    assert "sort" not in find, "index order, never an in-memory sort of the backlog"
+    assert find["sort"] == {"priority": -1}, "highest priority first"
+    # ...in the order of the index {status, available_at, priority: -1}: no in-memory sort
+    assert INDEXES["pulling_agent_claim_priority"].keys == [
+        ("status", 1),
+        ("available_at", 1),
+        ("priority", -1),
+    ]
     assert find["limit"] == 100, "two batches of candidates: the spare feeds the next claim"
     assert find["batchSize"] >= 100, "all candidates in the first reply (no getMore)"
     [statement] = update["updates"]

@@ -17,7 +17,12 @@ from pymongo import AsyncMongoClient
 from pulling_agent.queue.memory import MemoryWorkStore
 from pulling_agent.queue.model import ClaimKind, Completion, ErrorInfo, OutcomeKind, WorkStore
 from pulling_agent.queue.mongo import INDEXES, MongoWorkStore
-from tests.deviations import INDEX_NAMES_NOT_KEPT, SET_DATETIME_IS_STRING, nx_deviation
+from tests.deviations import (
+    BOOL_SORTS_AS_NUMBER,
+    INDEX_NAMES_NOT_KEPT,
+    SET_DATETIME_IS_STRING,
+    nx_deviation,
+)
 
 ALL = (ClaimKind.EXPIRED, ClaimKind.DUE_RETRY, ClaimKind.FRESH)
 
@@ -225,3 +230,22 @@ async def test_every_queue_index_is_created(h: Harness) -> None:
     if h.kind == "mongo":
         names = set(await h._collection.index_information())
         assert set(INDEXES) <= names
+
+
+async def test_fresh_work_comes_highest_priority_first_any_type_of_value(h: Harness) -> None:
+    """MongoDB's sort order, which the in-memory store mirrors: by BSON type first (no
+    priority below every number, a string above them), then by value; ties oldest first."""
+    values: list[Any] = [1, None, 2.5, "x", -3, 2.5, None, 10**12]
+    await h.insert([{"status": "pending", "n": n, "priority": v} for n, v in enumerate(values)])
+    await h.insert([{"status": "pending", "n": 99}])  # no priority field at all
+    claims = await h.store.claim("a1", 10, 30, now(), [ClaimKind.FRESH])
+    assert [c.document["n"] for c in claims] == [3, 7, 2, 5, 0, 4, 1, 6, 99]
+
+
+@nx_deviation(BOOL_SORTS_AS_NUMBER)
+async def test_a_bool_priority_sorts_above_every_number_and_string(h: Harness) -> None:
+    await h.insert(
+        [{"status": "pending", "n": n, "priority": v} for n, v in enumerate(["x", 5, True])]
+    )
+    claims = await h.store.claim("a1", 10, 30, now(), [ClaimKind.FRESH])
+    assert [c.document["n"] for c in claims] == [2, 0, 1]

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import MongoClient
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -119,19 +118,12 @@ def spawn(agent_env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
         agent.stop()
 
 
-@pytest.fixture
-def work(mongo_uri: str, db_name: str) -> Iterator[Any]:
-    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True)
-    yield client[db_name]["work"]
-    client.drop_database(db_name)
-    client.close()
-
-
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """``python -m pulling_agent ARGS`` to completion, output captured."""
     return subprocess.run(
         [sys.executable, "-m", "pulling_agent", *args],
         env=env,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=60,

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +225,49 @@ def test_routing_by_type_and_doctor_names_the_types_nobody_runs(
     assert json.loads(report.stdout)["unserved_types"] == {"c": 2, "(no type)": 1}
     agent.signal(signal.SIGTERM)
     assert agent.wait(timeout=30) == 0
+
+
+def test_enqueue_from_the_command_line(agent_env: dict[str, str], work: Any) -> None:
+    args = ("enqueue", '{"to": "a@example.com"}', "--key", "k1", "--type", "email", "--json")
+    first = cli(agent_env, *args, "--priority", "5", "--delay", "5m")
+    assert first.returncode == 0, first.stderr
+    made = json.loads(first.stdout)
+    assert (made["created"], made["key"]) == (True, "k1")
+    again = json.loads(cli(agent_env, *args).stdout)
+    assert (again["created"], again["_id"]) == (False, made["_id"])
+    [doc] = work.find({}).to_list()
+    assert (doc["to"], doc["type"], doc["priority"], doc["status"]) == (
+        "a@example.com",
+        "email",
+        5,
+        "pending",
+    )
+    assert doc["available_at"] > doc["enqueued_at"]
+
+    lines = '{"n": 1}\n\n{"n": 2, "when": {"$date": "2026-01-02T00:00:00Z"}}\n'
+    many = cli(agent_env, "enqueue", "-", stdin=lines)
+    assert many.returncode == 0, many.stderr
+    assert many.stdout.count("enqueued: ") == 2
+    assert isinstance(work.find_one({"n": 2})["when"], datetime), "Extended JSON read as BSON"
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "says"),
+    [
+        (["[1, 2]"], "", "JSON object"),
+        (["{nope"], "", "not JSON"),
+        (['{"status": "done"}'], "", "agents own"),
+        (["{}", "--delay", "soon"], "", "--delay"),
+        (["{}", "--priority", "-4"], "", "priority"),
+        (["-", "--key", "k"], '{"a": 1}\n{"b": 2}\n', "one document"),
+        (["-"], '{"a": 1}\n"\x1b[2J"\n', "line 2"),
+    ],
+)
+def test_enqueue_refuses_bad_input_with_one_line_and_writes_nothing(
+    agent_env: dict[str, str], work: Any, args: list[str], stdin: str, says: str
+) -> None:
+    result = cli(agent_env, "enqueue", *args, stdin=stdin)
+    assert result.returncode == 2
+    assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "\x1b" not in result.stderr
+    assert work.find({}).to_list() == []

@@ -107,6 +107,25 @@ def check_attempts(doc: Document) -> Problem | None:
     return None
 
 
+def priority_rank(doc: Document) -> tuple[int, Any]:
+    """``priority`` as MongoDB sorts it (BSON type order first: a missing priority below
+    every number, a string above them), for the in-memory store. Values of one type that
+    do not compare (sub-documents, arrays) rank as equal."""
+    value = doc.get("priority")
+    if value is None:
+        return (1, 0)
+    if isinstance(value, bool):
+        return (8, value)
+    if isinstance(value, int | float):
+        return (2, -math.inf if math.isnan(value) else value)
+    if isinstance(value, str):
+        return (3, value)
+    if isinstance(value, datetime):
+        return (9, value.timestamp())
+    ranks: dict[type, int] = {dict: 4, list: 5, bytes: 6}
+    return (ranks.get(type(value), 7), 0)
+
+
 def attempts_of(doc: Document) -> int:
     """``attempts`` as an int; call only after :func:`check_attempts` passed."""
     value = doc.get("attempts")

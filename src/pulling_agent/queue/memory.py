@@ -19,6 +19,7 @@ from pulling_agent.queue.documents import (
     check_attempts,
     check_available_at,
     parse_time,
+    priority_rank,
     shows_outcome,
 )
 from pulling_agent.queue.model import (
@@ -109,7 +110,10 @@ class MemoryWorkStore:
         lease = new_lease(owner, lease_seconds, now)
         claims: list[Claim] = []
         for kind in kinds:
-            for doc in self._docs.values():
+            docs = list(self._docs.values())
+            if kind is ClaimKind.FRESH:
+                docs.sort(key=priority_rank, reverse=True)  # stable: equal ones oldest first
+            for doc in docs:
                 if len(claims) >= limit:
                     return claims
                 if self._eligible(doc, kind, now):

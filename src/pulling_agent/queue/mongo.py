@@ -17,11 +17,12 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from bson.errors import InvalidDocument
-from pymongo import ASCENDING, UpdateMany, UpdateOne
+from pymongo import ASCENDING, DESCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, OperationFailure, WriteError
 from pymongo.results import BulkWriteResult, UpdateResult
@@ -53,14 +54,34 @@ SPARE_FACTOR = 2  # fresh candidates read per find, in batches: the spare feeds 
 SPARE_MAX_AGE = 1.0  # seconds a spare candidate list stays usable
 CONTENTION_ROUNDS = 3  # look again at once when other agents won some of the candidates
 
-INDEXES: dict[str, list[tuple[str, int]]] = {
-    # fresh and due-retry claims. Equal keys come back in the index's record order, which on
-    # WiredTiger follows insertion: roughly oldest first, without an in-memory sort.
-    "pulling_agent_claim": [("status", ASCENDING), ("available_at", ASCENDING)],
+PRIORITY_FIELD = "priority"
+KEY_FIELD = "enqueue_key"  # a producer's idempotency key (pulling_agent.client)
+FRESH_ORDER = [(PRIORITY_FIELD, DESCENDING)]  # highest first; no priority: after all that have one
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    keys: list[tuple[str, int]]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+INDEXES: dict[str, IndexSpec] = {
+    # fresh and due-retry claims. Fresh work is read in priority order straight from the
+    # index (equality on status and available_at, then priority): no in-memory sort. Equal
+    # priorities come back in the index's record order, which on WiredTiger follows
+    # insertion: roughly oldest first.
+    "pulling_agent_claim_priority": IndexSpec(
+        [("status", ASCENDING), ("available_at", ASCENDING), (PRIORITY_FIELD, DESCENDING)]
+    ),
     # expired-lease recovery; renewals find a lease's documents among the few processing
     # ones through its status prefix (completions and re-reads go by _id), so the lease
     # token needs no index of its own - one less index to maintain on every write
-    "pulling_agent_expiry": [("status", ASCENDING), ("lease.expires_at", ASCENDING)],
+    "pulling_agent_expiry": IndexSpec([("status", ASCENDING), ("lease.expires_at", ASCENDING)]),
+    # producers' idempotency keys: the same key twice is one document
+    "pulling_agent_enqueue_key": IndexSpec(
+        [(KEY_FIELD, ASCENDING)],
+        {"unique": True, "partialFilterExpression": {KEY_FIELD: {"$type": "string"}}},
+    ),
 }
 
 
@@ -156,9 +177,9 @@ class MongoWorkStore:
 
     async def ensure_indexes(self) -> list[str]:
         warnings = []
-        for name, keys in INDEXES.items():
+        for name, spec in INDEXES.items():
             try:
-                await self.collection.create_index(keys, name=name)
+                await self.collection.create_index(spec.keys, name=name, **spec.options)
             except OperationFailure as exc:
                 if exc.code == AUTHENTICATION_FAILED:
                     raise  # not an index problem: the agent cannot work at all
@@ -316,7 +337,8 @@ class MongoWorkStore:
             self._spare = []
         read = limit * SPARE_FACTOR if kind is ClaimKind.FRESH else limit
         query = {**match, "_id": {"$nin": list(self._poison)}} if self._poison else match
-        cursor = self.collection.find(query, limit=read, batch_size=read)
+        order = FRESH_ORDER if kind is ClaimKind.FRESH else None
+        cursor = self.collection.find(query, limit=read, batch_size=read, sort=order)
         found = await cursor.to_list(length=read)
         if kind is ClaimKind.FRESH:
             self._spare, self._spare_at = found[limit:], time.monotonic()

@@ -1,0 +1,254 @@
+"""What a producer writes: one work document per job, checked before anything is sent.
+Pure, no I/O: :mod:`pulling_agent.client` (sync) and :mod:`pulling_agent.client.aio`
+(async) share it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo.errors import OperationFailure
+
+from pulling_agent.errors import PullingAgentError
+from pulling_agent.queue.model import Document, Status
+from pulling_agent.queue.mongo import INDEXES, KEY_FIELD, PRIORITY_FIELD, IndexSpec
+from pulling_agent.text import safe_text
+
+KEY_INDEX = "pulling_agent_enqueue_key"
+MAX_KEY_CHARS = 512
+MAX_TYPE_CHARS = 200
+MAX_PRIORITY = 1_000_000
+MAX_DELAY = timedelta(days=3_650)
+DUPLICATE_KEY = 11000
+# fields the agents own (or the enqueue options set): a payload may not carry them
+RESERVED = frozenset(
+    {
+        "status",
+        "attempts",
+        "lease",
+        "available_at",
+        "error",
+        "errors",
+        "processed_at",
+        "failed_at",
+        "cancelled_at",
+        "cancel_reason",
+        "cancel_requested",
+        "progress",
+        "enqueued_at",
+        KEY_FIELD,
+        PRIORITY_FIELD,
+    }
+)
+
+
+class InvalidJob(PullingAgentError, ValueError):
+    """A job that cannot be enqueued as given; nothing was written."""
+
+
+class EnqueueError(PullingAgentError):
+    """MongoDB refused some documents (other than as duplicates). ``results`` holds, in
+    input order, what was enqueued (``None`` where a document was refused)."""
+
+    def __init__(self, message: str, results: list[Enqueued | None]) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One document to enqueue, with its options (see :func:`pulling_agent.client.enqueue`)."""
+
+    payload: Mapping[str, Any]
+    key: str | None = None
+    type: str | None = None
+    delay: float | timedelta | None = None
+    run_at: datetime | None = None
+    priority: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    """The document a job became. ``created`` is False when a document with the same
+    ``key`` (or ``_id``) was there already: nothing was written, ``id`` is that document's."""
+
+    id: Any
+    created: bool
+    key: str | None = None
+
+
+def as_jobs(items: Iterable[Job | Mapping[str, Any]]) -> list[Job]:
+    jobs = []
+    for n, item in enumerate(items):
+        if isinstance(item, Job):
+            jobs.append(item)
+        elif isinstance(item, Mapping):
+            jobs.append(Job(item))
+        else:
+            raise InvalidJob(f"job {n}: give a Job or a mapping (got {type(item).__name__})")
+    return jobs
+
+
+def _due(job: Job, now: datetime) -> datetime | None:
+    """``available_at`` for a delayed job; None when it is due at once (fresh work, no
+    wait for the next due-work poll)."""
+    if job.delay is not None and job.run_at is not None:
+        raise InvalidJob("give delay or run_at, not both")
+    if job.run_at is not None:
+        when = job.run_at
+        if not isinstance(when, datetime):
+            raise InvalidJob(f"run_at must be a datetime (got {type(when).__name__})")
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise InvalidJob("run_at must be timezone-aware, e.g. datetime.now(UTC)")
+        return when if when > now else None
+    if job.delay is None:
+        return None
+    delay = job.delay
+    if isinstance(delay, bool) or not isinstance(delay, int | float | timedelta):
+        raise InvalidJob(f"delay must be seconds or a timedelta (got {type(delay).__name__})")
+    if not isinstance(delay, timedelta):
+        if not math.isfinite(delay):
+            raise InvalidJob(f"delay must be a finite number of seconds (got {delay})")
+        delay = timedelta(seconds=min(float(delay), MAX_DELAY.total_seconds() + 1))
+    if delay < timedelta(0) or delay > MAX_DELAY:
+        raise InvalidJob(f"delay must be between 0 and {MAX_DELAY.days} days")
+    return now + delay if delay > timedelta(0) else None
+
+
+def _text(name: str, value: Any, limit: int) -> str:
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise InvalidJob(f"{name} must be a non-empty string of at most {limit} characters")
+    return value
+
+
+def build(job: Job, now: datetime, type_field: str = "type") -> Document:
+    """The document for ``job``: its payload plus ``status: pending`` and the options."""
+    if not isinstance(job.payload, Mapping):
+        raise InvalidJob(f"the payload must be a mapping (got {type(job.payload).__name__})")
+    doc: Document = {}
+    for name, value in job.payload.items():
+        if not isinstance(name, str):
+            raise InvalidJob(f"payload keys must be strings (got {safe_text(name, 40)!r})")
+        if name in RESERVED:
+            raise InvalidJob(
+                f"the payload has {name!r}, a field the agents own: "
+                + (
+                    f"use the {name.removeprefix('enqueue_')} option"
+                    if name in (KEY_FIELD, PRIORITY_FIELD, "available_at")
+                    else "rename it"
+                )
+            )
+        doc[name] = value
+    if job.type is not None:
+        kind = _text("type", job.type, MAX_TYPE_CHARS)
+        if type_field in doc and doc[type_field] != kind:
+            raise InvalidJob(f"the payload's {type_field!r} differs from type={kind!r}")
+        doc[type_field] = kind
+    if job.key is not None:
+        doc[KEY_FIELD] = _text("key", job.key, MAX_KEY_CHARS)
+    if job.priority is not None:
+        p = job.priority
+        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= MAX_PRIORITY:
+            raise InvalidJob(f"priority must be a whole number from 0 to {MAX_PRIORITY}")
+        doc[PRIORITY_FIELD] = p
+    due = _due(job, now)
+    if due is not None:
+        doc["available_at"] = due
+    doc["status"] = Status.PENDING.value
+    doc["attempts"] = 0
+    doc["enqueued_at"] = now
+    return doc
+
+
+def key_index() -> IndexSpec:
+    return INDEXES[KEY_INDEX]
+
+
+_indexed: set[tuple[int, str]] = set()  # (client, namespace) whose key index exists
+
+
+def needs_key_index(batch: Inserted, collection: Any) -> bool:
+    """Whether to ensure the key index before inserting ``batch`` (once per collection
+    and client in a process)."""
+    return batch.keyed and (id(collection.database.client), collection.full_name) not in _indexed
+
+
+def key_index_made(collection: Any) -> None:
+    _indexed.add((id(collection.database.client), collection.full_name))
+
+
+def prepare(items: Iterable[Job | Mapping[str, Any]], type_field: str) -> Inserted:
+    """Every job's document, checked (raises :class:`InvalidJob` before any I/O); the
+    result is completed with :meth:`Inserted.refusals` after the insert."""
+    now = datetime.now(UTC)
+    docs = [build(job, now, type_field) for job in as_jobs(items)]
+    return Inserted(docs, ["_id" in doc for doc in docs])
+
+
+def index_error(exc: OperationFailure) -> EnqueueError:
+    return EnqueueError(
+        f"cannot create the unique index {KEY_INDEX} on {KEY_FIELD}, so keys cannot make "
+        f"enqueue idempotent ({exc.code}): {safe_text(exc.details, 300)}",
+        [],
+    )
+
+
+@dataclass
+class Inserted:
+    """What one ``insert_many(ordered=False)`` did with ``docs``: which were new, which
+    were duplicates (to look up by key), and the first other refusal."""
+
+    docs: list[Document]
+    given_ids: list[bool]  # the payload had its own _id (else the driver made one)
+    details: Mapping[str, Any] | None = None
+    duplicates: list[int] = field(default_factory=list)
+    refused: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def keyed(self) -> bool:
+        """Whether the unique key index must exist before the insert."""
+        return any(KEY_FIELD in doc for doc in self.docs)
+
+    def refusals(self, details: Mapping[str, Any]) -> None:
+        """Read a ``BulkWriteError``'s details: duplicates and other refusals."""
+        self.details = details
+        for error in details.get("writeErrors", []):
+            index = int(error["index"])
+            if error.get("code") == DUPLICATE_KEY:
+                self.duplicates.append(index)
+            else:
+                self.refused[index] = safe_text(error.get("errmsg", ""), 300)
+
+    def lookup(self) -> Document | None:
+        """The filter that finds the documents the duplicates' keys belong to."""
+        keys = [self.docs[i][KEY_FIELD] for i in self.duplicates if KEY_FIELD in self.docs[i]]
+        return {KEY_FIELD: {"$in": keys}} if keys else None
+
+    def results(self, by_key: Mapping[str, Any]) -> list[Enqueued]:
+        """In input order. Raises :class:`EnqueueError` when any document was refused."""
+        results: list[Enqueued | None] = []
+        duplicates = set(self.duplicates)
+        for i, doc in enumerate(self.docs):
+            key = doc.get(KEY_FIELD)
+            if i in self.refused:
+                results.append(None)
+            elif i not in duplicates:
+                results.append(Enqueued(doc["_id"], True, key))
+            elif key is not None and key in by_key:
+                results.append(Enqueued(by_key[key], False, key))
+            elif self.given_ids[i]:  # the payload's own _id was taken
+                results.append(Enqueued(doc["_id"], False, key))
+            else:
+                self.refused[i] = "its key's document was deleted while this call ran"
+                results.append(None)
+        if self.refused:
+            first = min(self.refused)
+            raise EnqueueError(
+                f"{len(self.refused)} of {len(self.docs)} documents not enqueued; "
+                f"document {first}: {self.refused[first]}",
+                results,
+            )
+        return [r for r in results if r is not None]
