@@ -21,6 +21,7 @@ from pulling_agent.handlers import HandlerRunner, TypedHandlers
 from pulling_agent.logs import get_logger
 from pulling_agent.metrics import AgentMetrics
 from pulling_agent.pipeline import Clock, RunHandler, utcnow
+from pulling_agent.queue.fleet_rate import FleetBucket
 from pulling_agent.queue.mongo import MongoWorkStore
 from pulling_agent.queue.wakeup import watch_for_work
 from pulling_agent.registry import AgentRegistry, Heartbeat
@@ -88,6 +89,11 @@ def build_node(
     if settings.enable_change_streams is not ChangeStreams.OFF:
         wakeup = partial(watch_for_work, client, collection, settings.enable_change_streams)
     store = MongoWorkStore(collection, scope=settings.claim_scope)
+    db = client[settings.mongodb_database]
+    fleet = None
+    if settings.fleet_rate_limit:
+        control = db[settings.control_collection]
+        fleet = FleetBucket(control, settings.mongodb_collection, settings.fleet_rate_limit)
     agent = Agent(
         settings,
         store,
@@ -96,6 +102,7 @@ def build_node(
         clock=clock,
         on_handler_done=lambda seconds, outcome: node.metrics.observe(seconds, outcome),
         threads=run_handler if isinstance(run_handler, HandlerRunner | TypedHandlers) else None,
+        fleet=fleet,
     )
     cluster = cluster_service(settings, client, clock)
     follower = None
@@ -117,7 +124,6 @@ def build_node(
     )
     agent.companions["metrics"] = node.metrics
     agent.backlog = node.metrics.backlog
-    db = client[settings.mongodb_database]
     schedules = ScheduleStore(db[settings.jobs_collection], db[settings.job_runs_collection])
     if jobs:
         node.scheduler = Scheduler(

@@ -63,6 +63,10 @@ _HINTS: dict[str, str] = {
     "handlers": "use type=module:function entries separated by commas, "
     "e.g. email=myapp.jobs:send_email,invoice=myapp.jobs:invoice",
     "type_concurrency": "use type=number entries, e.g. invoice=2",
+    "rate_limit": "use documents per second, a number above 0 such as 50 or 0.5 (or unset it)",
+    "fleet_rate_limit": "use documents per second for the whole fleet, a number above 0 "
+    "such as 200 (the same on every agent), or unset it",
+    "type_rate_limit": "use type=documents-per-second entries, e.g. email=5,invoice=0.5",
     "log_level": "use DEBUG, INFO, WARNING or ERROR",
     "log_format": "use auto, json or console",
     "enable_change_streams": "use true (auto-detect), false or always",
@@ -85,6 +89,9 @@ class Settings(BaseSettings):
     handlers: str = ""
     type_field: str = Field(default="type", min_length=1, max_length=200)
     type_concurrency: str = ""
+    rate_limit: float | None = Field(default=None, gt=0, le=1_000_000)
+    type_rate_limit: str = ""
+    fleet_rate_limit: float | None = Field(default=None, gt=0, le=1_000_000)
     poll_interval: PositiveFloat = 5.0
     sweep_interval: PositiveFloat = 60.0
     store_outage_seconds: PositiveFloat = 10.0
@@ -132,6 +139,11 @@ class Settings(BaseSettings):
     def _blank_path(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("rate_limit", "fleet_rate_limit", mode="before")
+    @classmethod
+    def _blank_rate(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("api_host", mode="before")
     @classmethod
     def _blank_host(cls, value: Any) -> Any:
@@ -163,6 +175,16 @@ class Settings(BaseSettings):
                 )
             if not raw.isdigit() or int(raw) < 1:
                 raise ValueError(f"TYPE_CONCURRENCY={kind}={raw}: use a whole number >= 1")
+        for kind, raw in parse_pairs(self.type_rate_limit).items():
+            if kind not in handlers:
+                raise ValueError(
+                    f"TYPE_RATE_LIMIT names {kind!r}, which HANDLERS does not: "
+                    "give a limit only to a type this agent handles"
+                )
+            if _rate(raw) is None:
+                raise ValueError(
+                    f"TYPE_RATE_LIMIT={kind}={raw}: use documents per second above 0, e.g. 5 or 0.5"
+                )
         return self
 
     @property
@@ -173,6 +195,11 @@ class Settings(BaseSettings):
     @property
     def type_limits(self) -> dict[str, int]:
         return {k: int(v) for k, v in parse_pairs(self.type_concurrency).items()}
+
+    @property
+    def type_rates(self) -> dict[str, float]:
+        """``TYPE_RATE_LIMIT`` as ``{type: documents per second}``."""
+        return {k: float(v) for k, v in parse_pairs(self.type_rate_limit).items()}
 
     @property
     def served_types(self) -> list[str | None] | None:
@@ -286,6 +313,15 @@ class Settings(BaseSettings):
         hidden = uri_secrets(self.uri)
         whole = [self.uri] if hidden else []  # a URI without secrets is not one
         return [s for s in (*whole, *hidden, *self.tokens) if s]
+
+
+def _rate(raw: str) -> float | None:
+    """A rate in documents per second, or None when ``raw`` is not one."""
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if 0 < value <= 1_000_000 else None  # NaN fails both comparisons
 
 
 def parse_pairs(raw: str) -> dict[str, str]:

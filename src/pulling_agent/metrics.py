@@ -51,6 +51,14 @@ class AgentCollector(Collector):
             family = CounterMetricFamily(f"pulling_agent_{name}", help_text)
             family.add_metric([], float(counters.get(name, 0)))
             yield family
+        throttled = CounterMetricFamily(
+            "pulling_agent_throttled_seconds",
+            "Seconds workers waited for a rate-limit slot, by limit (agent, fleet, type)",
+            labels=["limit"],
+        )
+        for limit, seconds in sorted(snap.get("throttled_seconds", {}).items()):
+            throttled.add_metric([limit], float(seconds))
+        yield throttled
         in_flight = GaugeMetricFamily("pulling_agent_in_flight", "Handlers running now")
         in_flight.add_metric([], float(snap["in_flight"]))
         yield in_flight

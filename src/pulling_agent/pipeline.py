@@ -33,6 +33,7 @@ from pulling_agent.breaker import StoreBreaker
 from pulling_agent.config import Settings
 from pulling_agent.logs import get_logger
 from pulling_agent.queue.documents import Rejection
+from pulling_agent.queue.fleet_rate import FleetBucket
 from pulling_agent.queue.model import (
     Claim,
     ClaimKind,
@@ -40,6 +41,7 @@ from pulling_agent.queue.model import (
     OutcomeKind,
     WorkStore,
 )
+from pulling_agent.queue.pace import HORIZON, Pace, Throttled, claim_size
 from pulling_agent.queue.retry import (
     AttemptsExhausted,
     RetryPolicy,
@@ -104,6 +106,7 @@ class Pipeline:
         jitter: Callable[[], float] = random.random,
         on_handler_done: Callable[[float, str], None] | None = None,
         breaker: StoreBreaker | None = None,
+        fleet: FleetBucket | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -141,6 +144,16 @@ class Pipeline:
         self._cancellable = bool(getattr(run_handler, "cancellable", True))
         self._namespace = f"{settings.mongodb_database}.{settings.mongodb_collection}"
         store.on_rejected = self._rejected
+        # rate limits: RATE_LIMIT and FLEET_RATE_LIMIT give each claimed document a start
+        # time (claims sized to HORIZON seconds of it); TYPE_RATE_LIMIT paces at start
+        self._pace = Pace(settings.rate_limit) if settings.rate_limit else None
+        self._fleet = fleet
+        self._fleet_until = 0.0  # end of the last fleet slot this agent reserved
+        self._type_paces = {kind: Pace(rate) for kind, rate in settings.type_rates.items()}
+        rates = [r for r in (settings.rate_limit, fleet.rate if fleet else None) if r]
+        self._claim_size = claim_size(settings.batch_size, rates)
+        self.throttled = Throttled()
+        self._unstarted: list[Claim] = []  # taken by a worker that was waiting for a slot
 
     # ----------------------------------------------------------------- observation
 
@@ -182,6 +195,10 @@ class Pipeline:
             if not self.breaker.available:
                 await self._probe()  # half-open: one probe at a time, no claims
                 continue
+            ahead = self._slots_ahead()
+            if ahead > HORIZON:  # rate-limited: enough documents wait for their slot
+                await wait_event(self.kick, ahead - HORIZON)
+                continue
             if loop.time() - last_deep_sweep >= self._settings.sweep_interval:
                 last_deep_sweep = loop.time()
                 await self._sweep()
@@ -199,6 +216,8 @@ class Pipeline:
                 self._register(claims)
                 await self._release(claims, undo_attempt=True)
                 continue
+            if claims and not await self._schedule(claims):
+                continue
             if claims:
                 self._accept(claims)
                 continue
@@ -214,7 +233,7 @@ class Pipeline:
             return await self.breaker.call(
                 self._store.claim(
                     self._settings.agent_id,
-                    self._settings.batch_size,
+                    self._claim_size,
                     self._settings.lease_seconds,
                     self._clock(),
                     kinds,
@@ -225,6 +244,42 @@ class Pipeline:
             return None
         finally:
             self._claiming = False
+
+    def _slots_ahead(self) -> float:
+        """Seconds of rate-limit slots handed out beyond now (0 without limits)."""
+        if self._pace is None and self._fleet is None:
+            return 0.0
+        now = self._clock().timestamp()
+        local = self._pace.ahead(now) if self._pace else 0.0
+        return max(local, self._fleet_until - now)
+
+    async def _schedule(self, claims: list[Claim]) -> bool:
+        """Give each claimed document its start time under RATE_LIMIT and FLEET_RATE_LIMIT
+        (one round trip for the fleet's slots). False when the fleet bucket could not be
+        read: the claims are handed back (attempt undone)."""
+        if self._pace is None and self._fleet is None:
+            return True
+        now = self._clock().timestamp()
+        if self._fleet is not None:
+            try:
+                start = await self.breaker.call(self._fleet.reserve(len(claims), now))
+            except PyMongoError as exc:
+                self._register(claims)
+                await self._release(claims, undo_attempt=True)
+                self._claim_failures = await self._store_error(
+                    "fleet_rate", exc, self._claim_failures
+                )
+                return False
+            interval = 1.0 / self._fleet.rate
+            for n, claim in enumerate(claims):
+                claim.not_before, claim.paced_by = start + n * interval, "fleet"
+            self._fleet_until = start + len(claims) * interval
+        if self._pace is not None:
+            for claim in claims:
+                slot = self._pace.assign(now)
+                if slot > claim.not_before:
+                    claim.not_before, claim.paced_by = slot, "agent"
+        return True
 
     async def _probe(self) -> None:
         try:
@@ -281,6 +336,11 @@ class Pipeline:
             claim = await self._ready.get()
             if self._ready.qsize() <= self._low_water:
                 self.kick.set()
+            try:
+                await self._wait_for_slot(claim)
+            except asyncio.CancelledError:
+                self._unstarted.append(claim)  # handed back with its attempt undone
+                raise
             self._running.add(claim)
             try:
                 completion = await self._attempt(claim)
@@ -293,6 +353,25 @@ class Pipeline:
             self._outbox_event.set()
             if len(self._outbox) >= self._settings.batch_size or not self._busy():
                 self._flush_now.set()
+
+    async def _wait_for_slot(self, claim: Claim) -> None:
+        """Sleep until the rate limits let this document start: its slot from the claim
+        (``RATE_LIMIT``, ``FLEET_RATE_LIMIT``), then its type's (``TYPE_RATE_LIMIT``)."""
+        await self._sleep_until(claim.not_before, claim.paced_by)
+        kind = claim.document.get(self._settings.type_field)
+        pace = self._type_paces.get(kind) if isinstance(kind, str) else None
+        if pace is not None:
+            await self._sleep_until(pace.assign(self._clock().timestamp()), "type")
+
+    async def _sleep_until(self, when: float, limit: str) -> None:
+        delay = when - self._clock().timestamp()
+        if delay <= 0:
+            return
+        started = time.monotonic()
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.throttled.add(limit, time.monotonic() - started)
 
     async def _attempt(self, claim: Claim) -> Completion:
         now = self._clock()
@@ -616,9 +695,12 @@ class Pipeline:
         return not self._running
 
     async def release_abandoned(self) -> int:
-        """After the workers were cancelled: hand back what their handlers did not finish."""
+        """After the workers were cancelled: hand back what their handlers did not finish
+        (and, attempt undone, what was still waiting for a rate-limit slot)."""
         abandoned, self._abandoned = self._abandoned, []
-        return await self._release(abandoned, undo_attempt=False)
+        unstarted, self._unstarted = self._unstarted, []
+        released = await self._release(unstarted, undo_attempt=True)
+        return released + await self._release(abandoned, undo_attempt=False)
 
     async def _release(self, claims: list[Claim], undo_attempt: bool) -> int:
         by_token: dict[str, list[Any]] = defaultdict(list)

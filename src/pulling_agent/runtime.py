@@ -30,6 +30,7 @@ from pulling_agent.errors import ConfigError, PullingAgentError
 from pulling_agent.health import HealthFiles
 from pulling_agent.logs import get_logger
 from pulling_agent.pipeline import Clock, Pipeline, RunHandler, utcnow
+from pulling_agent.queue.fleet_rate import FleetBucket
 from pulling_agent.queue.model import WorkStore
 from pulling_agent.state import AgentState, check_transition, is_ready
 from pulling_agent.timeouts import cancel_and_wait, wait_event
@@ -97,6 +98,7 @@ class Agent:
         clock: Clock = utcnow,
         on_handler_done: Callable[[float, str], None] | None = None,
         threads: ThreadWatch | None = None,
+        fleet: FleetBucket | None = None,
     ) -> None:
         self.settings = settings
         self.threads = threads
@@ -121,6 +123,7 @@ class Agent:
             clock=clock,
             on_handler_done=on_handler_done,
             breaker=self.breaker,
+            fleet=fleet,
         )
         self.companions: dict[str, Companion] = {}
         self._started: list[str] = []  # companions whose start() completed, in order
@@ -179,6 +182,7 @@ class Agent:
             "state": self.state.value,
             "paused_by": [r.as_dict() for r in self.pauses.holders()],
             "counters": self.pipeline.counters.as_dict(),
+            "throttled_seconds": dict(self.pipeline.throttled.seconds),
             "held": self.pipeline.held,
             "in_flight": self.pipeline.in_flight,
             "abandoned_threads": self.threads.abandoned if self.threads else 0,

@@ -46,6 +46,10 @@ def test_settings_for_routing() -> None:
         ({"handlers": "email"}, "HANDLERS is invalid: entry 1"),
         ({"handlers": "a=m:f", "type_concurrency": "b=2"}, "TYPE_CONCURRENCY names 'b'"),
         ({"handlers": "a=m:f", "type_concurrency": "a=0"}, "whole number"),
+        ({"handlers": "a=m:f", "type_rate_limit": "b=2"}, "TYPE_RATE_LIMIT names 'b'"),
+        ({"handlers": "a=m:f", "type_rate_limit": "a=0"}, "above 0"),
+        ({"handlers": "a=m:f", "type_rate_limit": "a=nan"}, "above 0"),
+        ({"handlers": "a=m:f", "type_rate_limit": "a=1e9"}, "above 0"),
         ({"type_field": "status"}, "TYPE_FIELD is invalid"),
     ]:
         with pytest.raises(ConfigError, match=message):

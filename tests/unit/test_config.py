@@ -38,6 +38,11 @@ def test_seed_defaults(env: pytest.MonkeyPatch) -> None:
         ("ENABLE_CHANGE_STREAMS", "maybe"),
         ("MAX_ATTEMPTS", "0"),
         ("CONCURRENCY", ""),
+        ("RATE_LIMIT", "0"),
+        ("RATE_LIMIT", "fast"),
+        ("RATE_LIMIT", "nan"),
+        ("FLEET_RATE_LIMIT", "-5"),
+        ("FLEET_RATE_LIMIT", "inf"),
     ],
 )
 def test_invalid_values_name_the_variable(env: pytest.MonkeyPatch, name: str, value: str) -> None:

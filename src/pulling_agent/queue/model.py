@@ -76,6 +76,8 @@ class Claim:
     attempts: int
     document: Document
     kind: ClaimKind = ClaimKind.FRESH
+    not_before: float = 0.0  # epoch seconds: when a rate limit lets its handler start
+    paced_by: str = ""  # the limit that set not_before (agent or fleet)
 
 
 @dataclass(frozen=True, slots=True)
