@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from pulling_agent.api.app import create_app
 from pulling_agent.api.auth import TokenAuth
 from pulling_agent.api.server import ApiServer
-from pulling_agent.config import ChangeStreams, Settings
+from pulling_agent.config import ChangeStreams, Settings, claim_scope
 from pulling_agent.control.cluster_store import ClusterControlStore
 from pulling_agent.control.follower import ClusterFollower
 from pulling_agent.database import Client, close_client, open_client
@@ -43,6 +43,7 @@ class Node:
     api: ApiServer | None = None
     app: FastAPI | None = None
     scheduler: Scheduler | None = None
+    types: list[str | None] | None = None  # what the agent claims (None: every document)
 
     def snapshot(self) -> dict[str, Any]:
         follower = self.follower
@@ -51,7 +52,7 @@ class Node:
             "version_seen": follower.version_seen if follower else 0,
             "watch_mode": follower.watch_mode if follower else "disabled",
             "jobs": sorted(self.scheduler.jobs) if self.scheduler else [],
-            "types": self.agent.settings.served_types,
+            "types": self.types,
         }
 
 
@@ -88,7 +89,12 @@ def build_node(
     wakeup = None
     if settings.enable_change_streams is not ChangeStreams.OFF:
         wakeup = partial(watch_for_work, client, collection, settings.enable_change_streams)
-    store = MongoWorkStore(collection, scope=settings.claim_scope)
+    types = (
+        run_handler.served_types
+        if isinstance(run_handler, TypedHandlers)
+        else settings.served_types
+    )
+    store = MongoWorkStore(collection, scope=claim_scope(settings.type_field, types))
     db = client[settings.mongodb_database]
     fleet = None
     if settings.fleet_rate_limit:
@@ -116,6 +122,7 @@ def build_node(
             settings.agent_id,
         )
     node = Node(agent, cluster, AgentMetrics(lambda: node.snapshot(), store.counts), follower)
+    node.types = types
     if follower is not None:
         agent.companions["cluster-follower"] = follower
         cluster.on_issued = follower.apply

@@ -100,13 +100,18 @@ def run(
     raise typer.Exit(code)
 
 
-def _runner(settings: Settings, spec: str, what: str) -> Any:
-    from pulling_agent.handlers import HandlerRunner, load_handler
+def _load(spec: str, what: str, callable_only: bool = True) -> Any:
+    from pulling_agent.handlers import load_handler, load_object
 
     try:
-        handler = load_handler(spec, what=what)
+        return load_handler(spec, what) if callable_only else load_object(spec, what)
     except PullingAgentError as exc:
         raise _fail(str(exc)) from None
+
+
+def _runner(settings: Settings, handler: Any, what: str) -> Any:
+    from pulling_agent.handlers import HandlerRunner
+
     runner = HandlerRunner(
         handler, settings.concurrency, settings.handler_timeout, settings.max_abandoned_threads
     )
@@ -115,23 +120,64 @@ def _runner(settings: Settings, spec: str, what: str) -> Any:
             f"{what} is a sync callable around an async function: every document will fail "
             "until it is declared 'async def'",
             action="agent.handler_misdeclared",
-            handler=spec,
+            handler=what,
         )
     return runner
 
 
 def _handlers(settings: Settings) -> Any:
-    """The one handler (``HANDLER``), or routing by type (``HANDLERS``)."""
+    """The one handler (``HANDLER``), or routing by type (``HANDLERS``: entries, or a
+    :class:`~pulling_agent.worker.Worker`)."""
     from pulling_agent.handlers import TypedHandlers
 
-    default = _runner(settings, settings.handler, "HANDLER") if settings.handler else None
+    default = None
+    if settings.handler:
+        default = _runner(settings, _load(settings.handler, "HANDLER"), "HANDLER")
+    if settings.handlers_registry:
+        return _registry(settings, default)
     if not settings.handlers:
         return default
     runners = {
-        kind: _runner(settings, spec, f"HANDLERS {kind}")
+        kind: _runner(settings, _load(spec, f"HANDLERS {kind}"), f"HANDLERS {kind}")
         for kind, spec in settings.handler_map.items()
     }
     return TypedHandlers(runners, default, settings.type_field, settings.type_limits)
+
+
+def _registry(settings: Settings, default: Any) -> Any:
+    from pulling_agent.handlers import TypedHandlers
+    from pulling_agent.worker import Worker
+
+    spec = settings.handlers_registry or ""
+    worker = _load(spec, "HANDLERS", callable_only=False)
+    if not isinstance(worker, Worker):
+        raise _fail(
+            f"HANDLERS={spec} is a {type(worker).__name__}, not a pulling_agent.Worker "
+            "(or give type=module:function entries)"
+        )
+    if not worker.handlers:
+        raise _fail(f"HANDLERS={spec}: the Worker has no handlers registered")
+    if None in worker.handlers and default is not None:
+        raise _fail(f"HANDLERS={spec} has a handler for documents without a type; unset HANDLER")
+    for name, limits in (
+        ("TYPE_CONCURRENCY", settings.type_limits),
+        ("TYPE_RATE_LIMIT", settings.type_rates),
+    ):
+        unknown = sorted(set(limits) - set(worker.types))
+        if unknown:
+            raise _fail(
+                f"{name} names {unknown[0]!r}, which HANDLERS={spec} does not register: "
+                "give a limit only to a type this agent handles"
+            )
+    runners = {
+        kind: _runner(settings, function, f"HANDLERS {spec} {kind}")
+        for kind, function in worker.handlers.items()
+        if kind is not None
+    }
+    if None in worker.handlers:
+        default = _runner(settings, worker.handlers[None], f"HANDLERS {spec} (no type)")
+    limits = {**worker.concurrency, **settings.type_limits}
+    return TypedHandlers(runners, default, settings.type_field, limits)
 
 
 def _run(overrides: dict[str, Any], server: Any) -> int:

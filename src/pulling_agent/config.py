@@ -61,7 +61,8 @@ _HINTS: dict[str, str] = {
     "mongodb_collection": "set it to the collection that holds the work documents",
     "handler": "set it to module:function, e.g. myapp.jobs:handle",
     "handlers": "use type=module:function entries separated by commas, "
-    "e.g. email=myapp.jobs:send_email,invoice=myapp.jobs:invoice",
+    "e.g. email=myapp.jobs:send_email,invoice=myapp.jobs:invoice, or module:attribute "
+    "naming a pulling_agent.Worker",
     "type_concurrency": "use type=number entries, e.g. invoice=2",
     "rate_limit": "use documents per second, a number above 0 such as 50 or 0.5 (or unset it)",
     "fleet_rate_limit": "use documents per second for the whole fleet, a number above 0 "
@@ -152,7 +153,8 @@ class Settings(BaseSettings):
     @field_validator("handlers")
     @classmethod
     def _handlers_parse(cls, value: str) -> str:
-        parse_pairs(value)
+        if not _registry_spec(value):
+            parse_pairs(value)
         return value
 
     @field_validator("type_field")
@@ -166,9 +168,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _type_limits_known(self) -> Settings:
         limits = parse_pairs(self.type_concurrency)
+        registry = self.handlers_registry is not None  # its types are known once imported
         handlers = self.handler_map
         for kind, raw in limits.items():
-            if kind not in handlers:
+            if kind not in handlers and not registry:
                 raise ValueError(
                     f"TYPE_CONCURRENCY names {kind!r}, which HANDLERS does not: "
                     "give a limit only to a type this agent handles"
@@ -176,7 +179,7 @@ class Settings(BaseSettings):
             if not raw.isdigit() or int(raw) < 1:
                 raise ValueError(f"TYPE_CONCURRENCY={kind}={raw}: use a whole number >= 1")
         for kind, raw in parse_pairs(self.type_rate_limit).items():
-            if kind not in handlers:
+            if kind not in handlers and not registry:
                 raise ValueError(
                     f"TYPE_RATE_LIMIT names {kind!r}, which HANDLERS does not: "
                     "give a limit only to a type this agent handles"
@@ -189,8 +192,13 @@ class Settings(BaseSettings):
 
     @property
     def handler_map(self) -> dict[str, str]:
-        """``HANDLERS`` as ``{type: module:function}``."""
-        return parse_pairs(self.handlers)
+        """``HANDLERS`` as ``{type: module:function}`` (empty for a registry)."""
+        return {} if self.handlers_registry else parse_pairs(self.handlers)
+
+    @property
+    def handlers_registry(self) -> str | None:
+        """``HANDLERS=module:attribute`` naming a :class:`pulling_agent.Worker`, or None."""
+        return self.handlers.strip() if _registry_spec(self.handlers) else None
 
     @property
     def type_limits(self) -> dict[str, int]:
@@ -204,8 +212,9 @@ class Settings(BaseSettings):
     @property
     def served_types(self) -> list[str | None] | None:
         """The values of ``TYPE_FIELD`` this agent claims (``None`` in the list: documents
-        without one, served by ``HANDLER``); ``None``: every document (no ``HANDLERS``)."""
-        if not self.handlers:
+        without one, served by ``HANDLER``); ``None``: every document (no ``HANDLERS``), or
+        not known before the registry is imported (the handlers then say)."""
+        if not self.handlers or self.handlers_registry:
             return None
         types: list[str | None] = [*sorted(self.handler_map)]
         return [*types, None] if self.handler else types
@@ -213,8 +222,7 @@ class Settings(BaseSettings):
     @property
     def claim_scope(self) -> dict[str, Any]:
         """What every claim filter adds: only documents of the types this agent runs."""
-        types = self.served_types
-        return {} if types is None else {self.type_field: {"$in": types}}
+        return claim_scope(self.type_field, self.served_types)
 
     @model_validator(mode="after")
     def _collections_apart(self) -> Settings:
@@ -313,6 +321,17 @@ class Settings(BaseSettings):
         hidden = uri_secrets(self.uri)
         whole = [self.uri] if hidden else []  # a URI without secrets is not one
         return [s for s in (*whole, *hidden, *self.tokens) if s]
+
+
+def claim_scope(type_field: str, types: list[str | None] | None) -> dict[str, Any]:
+    """The filter every claim adds to claim only ``types`` (None: every document)."""
+    return {} if types is None else {type_field: {"$in": types}}
+
+
+def _registry_spec(raw: str) -> bool:
+    """``HANDLERS`` holds one ``module:attribute`` (a Worker), not ``type=…`` entries."""
+    value = raw.strip()
+    return bool(value) and "=" not in value and "," not in value and ":" in value
 
 
 def _rate(raw: str) -> float | None:

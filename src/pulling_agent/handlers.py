@@ -27,6 +27,14 @@ Handler = Callable[..., Any]  # (document) or (document, context)
 def load_handler(spec: str, what: str = "HANDLER") -> Handler:
     """Import ``module:function`` (``function`` may be dotted, e.g. ``module:Class.method``).
     ``what`` names the setting in errors (``HANDLER``, or a job's ``func``)."""
+    target = load_object(spec, what)
+    if not callable(target):
+        raise HandlerLoadError(f"{what} {spec!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def load_object(spec: str, what: str) -> Any:
+    """Import ``module:attribute`` (dotted attributes allowed)."""
     module_name, sep, attr_path = spec.partition(":")
     if not sep or not module_name or not attr_path:
         raise HandlerLoadError(f"{what} must look like module:function (got {spec!r})")
@@ -44,9 +52,7 @@ def load_handler(spec: str, what: str = "HANDLER") -> Handler:
             raise HandlerLoadError(
                 f"{what} {spec!r}: {module_name!r} has no attribute {attr_path!r}"
             ) from None
-    if not callable(target):
-        raise HandlerLoadError(f"{what} {spec!r} is not callable")
-    return target  # type: ignore[no-any-return]
+    return target
 
 
 class HandlerMisdeclared(PullingAgentError):
@@ -177,6 +183,11 @@ class TypedHandlers:
         self._type_field = type_field
         self._limits = {kind: asyncio.Semaphore(n) for kind, n in limits.items()}
         self._all = [*runners.values(), *([default] if default else [])]
+
+    @property
+    def served_types(self) -> list[str | None]:
+        """The types this agent claims (``None``: documents without one)."""
+        return [*sorted(self._runners), *([None] if self._default else [])]
 
     @property
     def cancellable(self) -> bool:

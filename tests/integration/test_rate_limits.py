@@ -26,10 +26,11 @@ from pulling_agent.queue.model import Claim
 from pulling_agent.queue.mongo import MongoWorkStore
 from pulling_agent.queue.pace import claim_size
 from tests.conftest import async_wait_until, make_settings
+from tests.deviations import DOUBLE_SLACK
 
 Client = AsyncMongoClient[dict[str, Any]]
 T0 = 1_900_000_000.0  # virtual time, seconds since the epoch
-SPACING_SLACK = 1e-6  # float rounding of sums of 1 / rate
+SPACING_SLACK = DOUBLE_SLACK  # float rounding of sums of 1 / rate (and see deviations.py)
 CLOCK_SLACK = 0.002  # asyncio may wake a timer up to its clock resolution early
 
 

@@ -1,0 +1,70 @@
+"""The examples run as a user would run them: examples/producer.py (a real process, twice)
+feeds an agent process that runs the Worker registry of examples/worker.py."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_until
+from tests.system.conftest import ROOT
+
+pytestmark = pytest.mark.system
+
+
+def produce(env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "examples.producer"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_the_producer_feeds_a_worker_registry(
+    spawn: Any, agent_env: dict[str, str], work: Any
+) -> None:
+    work.insert_one({"status": "pending", "type": "sms", "to": "+1555"})  # nobody runs sms
+    first = produce(agent_env)
+    assert "welcome email:" in first and "new" in first
+    agent = spawn("worker", HANDLER="", HANDLERS="examples.worker:worker")
+
+    def by_key(key: str) -> str:
+        return str(work.find_one({"enqueue_key": key})["status"])
+
+    def outcomes() -> dict[str, str]:
+        return {
+            "welcome": by_key("welcome-ada"),
+            "bob": work.find_one({"to": "bob@example.com"})["status"],
+            "carol": work.find_one({"to": "carol@example.com"})["status"],
+            "nobody": work.find_one({"to": "nobody"})["status"],
+            "inv-1001": by_key("inv-1001"),
+            "inv-1002": by_key("inv-1002"),  # due two seconds after it was enqueued
+        }
+
+    expected = {
+        "welcome": "processed",
+        "bob": "processed",
+        "carol": "cancelled",  # Skip: unsubscribed
+        "nobody": "failed",  # Fail: not an address, no retries
+        "inv-1001": "processed",
+        "inv-1002": "processed",
+    }
+    wait_until(lambda: outcomes() == expected, timeout=60, what="every example document")
+    assert work.find_one({"to": "nobody"})["attempts"] == 1, "Fail: no second attempt"
+
+    again = produce(agent_env)
+    assert "already enqueued" in again
+    for key in ("welcome-ada", "inv-1001", "inv-1002"):
+        assert len(work.find({"enqueue_key": key}).to_list()) == 1, f"{key} enqueued twice"
+    assert work.find_one({"type": "sms"})["status"] == "pending", "sms is not this agent's"
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(timeout=30) == 0
