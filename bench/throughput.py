@@ -4,7 +4,7 @@ One run, one nx-27017 server. Every throughput row runs twice: straight to the l
 server, and through a delay proxy (``--delay`` seconds per direction, ping printed). Agent
 CPU per document is measured over the in-memory store. Prints tables; asserts nothing.
 
-    python -m bench.throughput [--docs 2000] [--delay 0.0015]
+    python -m bench.throughput [--docs 2000] [--delay 0.0015] [--priorities]
 """
 
 from __future__ import annotations
@@ -70,11 +70,20 @@ def settings(uri: str, agent_id: str, workdir: Path, batch_size: int) -> Setting
     )
 
 
+PRIORITIES = False  # --priorities: every document gets a priority 0-9 (claims sort on it)
+
+
+def documents(n: int) -> list[dict[str, Any]]:
+    if PRIORITIES:
+        return [{"status": "pending", "n": i, "priority": i * 7 % 10} for i in range(n)]
+    return [{"status": "pending", "n": i} for i in range(n)]
+
+
 async def fill(uri: str, n: int) -> None:
     client: Client = AsyncMongoClient(uri)
     collection = client.bench.work
     await collection.drop()
-    await collection.insert_many([{"status": "pending", "n": i} for i in range(n)])
+    await collection.insert_many(documents(n))
     await client.close()
 
 
@@ -138,7 +147,7 @@ async def ping_ms(uri: str) -> float:
 
 
 async def cpu_per_document(n: int, batch_size: int, workdir: Path) -> float:
-    store: WorkStore = MemoryWorkStore({"status": "pending", "n": i} for i in range(n))
+    store: WorkStore = MemoryWorkStore(documents(n))
     agent = Agent(settings("mongodb://unused/", "cpu", workdir, batch_size), store, noop)
     started = time.process_time()
     task = asyncio.create_task(agent.run(install_signals=False))
@@ -198,7 +207,8 @@ async def main(n: int, delay: float, batch_size: int) -> None:
                     )
         cpu = await cpu_per_document(max(n, 20_000), batch_size, workdir)
 
-    table = Table(title=f"Throughput, no-op handler, BATCH_SIZE={batch_size}, nx-27017")
+    shape = "priorities 0-9" if PRIORITIES else "no priority field"
+    table = Table(title=f"Throughput, no-op handler, BATCH_SIZE={batch_size}, {shape}, nx-27017")
     for column in ("loop", "path", "docs", "docs/s", "round trips/doc", "vs seed"):
         table.add_column(column, justify="left" if column in ("loop", "path") else "right")
     seed_rate = {path: rate for label, path, _, rate, _ in rows if label.startswith("seed")}
@@ -221,5 +231,7 @@ if __name__ == "__main__":
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--delay", type=float, default=0.0005, help="seconds per direction")
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--priorities", action="store_true", help="documents with priorities")
     args = parser.parse_args()
+    PRIORITIES = args.priorities
     asyncio.run(main(args.docs, args.delay, args.batch_size))

@@ -58,6 +58,10 @@ Clock = Callable[[], datetime]
 RunHandler = Callable[..., Awaitable[None]]
 
 FLUSH_LINGER = 0.02  # seconds a partial batch of outcomes may wait for company
+# ... under a rate limit, where outcomes trickle in one slot at a time: without it every
+# document would cost its own write, the load a rate limit is there to spare MongoDB
+PACED_FLUSH_LINGER = 0.25
+CONTENDED_WAIT = 0.02  # seconds (to twice that) before claiming again after a lost race
 ERROR_BACKOFF = (0.5, 1.0, 2.0, 5.0)  # seconds between retries of a failing store call
 FRESH_ONLY = (ClaimKind.FRESH,)
 RECOVERY = (ClaimKind.EXPIRED, ClaimKind.ORPHANED, ClaimKind.DUE_RETRY)
@@ -154,6 +158,9 @@ class Pipeline:
         self._claim_size = claim_size(settings.batch_size, rates)
         self.throttled = Throttled()
         self._unstarted: list[Claim] = []  # taken by a worker that was waiting for a slot
+        self._pacing = 0  # workers waiting for a slot
+        paced = bool(rates or self._type_paces)
+        self._linger = PACED_FLUSH_LINGER if paced else FLUSH_LINGER
 
     # ----------------------------------------------------------------- observation
 
@@ -223,6 +230,9 @@ class Pipeline:
                 continue
             if self._held_total == 0:
                 self._on_settled()  # a pause that waited for this claim can now complete
+            if self._store.lost_race:  # work is there; other agents were quicker this time
+                await wait_event(self.kick, CONTENDED_WAIT * (1 + self._jitter()))
+                continue
             self.counters.idle_waits += 1
             await wait_event(self.kick, self._settings.poll_interval)
 
@@ -336,11 +346,14 @@ class Pipeline:
             claim = await self._ready.get()
             if self._ready.qsize() <= self._low_water:
                 self.kick.set()
+            self._pacing += 1
             try:
                 await self._wait_for_slot(claim)
             except asyncio.CancelledError:
                 self._unstarted.append(claim)  # handed back with its attempt undone
                 raise
+            finally:
+                self._pacing -= 1
             self._running.add(claim)
             try:
                 completion = await self._attempt(claim)
@@ -511,14 +524,14 @@ class Pipeline:
             self._on_handler_done(time.perf_counter() - started, outcome.value)
 
     def _busy(self) -> bool:
-        return bool(self._running) or not self._ready.empty()
+        return bool(self._running) or self._pacing > 0 or not self._ready.empty()
 
     # ----------------------------------------------------------------- completing
 
     async def _flusher(self) -> None:
         while True:
             await self._outbox_event.wait()
-            await wait_event(self._flush_now, FLUSH_LINGER)
+            await wait_event(self._flush_now, self._linger)
             await self.flush()
 
     async def flush(self) -> None:

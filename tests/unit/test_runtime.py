@@ -476,3 +476,24 @@ async def test_progress_is_logged_at_a_steady_interval(start: Callable[..., Runn
     assert sum(e["processed"] for e in lines) == 7, "each line counts what is new since the last"
     assert {"processed", "retried", "failed", "per_second", "backlog", "store"} <= set(lines[0])
     assert all(e["log_level"] == "info" for e in lines)
+
+
+class LosesFirstRace(MemoryWorkStore):
+    """A store whose first fresh claim loses every candidate to another agent."""
+
+    async def claim(self, *args: Any, **kwargs: Any) -> Any:
+        if "claim" not in self.calls:
+            self.calls.append("claim")
+            self.lost_race = True
+            return []
+        return await super().claim(*args, **kwargs)
+
+
+async def test_a_claim_lost_to_other_agents_is_retried_at_once_not_after_poll_interval(
+    start: Callable[..., Running],
+) -> None:
+    store = LosesFirstRace(pending(3))
+    run = start(store, poll_interval=3_600)
+    await async_wait_until(lambda: statuses(store) == {"processed": 3}, what="the work done")
+    assert run.agent.pipeline.counters.idle_waits == 0, "a lost race is not an idle queue"
+    await run.stop()

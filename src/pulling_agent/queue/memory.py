@@ -50,6 +50,7 @@ class MemoryWorkStore:
         self._docs: dict[Any, Document] = {}
         self._ids = itertools.count(1)
         self.calls: list[str] = []
+        self.lost_race = False  # one event loop: never
         self.insert(documents)
 
     def insert(self, documents: Iterable[Document]) -> list[Any]:

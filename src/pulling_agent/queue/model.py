@@ -132,6 +132,10 @@ class WorkStore(Protocol):
     on_rejected: Callable[[Rejection], None]
     """Told of every document the store dead-lettered (or skipped) as malformed."""
 
+    lost_race: bool
+    """The last ``claim`` came back short because other agents won its candidates in
+    every round: there is work, look again soon rather than after ``POLL_INTERVAL``."""
+
     async def ensure_indexes(self) -> list[str]:
         """Create the indexes the queue needs (idempotent). Returns warnings, never raises
         for a refused index: the queue works without it, only slower."""

@@ -174,6 +174,7 @@ class MongoWorkStore:
         self._spare: list[Document] = []
         self._spare_at = 0.0
         self._poison: set[Any] = set()  # malformed, and even the dead-letter write failed
+        self.lost_race = False  # the last claim gave up with candidates lost to other agents
 
     async def ensure_indexes(self) -> list[str]:
         warnings = []
@@ -196,6 +197,7 @@ class MongoWorkStore:
     ) -> list[Claim]:
         lease = new_lease(owner, lease_seconds, now)
         claims: list[Claim] = []
+        self.lost_race = False
         for kind in kinds:
             for _ in range(CONTENTION_ROUNDS):
                 remaining = limit - len(claims)
@@ -203,7 +205,8 @@ class MongoWorkStore:
                     return claims
                 won, found = await self._claim_kind(kind, remaining, lease, now)
                 claims.extend(won)
-                if len(won) == found:  # nothing lost to another agent: no need to look again
+                self.lost_race = len(won) < found
+                if not self.lost_race:  # nothing lost to another agent: no need to look again
                     break
         return claims
 
