@@ -61,7 +61,11 @@ FLUSH_LINGER = 0.02  # seconds a partial batch of outcomes may wait for company
 # ... under a rate limit, where outcomes trickle in one slot at a time: without it every
 # document would cost its own write, the load a rate limit is there to spare MongoDB
 PACED_FLUSH_LINGER = 0.25
-CONTENDED_WAIT = 0.02  # seconds (to twice that) before claiming again after a lost race
+# seconds (to twice that) before claiming again after a lost race, doubling while the
+# races are lost in a row (up to POLL_INTERVAL): contention must not turn into a storm.
+# 20 ms cost four no-op agents 50 % more round trips per document on nx-27017; 0.25 s
+# about 15 %, with all of them working (bench/throughput.py, docs/BENCHMARKS.md)
+CONTENDED_WAIT = 0.25
 ERROR_BACKOFF = (0.5, 1.0, 2.0, 5.0)  # seconds between retries of a failing store call
 FRESH_ONLY = (ClaimKind.FRESH,)
 RECOVERY = (ClaimKind.EXPIRED, ClaimKind.ORPHANED, ClaimKind.DUE_RETRY)
@@ -140,6 +144,7 @@ class Pipeline:
         self._write_lock = asyncio.Lock()
         self._claiming = False
         self._claim_failures = 0
+        self._lost_races = 0  # claims in a row that came back empty, lost to other agents
         self._with_context = accepts_context(run_handler)
         self._contexts: dict[Claim, Context] = {}  # running attempts, for their progress
         self._handling: dict[Claim, asyncio.Task[Any] | None] = {}  # running, by worker
@@ -159,8 +164,8 @@ class Pipeline:
         self.throttled = Throttled()
         self._unstarted: list[Claim] = []  # taken by a worker that was waiting for a slot
         self._pacing = 0  # workers waiting for a slot
-        paced = bool(rates or self._type_paces)
-        self._linger = PACED_FLUSH_LINGER if paced else FLUSH_LINGER
+        self._paced = bool(rates or self._type_paces)
+        self._linger = PACED_FLUSH_LINGER if self._paced else FLUSH_LINGER
 
     # ----------------------------------------------------------------- observation
 
@@ -226,13 +231,18 @@ class Pipeline:
             if claims and not await self._schedule(claims):
                 continue
             if claims:
+                self._lost_races = 0
                 self._accept(claims)
                 continue
             if self._held_total == 0:
                 self._on_settled()  # a pause that waited for this claim can now complete
             if self._store.lost_race:  # work is there; other agents were quicker this time
-                await wait_event(self.kick, CONTENDED_WAIT * (1 + self._jitter()))
+                self._lost_races += 1
+                backoff = CONTENDED_WAIT * 2 ** min(self._lost_races - 1, 8)
+                wait = min(self._settings.poll_interval, backoff) * (1 + self._jitter())
+                await wait_event(self.kick, wait)
                 continue
+            self._lost_races = 0
             self.counters.idle_waits += 1
             await wait_event(self.kick, self._settings.poll_interval)
 
@@ -346,14 +356,8 @@ class Pipeline:
             claim = await self._ready.get()
             if self._ready.qsize() <= self._low_water:
                 self.kick.set()
-            self._pacing += 1
-            try:
-                await self._wait_for_slot(claim)
-            except asyncio.CancelledError:
-                self._unstarted.append(claim)  # handed back with its attempt undone
-                raise
-            finally:
-                self._pacing -= 1
+            if self._paced:  # without rate limits, no cost per document
+                await self._paced_start(claim)
             self._running.add(claim)
             try:
                 completion = await self._attempt(claim)
@@ -366,6 +370,16 @@ class Pipeline:
             self._outbox_event.set()
             if len(self._outbox) >= self._settings.batch_size or not self._busy():
                 self._flush_now.set()
+
+    async def _paced_start(self, claim: Claim) -> None:
+        self._pacing += 1
+        try:
+            await self._wait_for_slot(claim)
+        except asyncio.CancelledError:
+            self._unstarted.append(claim)  # handed back with its attempt undone
+            raise
+        finally:
+            self._pacing -= 1
 
     async def _wait_for_slot(self, claim: Claim) -> None:
         """Sleep until the rate limits let this document start: its slot from the claim

@@ -3,6 +3,7 @@ feeds an agent process that runs the Worker registry of examples/worker.py."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.system.conftest import ROOT
+from tests.system.conftest import run_cli as cli
 
 pytestmark = pytest.mark.system
 
@@ -66,5 +68,9 @@ def test_the_producer_feeds_a_worker_registry(
     for key in ("welcome-ada", "inv-1001", "inv-1002"):
         assert len(work.find({"enqueue_key": key}).to_list()) == 1, f"{key} enqueued twice"
     assert work.find_one({"type": "sms"})["status"] == "pending", "sms is not this agent's"
+    registry = work.database["agent_registry"].find_one({"_id": "worker"})
+    assert registry["types"] == ["email", "invoice"], "the registry's types are published"
+    report = cli(agent_env, "doctor", "--json")
+    assert json.loads(report.stdout)["unserved_types"] == {"sms": 1}
     agent.signal(signal.SIGTERM)
     assert agent.wait(timeout=30) == 0

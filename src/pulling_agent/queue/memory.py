@@ -7,6 +7,7 @@ method runs without awaiting in the middle, so it is atomic within one event loo
 from __future__ import annotations
 
 import copy
+import heapq
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -111,9 +112,11 @@ class MemoryWorkStore:
         lease = new_lease(owner, lease_seconds, now)
         claims: list[Claim] = []
         for kind in kinds:
-            docs = list(self._docs.values())
-            if kind is ClaimKind.FRESH:
-                docs.sort(key=priority_rank, reverse=True)  # stable: equal ones oldest first
+            docs: Iterable[Document] = self._docs.values()
+            if kind is ClaimKind.FRESH and any("priority" in d for d in self._docs.values()):
+                eligible = [d for d in docs if self._eligible(d, kind, now)]
+                # equivalent to a stable sort, descending: equal ones oldest first
+                docs = heapq.nlargest(limit - len(claims), eligible, key=priority_rank)
             for doc in docs:
                 if len(claims) >= limit:
                     return claims
