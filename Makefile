@@ -62,6 +62,7 @@ bench: install
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.pause_propagation
 	$(BIN)/python -m bench.hardening
+	$(BIN)/python -m bench.rate_limit
 
 docker-build:
 	docker build -t $(IMAGE) .
