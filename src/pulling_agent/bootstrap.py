@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from pulling_agent.api.app import create_app
 from pulling_agent.api.auth import TokenAuth
@@ -146,19 +146,49 @@ def build_node(
         )
         agent.companions["scheduler"] = node.scheduler
     if settings.enable_api:
+        auth = TokenAuth(settings.tokens, settings.metrics_require_token)
+        job_service = JobService(schedules, cluster.registry, node.scheduler, clock)
         node.app = app = create_app(
             cluster,
             AgentService(agent, client, node.snapshot, settings.redacted_uri),
-            JobService(schedules, cluster.registry, node.scheduler, clock),
-            TokenAuth(settings.tokens, settings.metrics_require_token),
+            job_service,
+            auth,
             node.metrics.render,
             settings.secrets(),
+            console_of(settings, db, cluster, job_service, auth, clock),
         )
         node.api = ApiServer(
             app, settings.api_bind_host, settings.api_port, settings.agent_id, bool(settings.tokens)
         )
         agent.companions["api"] = node.api
     return node
+
+
+def console_of(
+    settings: Settings,
+    db: Any,
+    cluster: ClusterService,
+    jobs: JobService,
+    auth: TokenAuth,
+    clock: Clock,
+) -> APIRouter | None:
+    """The web console's routes (``ENABLE_CONSOLE``), authorised as the API."""
+    if not settings.enable_console:
+        return None
+    from pulling_agent.console.data import ConsoleData
+    from pulling_agent.console.routes import console_router
+    from pulling_agent.console.session import Sessions
+
+    data = ConsoleData(
+        db[settings.mongodb_collection],
+        db[settings.agents_collection],
+        settings.heartbeat_interval,
+        settings.max_attempts,
+        clock,
+    )
+    return console_router(
+        data, cluster, jobs, cluster.work.requeue, auth, Sessions(settings.tokens)
+    )
 
 
 async def run_agent(

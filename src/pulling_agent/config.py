@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     control_collection: str = Field(default="agent_control", min_length=1)
     agents_collection: str = Field(default="agent_registry", min_length=1)
     enable_api: bool = True
+    enable_console: bool = True
     api_port: int = Field(default=8000, ge=0, le=65535)
     api_host: str | None = None
     api_tokens: SecretStr = SecretStr("")

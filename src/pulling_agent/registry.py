@@ -1,7 +1,8 @@
 """The agent registry: one heartbeat document per live agent, for fleet status and acks.
 
 ``{_id: agent_id, host, pid, state, version_seen, watch_mode, paused_by, counters,
-throughput_per_min, started_at, heartbeat_at}`` in the ``agents`` collection, replaced
+throughput_per_min, minutes, started_at, heartbeat_at}`` (``minutes``: ``[minute since the
+epoch, processed, failed]`` for the last hour) in the ``agents`` collection, replaced
 whole at every heartbeat and whenever the agent's state or control version changes;
 deleted on clean exit; expired by a TTL index on ``heartbeat_at`` when an agent dies.
 """
@@ -27,6 +28,7 @@ Document = dict[str, Any]
 LIVE_HEARTBEATS = 3  # an agent is live while its heartbeat is at most this many intervals old
 TTL_MINIMUM_SECONDS = 60  # MongoDB's TTL monitor runs once a minute anyway
 THROUGHPUT_WINDOW = timedelta(minutes=1)
+MINUTES_KEPT = 60  # per-minute processed/failed counts in the entry, for the console's chart
 
 
 def is_live(doc: Document, now: datetime, heartbeat_interval: float) -> bool:
@@ -80,6 +82,8 @@ class Heartbeat:
         self._started_at = clock()
         self._host = socket.gethostname()
         self._samples: deque[tuple[datetime, int]] = deque()
+        self._minutes: dict[int, list[int]] = {}  # minute since the epoch -> [processed, failed]
+        self._last_counts: tuple[int, int] | None = None
         self._log = get_logger(agent_id=agent_id, component="registry")
 
     def document(self) -> Document:
@@ -92,15 +96,28 @@ class Heartbeat:
         first_at, first = self._samples[0]
         span = (now - first_at).total_seconds()
         rate = (processed - first) * 60 / span if span > 0 else 0.0
+        self._count_minute(now, processed, int(snap.get("counters", {}).get("failed", 0)))
         return {
             "_id": self._agent_id,
             "host": self._host,
             "pid": os.getpid(),
             **snap,
             "throughput_per_min": round(rate, 1),
+            "minutes": [[m, *v] for m, v in sorted(self._minutes.items())],
             "started_at": self._started_at,
             "heartbeat_at": now,
         }
+
+    def _count_minute(self, now: datetime, processed: int, failed: int) -> None:
+        """Add what was processed and failed since the last beat to the current minute."""
+        last = self._last_counts or (processed, failed)
+        self._last_counts = (processed, failed)
+        minute = int(now.timestamp() // 60)
+        bucket = self._minutes.setdefault(minute, [0, 0])
+        bucket[0] += max(0, processed - last[0])
+        bucket[1] += max(0, failed - last[1])
+        for old in [m for m in self._minutes if m <= minute - MINUTES_KEPT]:
+            del self._minutes[old]
 
     async def start(self) -> None:
         with contextlib.suppress(PyMongoError):

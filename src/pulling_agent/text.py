@@ -33,6 +33,16 @@ def one_line(value: object, limit: int = 500) -> str:
     return _CONTROL.sub(_escape, safe_text(value, limit))
 
 
+_CONTROL_BUT_LINES = re.compile(
+    r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def inert_lines(value: object, limit: int = 8_000) -> str:
+    """:func:`one_line` that keeps newlines and tabs: for tracebacks shown as text."""
+    return _CONTROL_BUT_LINES.sub(_escape, safe_text(value, limit))
+
+
 def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"

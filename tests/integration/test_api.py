@@ -2,59 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
-
 import httpx
 import pytest
-from pymongo import AsyncMongoClient
 
-from pulling_agent.bootstrap import Node, build_node
+from pulling_agent.bootstrap import Node
 from pulling_agent.state import AgentState
-from tests.conftest import async_wait_until, make_settings
+from tests.conftest import async_wait_until
+from tests.integration.conftest import OTHER, READER, TOKEN
 
-TOKEN = "ops-token-0123456789abcdef"
-OTHER = "ci-token-fedcba9876543210"
-READER = "grafana-token-0123456789ab"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 READ = {"Authorization": f"Bearer {READER}"}
-
-
-async def _noop(doc: dict[str, Any]) -> None:
-    return None
-
-
-@pytest.fixture
-async def node(
-    mongo_uri: str, db_name: str, tmp_path: Path, client: AsyncMongoClient[dict[str, Any]]
-) -> AsyncIterator[Node]:
-    settings = make_settings(
-        tmp_path,
-        mongodb_uri=mongo_uri,
-        mongodb_database=db_name,
-        api_port=0,
-        api_tokens=f"ops:{TOKEN},ci:{OTHER},grafana:{READER}:read",
-        api_host="127.0.0.1",
-        control_polling_interval=0.05,
-    )
-    node = build_node(settings, client, _noop)
-    task = asyncio.create_task(node.agent.run(install_signals=False))
-    await async_wait_until(lambda: node.agent.state is AgentState.RUNNING)
-    yield node
-    if not task.done():
-        node.agent.request_shutdown("test over")
-    await asyncio.wait_for(task, 30)
-    await client.drop_database(db_name)
-
-
-@pytest.fixture
-async def api(node: Node) -> AsyncIterator[httpx.AsyncClient]:
-    assert node.app is not None
-    transport = httpx.ASGITransport(app=node.app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://agent") as http:
-        yield http
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,7 @@ def create_app(
     auth: TokenAuth,
     metrics: Callable[[], bytes],
     secrets: list[str],
+    console: APIRouter | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="pulling-agent",
@@ -253,4 +254,9 @@ def create_app(
         return Response(metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     app.include_router(api)
+    if console is not None:
+        from pulling_agent.console.routes import static_files
+
+        app.include_router(console)
+        app.mount("/ui/static", static_files(), name="console-static")
     return app

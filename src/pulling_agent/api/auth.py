@@ -43,6 +43,15 @@ class TokenAuth:
     def enabled(self) -> bool:
         return bool(self._tokens)
 
+    def principal(self, presented: str) -> Principal | None:
+        """Whose token this is, or None; every token compared, in constant time."""
+        offered = presented.strip().encode()
+        found = None
+        for token, principal in self._tokens.items():
+            if hmac.compare_digest(token.encode(), offered):
+                found = principal
+        return found if offered else None
+
     def identify(self, authorization: str | None, needed: Role) -> str:
         """The name behind the ``Authorization`` header if its role allows ``needed``,
         or an HTTP 401/403."""
@@ -55,11 +64,7 @@ class TokenAuth:
                 "missing bearer token: send 'Authorization: Bearer <token>'",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        offered = presented.strip().encode()
-        found = None
-        for token, principal in self._tokens.items():  # every token, in constant time
-            if hmac.compare_digest(token.encode(), offered):
-                found = principal
+        found = self.principal(presented)
         if found is None:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "token not accepted")
         if not found.role.allows(needed):

@@ -1,0 +1,180 @@
+"""What the console shows, read from MongoDB as cheaply as each view allows.
+
+Counts are cached for a few seconds (a console refreshing every 2 s, or ten of them, costs
+the same); the dead letter is paged by ``_id`` range, never by skip; documents are found by
+every reading of an id typed in a box (string, ObjectId, integer).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo.asynchronous.collection import AsyncCollection
+
+from pulling_agent.encoding import as_dict, as_number, id_candidates
+from pulling_agent.queue.documents import diagnose
+from pulling_agent.queue.model import Status
+from pulling_agent.registry import is_live
+from pulling_agent.text import safe_text
+
+Document = dict[str, Any]
+COUNTS_TTL = 5.0  # seconds the backlog figures are reused
+PAGE = 50
+REQUEUE_CHUNK = 1_000
+MAX_FILTER_CHARS = 200
+
+
+class Cached:
+    """One value recomputed at most every ``ttl`` seconds, whoever asks."""
+
+    def __init__(self, compute: Callable[[], Awaitable[Any]], ttl: float = COUNTS_TTL) -> None:
+        self._compute = compute
+        self._ttl = ttl
+        self._value: Any = None
+        self._at = float("-inf")
+
+    async def get(self) -> Any:
+        if time.monotonic() - self._at >= self._ttl:
+            self._value = await self._compute()
+            self._at = time.monotonic()
+        return self._value
+
+
+def failed_filter(error_type: str = "", text: str = "") -> Document:
+    """Dead-letter documents, optionally of one error type and/or whose message contains
+    ``text`` (literally, case-insensitively)."""
+    query: Document = {"status": Status.FAILED.value}
+    if error_type:
+        query["error.type"] = error_type[:MAX_FILTER_CHARS]
+    if text:
+        query["error.message"] = {"$regex": re.escape(text[:MAX_FILTER_CHARS]), "$options": "i"}
+    return query
+
+
+def _age_seconds(doc: Document, now: datetime) -> float | None:
+    created = doc.get("enqueued_at")
+    if not isinstance(created, datetime):
+        oid = doc.get("_id")
+        created = oid.generation_time if isinstance(oid, ObjectId) else None
+    return max(0.0, (now - created).total_seconds()) if created is not None else None
+
+
+class ConsoleData:
+    def __init__(
+        self,
+        work: AsyncCollection[Document],
+        agents: AsyncCollection[Document],
+        heartbeat_interval: float,
+        max_attempts: int,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.work = work
+        self.agents_collection = agents
+        self.heartbeat_interval = heartbeat_interval
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self.backlog = Cached(self._backlog)
+
+    async def _backlog(self) -> Document:
+        now = self.clock()
+        rows = await (
+            await self.work.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}])
+        ).to_list()
+        counts = {str(r["_id"]): int(r["n"]) for r in rows}
+        due = await self.work.count_documents(
+            {"status": Status.PENDING.value, "available_at": {"$lte": now}}
+        )
+        oldest = await self.work.find_one(
+            {"status": Status.PENDING.value}, {"enqueued_at": 1}, sort=[("_id", 1)]
+        )
+        return {
+            "counts": counts,
+            "due_retries": due,
+            "oldest_pending_seconds": _age_seconds(oldest, now) if oldest else None,
+            "at": now,
+        }
+
+    async def agents(self) -> list[Document]:
+        """Every registered agent, live ones first; an agent whose heartbeat stopped is
+        ``lost`` (its entry expires by TTL), not dropped."""
+        now = self.clock()
+        docs = await self.agents_collection.find({}).to_list(length=500)
+        for doc in docs:
+            doc["live"] = is_live(doc, now, self.heartbeat_interval)
+            beat = doc.get("heartbeat_at")
+            doc["silent_seconds"] = (
+                (now - beat).total_seconds() if isinstance(beat, datetime) else None
+            )
+        docs.sort(key=lambda d: (not d["live"], str(d.get("_id"))))
+        return docs
+
+    async def throughput(self, agents: list[Document]) -> list[tuple[int, int, int]]:
+        """Processed and failed per minute over the last hour, summed over the agents'
+        own per-minute counts (``minutes`` in their registry entries)."""
+        now_minute = int(self.clock().timestamp() // 60)
+        totals = {m: [0, 0] for m in range(now_minute - 59, now_minute + 1)}
+        for agent in agents:
+            for row in agent.get("minutes") or []:
+                if not isinstance(row, list) or len(row) != 3:
+                    continue
+                minute, processed, failed = (int(as_number(v)) for v in row)
+                if minute in totals:
+                    totals[minute][0] += max(0, processed)
+                    totals[minute][1] += max(0, failed)
+        return [(m, p, f) for m, (p, f) in sorted(totals.items())]
+
+    async def failed_page(
+        self, error_type: str, text: str, before: Any | None, limit: int = PAGE
+    ) -> tuple[list[Document], Any | None]:
+        """One page of the dead letter, newest ``_id`` first, and the id to page on from
+        (None on the last page)."""
+        query = failed_filter(error_type, text)
+        if before is not None:
+            query["_id"] = {"$lt": before}
+        projection = {"error": 1, "attempts": 1, "failed_at": 1, "errors": 1}
+        docs = await self.work.find(
+            query, projection, sort=[("_id", -1)], limit=limit + 1
+        ).to_list()
+        next_before = docs[limit - 1]["_id"] if len(docs) > limit else None
+        return docs[:limit], next_before
+
+    async def error_types(self) -> list[str]:
+        types = await self.work.distinct("error.type", {"status": Status.FAILED.value})
+        return sorted(safe_text(t, MAX_FILTER_CHARS) for t in types if isinstance(t, str))[:100]
+
+    async def count_failed(self, error_type: str, text: str) -> int:
+        return await self.work.count_documents(failed_filter(error_type, text))
+
+    async def requeue_matching(
+        self, error_type: str, text: str, requeue: Callable[[list[Any]], Awaitable[int]]
+    ) -> int:
+        """Requeue every dead-letter document matching the filter, a chunk at a time."""
+        done = 0
+        while True:
+            ids = [
+                d["_id"]
+                for d in await self.work.find(
+                    failed_filter(error_type, text), {"_id": 1}, limit=REQUEUE_CHUNK
+                ).to_list()
+            ]
+            if not ids:
+                return done
+            changed = await requeue(ids)
+            done += changed
+            if changed == 0:  # someone else requeued them meanwhile: nothing left to do here
+                return done
+
+    async def document(self, raw_id: str) -> tuple[Document | None, list[Any]]:
+        doc = await self.work.find_one({"_id": {"$in": id_candidates(raw_id)}})
+        if doc is None:
+            return None, []
+        return doc, diagnose(doc, self.clock(), self.max_attempts)
+
+
+def lease_of(doc: Document) -> Document:
+    return as_dict(doc.get("lease"))

@@ -1,0 +1,257 @@
+"""The web console over a real agent node (nx-27017 or TEST_MONGODB_URI), in process:
+every view shows the real figures, actions change the documents and the fleet, and the
+console authorises exactly as the API (sessions from tokens, admin for actions, CSRF,
+same origin). The same in a real browser: tests/system/test_console_browser.py."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from bson import json_util
+from pymongo import AsyncMongoClient
+
+from pulling_agent.bootstrap import Node
+from pulling_agent.console.session import COOKIE, Sessions
+from pulling_agent.state import AgentState
+from pulling_agent.tokens import Role
+from tests.conftest import async_wait_until
+from tests.integration.conftest import READER
+from tests.integration.conftest import TOKEN as ADMIN
+
+Client = AsyncMongoClient[dict[str, Any]]
+HOSTILE = "<script>alert('x')</script>\x1b[2J\u202e"
+
+
+async def sign_in(api: httpx.AsyncClient, token: str) -> str:
+    """Sign in; returns the page's CSRF token."""
+    response = await api.post("/ui/login", data={"token": token, "next": "overview"})
+    assert response.status_code == 303, response.text
+    page = await api.get("/ui/overview")
+    assert page.status_code == 200
+    found = re.search(r'name="csrf-token" content="([^"]+)"', page.text)
+    assert found is not None
+    return found.group(1)
+
+
+def cell(html: str, element_id: str) -> str:
+    found = re.search(rf'id="{element_id}">([^<]*)<', html)
+    assert found is not None, element_id
+    return found.group(1)
+
+
+async def failed_docs(work: Any, n: int, **extra: Any) -> None:
+    now = datetime.now(UTC)
+    await work.insert_many(
+        [
+            {
+                "status": "failed",
+                "attempts": 5,
+                "failed_at": now - timedelta(seconds=i),
+                "error": {
+                    "type": "ValueError" if i % 2 else "KeyError",
+                    "message": f"m{i}",
+                    **extra,
+                },
+            }
+            for i in range(n)
+        ]
+    )
+
+
+async def test_views_need_a_session_and_a_valid_token(api: httpx.AsyncClient) -> None:
+    page = await api.get("/ui/overview")
+    assert page.status_code == 303 and page.headers["location"] == "/ui/login?next=overview"
+    partial = await api.get("/ui/partials/overview")
+    assert partial.status_code == 401
+    wrong = await api.post("/ui/login", data={"token": "not-a-token-at-all-000"})
+    assert wrong.status_code == 403 and "not accepted" in wrong.text
+    assert COOKIE not in wrong.cookies
+    await sign_in(api, READER)
+    cookie = api.cookies.get(COOKIE) or ""
+    assert READER not in cookie and ADMIN not in cookie, "the cookie never holds the token"
+
+
+async def test_the_overview_shows_the_real_backlog(
+    api: httpx.AsyncClient, node: Node, client: Client
+) -> None:
+    node.agent.request_pause(*_api_pause())
+    await async_wait_until(lambda: node.agent.state is AgentState.PAUSED)
+    work = client[node.agent.settings.mongodb_database]["work"]
+    await work.insert_many([{"status": "pending", "n": i} for i in range(7)])
+    await work.insert_many(
+        [{"status": "pending", "available_at": datetime.now(UTC) - timedelta(minutes=1)}] * 0
+        + [
+            {"status": "pending", "available_at": datetime.now(UTC) - timedelta(minutes=1), "k": i}
+            for i in range(2)
+        ]
+    )
+    await failed_docs(work, 3)
+    await work.insert_one({"status": "processed"})
+    await sign_in(api, READER)
+    html = (await api.get("/ui/partials/overview")).text
+    assert cell(html, "count-pending") == "9"
+    assert cell(html, "count-due") == "2"
+    assert cell(html, "count-failed") == "3"
+    assert cell(html, "count-processed") == "1"
+    assert cell(html, "live-agents") == "1"
+
+
+def _api_pause() -> tuple[Any, str, str]:
+    from pulling_agent.control.requests import Source
+
+    return Source.API, "test", "tester"
+
+
+async def test_hostile_strings_are_shown_as_text(
+    api: httpx.AsyncClient, node: Node, client: Client
+) -> None:
+    work = client[node.agent.settings.mongodb_database]["work"]
+    error = {"type": HOSTILE, "message": HOSTILE, "traceback": HOSTILE}
+    await work.insert_one({"_id": HOSTILE, "status": "failed", "error": error})
+    await sign_in(api, READER)
+    for response in (
+        await api.get("/ui/dlq"),
+        await api.get("/ui/document", params={"id": HOSTILE}),
+    ):
+        html = response.text
+        assert "<script>alert" not in html
+        assert "&lt;script&gt;alert" in html
+        assert "\x1b" not in html and "\u202e" not in html
+        assert "script-src 'self'" in response.headers["content-security-policy"]
+
+
+async def test_the_dead_letter_pages_by_range_and_filters(
+    api: httpx.AsyncClient, node: Node, client: Client
+) -> None:
+    work = client[node.agent.settings.mongodb_database]["work"]
+    await failed_docs(work, 120)
+    await sign_in(api, READER)
+    seen: list[str] = []
+    url: str | None = "/ui/partials/dlq"
+    pages = 0
+    while url is not None:
+        html = (await api.get(url)).text
+        ids = re.findall(r'name="ids" value="([^"]+)"', html)
+        seen += ids
+        pages += 1
+        found = re.search(r'id="next-page" href="([^"]+)"', html)
+        url = (
+            found.group(1).replace("&amp;", "&").replace("/ui/dlq", "/ui/partials/dlq")
+            if found
+            else None
+        )
+    assert pages == 3 and len(seen) == 120 and len(set(seen)) == 120
+    keyed = (await api.get("/ui/partials/dlq", params={"type": "KeyError"})).text
+    assert len(re.findall(r'name="ids"', keyed)) == 50, "first page of 60 KeyErrors"
+    text = (await api.get("/ui/partials/dlq", params={"q": "M11"})).text
+    assert len(re.findall(r'name="ids"', text)) == 11, "m11 and m110-m119, case-insensitive"
+    none = (await api.get("/ui/partials/dlq", params={"q": ".*"})).text
+    assert 'name="ids"' not in none, "the text is matched literally, not as a regex"
+
+
+async def test_requeue_from_the_dead_letter_needs_admin_and_csrf(
+    api: httpx.AsyncClient, node: Node, client: Client
+) -> None:
+    node.agent.request_pause(*_api_pause())  # requeued documents stay pending to be counted
+    await async_wait_until(lambda: node.agent.state is AgentState.PAUSED)
+    work = client[node.agent.settings.mongodb_database]["work"]
+    await failed_docs(work, 10)
+    html_ids: list[str] = []
+    csrf = await sign_in(api, READER)
+    html = (await api.get("/ui/partials/dlq")).text
+    html_ids = [i.replace("&#34;", '"') for i in re.findall(r'name="ids" value="([^"]+)"', html)]
+    body = {"ids": html_ids[:2]}
+    read_only = await api.post("/ui/actions/requeue", json=body, headers={"X-CSRF-Token": csrf})
+    assert read_only.status_code == 403 and "read role" in read_only.json()["detail"]
+
+    csrf = await sign_in(api, ADMIN)
+    no_csrf = await api.post("/ui/actions/requeue", json=body)
+    assert no_csrf.status_code == 403 and "CSRF" in no_csrf.json()["detail"]
+    cross = await api.post(
+        "/ui/actions/requeue",
+        json=body,
+        headers={
+            "X-CSRF-Token": csrf,
+            "Origin": "http://evil.example",
+            "Sec-Fetch-Site": "cross-site",
+        },
+    )
+    assert cross.status_code == 403 and "cross-origin" in cross.json()["detail"]
+    assert await work.count_documents({"status": "failed"}) == 10, "nothing changed yet"
+
+    done = await api.post("/ui/actions/requeue", json=body, headers={"X-CSRF-Token": csrf})
+    assert done.status_code == 200 and done.json()["requeued"] == 2
+    chosen = [json_util.loads(i) for i in html_ids[:2]]
+    assert {d["status"] async for d in work.find({"_id": {"$in": chosen}})} == {"pending"}
+
+    preview = await api.get("/ui/partials/requeue-preview", params={"type": "KeyError"})
+    keyerrors = preview.json()["count"]
+    assert keyerrors == await work.count_documents({"status": "failed", "error.type": "KeyError"})
+    matching = await api.post(
+        "/ui/actions/requeue",
+        json={"all_matching": True, "type": "KeyError"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert matching.json()["requeued"] == keyerrors
+    assert await work.count_documents({"status": "failed", "error.type": "KeyError"}) == 0
+    assert await work.count_documents({"status": "failed", "error.type": "ValueError"}) > 0
+
+
+async def test_fleet_pause_from_the_console_is_audited_with_the_token_name(
+    api: httpx.AsyncClient, node: Node
+) -> None:
+    csrf = await sign_in(api, ADMIN)
+    missing = await api.post(
+        "/ui/actions/cluster/pause", json={"reason": " "}, headers={"X-CSRF-Token": csrf}
+    )
+    assert missing.status_code == 422
+    unknown = await api.post(
+        "/ui/actions/cluster/explode", json={"reason": "x"}, headers={"X-CSRF-Token": csrf}
+    )
+    assert unknown.status_code == 404
+    done = await api.post(
+        "/ui/actions/cluster/pause", json={"reason": "maintenance"}, headers={"X-CSRF-Token": csrf}
+    )
+    assert done.status_code == 200, done.text
+    result = done.json()
+    assert result["control"]["command"] == "pause" and result["acks"]["complete"]
+    assert node.agent.settings.agent_id in result["acks"]["acknowledged"]
+    html = (await api.get("/ui/partials/control")).text
+    assert cell(html, "control-command") == "pause"
+    assert "maintenance" in html and "ops" in html
+    assert re.search(r'data-agent="agent-test">.*?class="ack">yes<', html, re.S)
+
+
+async def test_document_lookup_by_any_id_type_with_the_reasons(
+    api: httpx.AsyncClient, node: Node, client: Client
+) -> None:
+    work = client[node.agent.settings.mongodb_database]["work"]
+    await work.insert_many(
+        [{"_id": 42, "status": "Pending"}, {"_id": "order-7", "status": "processed", "attempts": 1}]
+    )
+    await sign_in(api, READER)
+    typo = (await api.get("/ui/partials/document", params={"id": "42"})).text
+    assert cell(typo, "doc-status") == "Pending"
+    assert 'id="problems"' in typo and "status" in typo
+    done = (await api.get("/ui/partials/document", params={"id": "order-7"})).text
+    assert cell(done, "doc-status") == "processed" and 'id="problems"' not in done
+    missing = (await api.get("/ui/partials/document", params={"id": "nope"})).text
+    assert 'id="not-found"' in missing
+
+
+async def test_an_expired_or_forged_session_is_asked_to_sign_in_again(
+    api: httpx.AsyncClient,
+) -> None:
+    await sign_in(api, ADMIN)
+    cookie = api.cookies.get(COOKIE) or ""
+    payload, signature = cookie.split(".")
+    api.cookies.clear()
+    forged = {"Cookie": f"{COOKIE}={payload}x.{signature}"}
+    assert (await api.get("/ui/partials/agents", headers=forged)).status_code == 401
+    assert (await api.get("/ui/agents", headers=forged)).status_code == 303
+    expired, _ = Sessions([ADMIN, READER]).issue("ops", Role.ADMIN, now=0)  # the agent's key
+    stale = {"Cookie": f"{COOKIE}={expired}"}
+    assert (await api.get("/ui/partials/agents", headers=stale)).status_code == 401
