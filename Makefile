@@ -8,7 +8,7 @@ IMAGE ?= pulling-agent:dev
 NAMESPACE ?= pulling-agent
 OVERLAY ?= production
 
-.PHONY: install tools demo test lint format bench clean docker-build docker-run security lock \
+.PHONY: browser install tools demo test lint format bench clean docker-build docker-run security lock \
 	k8s-render k8s-validate k8s-deploy k8s-logs k8s-status k8s-pause k8s-resume
 
 install: $(BIN)/pulling-agent
@@ -32,7 +32,14 @@ $(TOOLS)/bin/checkov: deploy/tools-requirements.txt
 demo: install
 	$(BIN)/pulling-agent demo
 
-test: install tools
+# Debian's chromium for the console's browser tests (tests/system/test_console_browser.py)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "browser tests need chromium: sudo apt-get install chromium"; fi; }
+
+test: install tools browser
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/python -m pytest
 
 lint: install
