@@ -255,3 +255,18 @@ async def test_an_expired_or_forged_session_is_asked_to_sign_in_again(
     expired, _ = Sessions([ADMIN, READER]).issue("ops", Role.ADMIN, now=0)  # the agent's key
     stale = {"Cookie": f"{COOKIE}={expired}"}
     assert (await api.get("/ui/partials/agents", headers=stale)).status_code == 401
+
+
+async def test_an_agent_that_stopped_heartbeating_is_shown_lost(
+    api: httpx.AsyncClient, node: Node, client: Client
+) -> None:
+    registry = client[node.agent.settings.mongodb_database]["agent_registry"]
+    # silent for longer than three heartbeats, not yet for the registry's TTL (60 s)
+    gone = datetime.now(UTC) - timedelta(seconds=30)
+    await registry.insert_one({"_id": "old-pod-1", "state": "running", "heartbeat_at": gone})
+    await sign_in(api, READER)
+    html = (await api.get("/ui/partials/agents")).text
+    lost = re.search(r'<tr class="lost" data-agent="old-pod-1">.*?</tr>', html, re.S)
+    assert lost is not None and 'class="badge lost"' in lost.group(0)
+    live = re.search(r'<tr class="" data-agent="agent-test">.*?</tr>', html, re.S)
+    assert live is not None and ">running<" in live.group(0)

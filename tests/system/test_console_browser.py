@@ -150,8 +150,6 @@ def test_every_view_shows_the_database_and_acts_on_it(
     assert page.text_content("#count-pending") == "5"
     assert page.text_content("#live-agents") == "2"
     page.screenshot(path=str(shots / "overview.png"), full_page=True)
-    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
-        page.screenshot(path=str(ROOT / "docs" / "console-overview.png"))
 
     page.goto(f"{base}/ui/agents")
     rows = page.locator("#agents tbody tr")
@@ -202,6 +200,8 @@ def test_every_view_shows_the_database_and_acts_on_it(
     page.wait_for_selector("#flash:not(:empty)")
     runs = work.database["agent_job_runs"]
     poll(page, lambda: runs.count_documents({"job_id": "nightly"}) >= 1, "a run recorded")
+    page.goto(f"{base}/ui/jobs?job=nightly")
+    poll(page, lambda: "succeeded" in (page.text_content("#runs") or ""), "the run listed")
     page.screenshot(path=str(shots / "jobs.png"), full_page=True)
 
     # fleet control: the agents run (control files say so), a pause from the console
@@ -218,6 +218,28 @@ def test_every_view_shows_the_database_and_acts_on_it(
     poll(page, lambda: all(a.liveness()[:1] == ["paused"] for a in fleet), "both paused")
     assert "<script>" in page.text_content("#audit"), "the reason is shown as text"
     page.screenshot(path=str(shots / "control.png"), full_page=True)
+
+    page.goto(f"{base}/ui/overview")  # after the work the fleet did meanwhile
+    processed = work.count_documents({"status": "processed"})
+    poll(page, lambda: page.text_content("#count-processed") == str(processed), "fresh counts")
+    page.screenshot(path=str(shots / "overview-after.png"), full_page=True)
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
+        page.screenshot(path=str(ROOT / "docs" / "console-overview.png"))
+
+    # a phone: the same pages, nothing wider than the screen
+    phone = browser.new_context(viewport={"width": 390, "height": 844})
+    small = phone.new_page()
+    phone.add_cookies(context.cookies())
+    for view in ("overview", "agents", "dlq", "control"):
+        small.goto(f"{base}/ui/{view}")
+        wide = small.evaluate(
+            "[...document.querySelectorAll('body *')]"
+            ".filter(e => e.getBoundingClientRect().right > 391)"
+            ".map(e => e.tagName + '.' + e.className).slice(0, 5)"
+        )
+        assert small.evaluate("document.documentElement.scrollWidth") <= 390, (view, wide)
+    small.screenshot(path=str(shots / "phone-control.png"), full_page=True)
+    phone.close()
 
     unexpected = [d for d in dialogs if "pwned" in d or "img" in d]
     assert unexpected == [], "hostile markup never runs"

@@ -24,6 +24,7 @@ from pulling_agent.text import safe_text
 
 Document = dict[str, Any]
 COUNTS_TTL = 5.0  # seconds the backlog figures are reused
+TYPES_TTL = 30.0  # seconds the dead letter's list of error types is reused
 PAGE = 50
 REQUEUE_CHUNK = 1_000
 MAX_FILTER_CHARS = 200
@@ -79,6 +80,7 @@ class ConsoleData:
         self.max_attempts = max_attempts
         self.clock = clock
         self.backlog = Cached(self._backlog)
+        self._types = Cached(self._error_types, TYPES_TTL)
 
     async def _backlog(self) -> Document:
         now = self.clock()
@@ -144,6 +146,11 @@ class ConsoleData:
         return docs[:limit], next_before
 
     async def error_types(self) -> list[str]:
+        """The error types in the dead letter, for its filter (cached)."""
+        types: list[str] = await self._types.get()
+        return types
+
+    async def _error_types(self) -> list[str]:
         types = await self.work.distinct("error.type", {"status": Status.FAILED.value})
         return sorted(safe_text(t, MAX_FILTER_CHARS) for t in types if isinstance(t, str))[:100]
 
