@@ -70,6 +70,7 @@ bench: install
 	$(BIN)/python -m bench.pause_propagation
 	$(BIN)/python -m bench.hardening
 	$(BIN)/python -m bench.rate_limit
+	$(BIN)/python -m bench.console
 
 docker-build:
 	docker build -t $(IMAGE) .

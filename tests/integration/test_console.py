@@ -18,6 +18,7 @@ from pulling_agent.console.session import COOKIE, Sessions
 from pulling_agent.state import AgentState
 from pulling_agent.tokens import Role
 from tests.conftest import async_wait_until
+from tests.deviations import DATE_MATCH_IN_AGGREGATE, nx_deviation
 from tests.integration.conftest import READER
 from tests.integration.conftest import TOKEN as ADMIN
 
@@ -69,34 +70,44 @@ async def test_views_need_a_session_and_a_valid_token(api: httpx.AsyncClient) ->
     wrong = await api.post("/ui/login", data={"token": "not-a-token-at-all-000"})
     assert wrong.status_code == 403 and "not accepted" in wrong.text
     assert COOKIE not in wrong.cookies
+    forced = await api.post(
+        "/ui/login", data={"token": READER}, headers={"Origin": "http://evil.example"}
+    )
+    assert forced.status_code == 403 and COOKIE not in forced.cookies, "no login CSRF"
     await sign_in(api, READER)
     cookie = api.cookies.get(COOKIE) or ""
     assert READER not in cookie and ADMIN not in cookie, "the cookie never holds the token"
 
 
-async def test_the_overview_shows_the_real_backlog(
-    api: httpx.AsyncClient, node: Node, client: Client
-) -> None:
+async def _overview(api: httpx.AsyncClient, node: Node, client: Client) -> str:
+    """The overview partial over a known backlog (the agent paused, so it stays)."""
     node.agent.request_pause(*_api_pause())
     await async_wait_until(lambda: node.agent.state is AgentState.PAUSED)
     work = client[node.agent.settings.mongodb_database]["work"]
     await work.insert_many([{"status": "pending", "n": i} for i in range(7)])
-    await work.insert_many(
-        [{"status": "pending", "available_at": datetime.now(UTC) - timedelta(minutes=1)}] * 0
-        + [
-            {"status": "pending", "available_at": datetime.now(UTC) - timedelta(minutes=1), "k": i}
-            for i in range(2)
-        ]
-    )
+    due = datetime.now(UTC) - timedelta(minutes=1)
+    await work.insert_many([{"status": "pending", "available_at": due, "k": i} for i in range(2)])
     await failed_docs(work, 3)
     await work.insert_one({"status": "processed"})
     await sign_in(api, READER)
-    html = (await api.get("/ui/partials/overview")).text
+    return (await api.get("/ui/partials/overview")).text
+
+
+async def test_the_overview_shows_the_real_backlog(
+    api: httpx.AsyncClient, node: Node, client: Client
+) -> None:
+    html = await _overview(api, node, client)
     assert cell(html, "count-pending") == "9"
-    assert cell(html, "count-due") == "2"
     assert cell(html, "count-failed") == "3"
     assert cell(html, "count-processed") == "1"
     assert cell(html, "live-agents") == "1"
+
+
+@nx_deviation(DATE_MATCH_IN_AGGREGATE)
+async def test_the_overview_counts_due_retries(
+    api: httpx.AsyncClient, node: Node, client: Client
+) -> None:
+    assert cell(await _overview(api, node, client), "count-due") == "2"
 
 
 def _api_pause() -> tuple[Any, str, str]:

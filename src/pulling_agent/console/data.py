@@ -7,6 +7,7 @@ every reading of an id typed in a box (string, ObjectId, integer).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -15,6 +16,7 @@ from typing import Any
 
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import PyMongoError
 
 from pulling_agent.encoding import as_dict, as_number, id_candidates
 from pulling_agent.queue.documents import diagnose
@@ -31,19 +33,34 @@ MAX_FILTER_CHARS = 200
 
 
 class Cached:
-    """One value recomputed at most every ``ttl`` seconds, whoever asks."""
+    """One value recomputed at most every ``ttl`` seconds, whoever asks. Once there is a
+    value, a stale one is returned at once while a fresh one is computed in the background
+    (stale-while-revalidate): no page waits for a count over the whole collection."""
 
     def __init__(self, compute: Callable[[], Awaitable[Any]], ttl: float = COUNTS_TTL) -> None:
         self._compute = compute
         self._ttl = ttl
         self._value: Any = None
         self._at = float("-inf")
+        self._refresh: asyncio.Task[None] | None = None
 
     async def get(self) -> Any:
-        if time.monotonic() - self._at >= self._ttl:
-            self._value = await self._compute()
-            self._at = time.monotonic()
+        if time.monotonic() - self._at < self._ttl:
+            return self._value
+        if self._at == float("-inf"):  # nothing to show yet: compute now
+            await self._update()
+        elif self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.create_task(self._update())
         return self._value
+
+    async def _update(self) -> None:
+        try:
+            self._value = await self._compute()
+        except PyMongoError:
+            if self._at == float("-inf"):
+                raise  # the first read has nothing to fall back on
+            return  # keep showing the last value; try again at the next request
+        self._at = time.monotonic()
 
 
 def failed_filter(error_type: str = "", text: str = "") -> Document:
@@ -88,9 +105,7 @@ class ConsoleData:
             await self.work.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}])
         ).to_list()
         counts = {str(r["_id"]): int(r["n"]) for r in rows}
-        due = await self.work.count_documents(
-            {"status": Status.PENDING.value, "available_at": {"$lte": now}}
-        )
+        due = await self._count({"status": Status.PENDING.value, "available_at": {"$lte": now}})
         oldest = await self.work.find_one(
             {"status": Status.PENDING.value}, {"enqueued_at": 1}, sort=[("_id", 1)]
         )
@@ -155,7 +170,14 @@ class ConsoleData:
         return sorted(safe_text(t, MAX_FILTER_CHARS) for t in types if isinstance(t, str))[:100]
 
     async def count_failed(self, error_type: str, text: str) -> int:
-        return await self.work.count_documents(failed_filter(error_type, text))
+        return await self._count(failed_filter(error_type, text))
+
+    async def _count(self, query: Document) -> int:
+        """``$match`` + ``$count``: what ``count_documents`` sends to MongoDB, as one
+        aggregation (nx-27017's own count path is slow and sometimes wrong)."""
+        cursor = await self.work.aggregate([{"$match": query}, {"$count": "n"}])
+        rows = await cursor.to_list()
+        return int(rows[0]["n"]) if rows else 0
 
     async def requeue_matching(
         self, error_type: str, text: str, requeue: Callable[[list[Any]], Awaitable[int]]

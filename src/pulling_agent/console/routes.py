@@ -281,6 +281,8 @@ def console_router(
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
+        if not _same_origin(request):
+            raise HTTPException(403, "cross-origin sign-out refused")
         response = RedirectResponse("/ui/login", status_code=303)
         response.delete_cookie(COOKIE, path="/ui")
         return response
