@@ -3,19 +3,22 @@
 One nx-27017 server, a collection of ``--docs`` documents (``--failed`` and ``--pending``
 shares, the rest processed; about 2,000 kept pending by turning processed ones back), one agent
 in this process with its API on a loopback port and a no-op handler. Measures the agent's
-documents per second for ``--seconds`` without a console, then with one browser-like client
-(another process) that refreshes one view every 2 s as an open console tab does - the
-overview, the dead letter, the agents, each after a window without - then the load time of
-each full page (``--samples`` each, p50/p95).
+documents per second in ``--pairs`` pairs of adjacent ``--seconds`` windows, one with a
+browser-like client (another process) refreshing one view every 2 s as an open console tab
+does, one without, in random order (the agent's rate drifts over a run on nx-27017; the two
+windows of a pair share the drift); then the load time of each full page (``--samples``
+each, p50/p95).
 Prints tables; asserts nothing.
 
-    python -m bench.console [--docs 100000] [--seconds 20] [--samples 20] [--failed 0.2]
+    python -m bench.console [--docs 100000] [--pairs 8] [--seconds 5] [--failed 0.2]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
+import random
 import statistics
 import tempfile
 import time
@@ -39,7 +42,7 @@ from pulling_agent.timeouts import wait_event
 
 Client = AsyncMongoClient[dict[str, Any]]
 PAGES = ["overview", "agents", "dlq", "document?id=1", "jobs", "control"]
-TABS = {"overview": "partials/overview", "dead letter": "partials/dlq", "agents": "partials/agents"}
+TABS = {"overview": "partials/overview", "dead letter": "partials/dlq"}
 CHUNK = 5_000
 
 
@@ -100,18 +103,40 @@ async def rate(client: Client, node: Any, seconds: float) -> float:
     return float(processed) / elapsed
 
 
-def console_tab(base: str, seconds: float, partial: str) -> int:
-    """An open console tab, in its own process as a browser would be: its view's partial
-    every 2 s (what the page's script does). Returns how many it loaded."""
-    loads = 0
-    deadline = time.monotonic() + seconds
+def console_tab(base: str, partial: str, refreshing: Any, done: Any) -> None:
+    """An open console tab, in its own process as a browser is: while ``refreshing`` is
+    set, its view's partial every 2 s (what the page's script does)."""
     with httpx.Client(base_url=base, timeout=30) as http:
         http.get("/ui/overview")  # the anonymous session (no tokens: loopback)
-        while time.monotonic() < deadline:
-            http.get(f"/ui/{partial}")
-            loads += 1
-            time.sleep(2.0)
-    return loads
+        while not done.is_set():
+            if refreshing.is_set():
+                http.get(f"/ui/{partial}")
+            done.wait(2.0)
+
+
+async def paired(
+    client: Client, node: Any, base: str, partial: str, pairs: int, seconds: float
+) -> list[tuple[float, float]]:
+    """``pairs`` adjacent windows without and with the tab refreshing, in random order
+    within each pair: the agent's rate drifts over a run, adjacent windows share it."""
+    refreshing, done = multiprocessing.Event(), multiprocessing.Event()
+    tab = multiprocessing.Process(target=console_tab, args=(base, partial, refreshing, done))
+    tab.start()
+    results = []
+    try:
+        for _ in range(pairs):
+            measured = {}
+            for open_ in random.sample([False, True], 2):
+                if open_:
+                    refreshing.set()
+                else:
+                    refreshing.clear()
+                measured[open_] = await rate(client, node, seconds)
+            results.append((measured[False], measured[True]))
+    finally:
+        done.set()
+        tab.join(timeout=30)
+    return results
 
 
 async def in_other_process(function: Any, *args: Any) -> Any:
@@ -140,7 +165,9 @@ def p95(values: list[float]) -> float:
     return statistics.quantiles(values, n=20, method="inclusive")[18]
 
 
-async def main(docs: int, seconds: float, samples: int, failed: float, pending: float) -> None:
+async def main(
+    docs: int, seconds: float, pairs: int, samples: int, failed: float, pending: float
+) -> None:
     configure_logging("ERROR")
     out = Console(width=120)
     with EmbeddedServer() as server, tempfile.TemporaryDirectory() as tmp:
@@ -169,24 +196,38 @@ async def main(docs: int, seconds: float, samples: int, failed: float, pending: 
             await asyncio.sleep(0.05)
         base = f"http://127.0.0.1:{node.api.port}"
         await asyncio.sleep(2)  # past start-up
-        # alternate, since the collection grows as the run goes (nx-27017's writes scan it)
-        rows: list[tuple[str, float, int]] = []
-        for view, partial in TABS.items():
-            rows.append(("none open", await rate(client, node, seconds), 0))
-            tab = asyncio.create_task(in_other_process(console_tab, base, seconds + 1, partial))
-            await asyncio.sleep(0.5)  # the tab's process started and loaded its first page
-            with_console = await rate(client, node, seconds)
-            rows.append((f"{view} open, refreshing every 2 s", with_console, await tab))
+        results = {
+            view: await paired(client, node, base, partial, pairs, seconds)
+            for view, partial in TABS.items()
+        }
         times = await in_other_process(page_times, base, samples)
         node.agent.request_shutdown("bench done")
         await task
         await client.close()
 
-    table = Table(title=f"Agent throughput with {docs:,} documents, no-op handler, nx-27017")
-    for column in ("console", "docs/s", "partial loads"):
-        table.add_column(column, justify="left" if column == "console" else "right")
-    for label, value, loads in rows:
-        table.add_row(label, f"{value:,.1f}", str(loads))
+    table = Table(
+        title=f"Agent throughput with {docs:,} documents, no-op handler, nx-27017: "
+        f"{pairs} pairs of adjacent {seconds:g} s windows per view"
+    )
+    for column in (
+        "view open",
+        "docs/s closed (median)",
+        "docs/s open (median)",
+        "open / closed: median",
+        "min",
+        "max",
+    ):
+        table.add_column(column, justify="left" if column == "view open" else "right")
+    for view, pairs_measured in results.items():
+        ratios = [o / c for c, o in pairs_measured if c > 0]
+        table.add_row(
+            view,
+            f"{statistics.median(c for c, _ in pairs_measured):,.0f}",
+            f"{statistics.median(o for _, o in pairs_measured):,.0f}",
+            f"{statistics.median(ratios):.2f}",
+            f"{min(ratios):.2f}",
+            f"{max(ratios):.2f}",
+        )
     out.print(table)
     pages = Table(title=f"Full page load, {samples} samples each, another process, loopback")
     for column in ("page", "p50 ms", "p95 ms", "max ms"):
@@ -201,9 +242,10 @@ async def main(docs: int, seconds: float, samples: int, failed: float, pending: 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--docs", type=int, default=100_000)
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--seconds", type=float, default=5.0, help="per window")
+    parser.add_argument("--pairs", type=int, default=8, help="window pairs per view")
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--failed", type=float, default=0.2, help="share in the dead letter")
     parser.add_argument("--pending", type=float, default=0.2, help="share pending at first")
     args = parser.parse_args()
-    asyncio.run(main(args.docs, args.seconds, args.samples, args.failed, args.pending))
+    asyncio.run(main(args.docs, args.seconds, args.pairs, args.samples, args.failed, args.pending))
