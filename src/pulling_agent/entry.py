@@ -6,6 +6,10 @@ from pulling_agent.early_signals import capture
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["health"] and not {"--help", "-h"} & set(sys.argv[2:]):
+        from pulling_agent.probe import main as probe  # the probe: no CLI stack
+
+        sys.exit(probe(sys.argv[2:]))
     if sys.argv[1:2] == ["run"]:
         capture()
     from pulling_agent.cli import main as cli_main

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import re
 import sys
+from typing import TYPE_CHECKING
 
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.text import Text
+
 
 # C0 and C1 controls (escape sequences, newlines), line/paragraph separators, and the
 # bidirectional overrides that make a terminal show text in another order than it is
@@ -56,4 +59,6 @@ def print_error(message: str) -> None:
 
 def cell(value: object, limit: int = 300) -> Text:
     """A table cell or title for rich: one inert line, never read as markup."""
+    from rich.text import Text  # here: the health probe imports this module, not rich
+
     return Text(one_line(value, limit))
