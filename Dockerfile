@@ -1,25 +1,26 @@
 # syntax=docker/dockerfile:1
-# Build: wheels in a builder stage; the final image has no compilers and runs as non-root.
-# BASE_IMAGE may be pinned by digest: --build-arg BASE_IMAGE=python:3.12-slim@sha256:...
-# Dependencies are installed at the versions of requirements.lock (reproducible images).
+# The agent image: a virtualenv with the wheels `make docker-build` builds on the host
+# (dist/wheels: the project and requirements.lock's pins, for the image's Python), installed
+# with --no-index - so the build needs no network (air-gapped builds work). No compiler, no
+# pip cache; runs as uid 10001.
+#   make docker-build                                  # on python:3.12-slim
+#   make docker-build BASE_IMAGE=pulling-agent-base:bookworm IMAGE_PYTHON=3.11
+# BASE_IMAGE may be pinned by digest: BASE_IMAGE=python:3.12-slim@sha256:...
 ARG BASE_IMAGE=python:3.12-slim
-FROM ${BASE_IMAGE} AS builder
-WORKDIR /build
-COPY pyproject.toml README.md LICENSE requirements.lock ./
-COPY src ./src
-RUN pip wheel --no-cache-dir --wheel-dir /wheels --constraint requirements.lock .
-
 FROM ${BASE_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
     HEALTH_DIR=/tmp/health \
     CONTROL_FILE=/tmp/control/state
-RUN groupadd --system --gid 10001 agent \
-    && useradd --system --uid 10001 --gid agent --home-dir /app --no-create-home agent
-WORKDIR /app
-COPY --from=builder /wheels /wheels
-RUN pip install --no-cache-dir --no-index /wheels/*.whl \
+COPY dist/wheels /wheels
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-index --no-cache-dir /wheels/*.whl \
+    && /opt/venv/bin/pip uninstall --yes pip \
     && rm -rf /wheels
+WORKDIR /app
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \

@@ -8,7 +8,7 @@ IMAGE ?= pulling-agent:dev
 NAMESPACE ?= pulling-agent
 OVERLAY ?= production
 
-.PHONY: browser install tools demo test lint format bench clean docker-build docker-run security lock \
+.PHONY: browser docker-engine install tools demo test lint format bench clean docker-build docker-run security lock \
 	k8s-render k8s-validate k8s-deploy k8s-logs k8s-status k8s-pause k8s-resume
 
 install: $(BIN)/pulling-agent
@@ -39,7 +39,7 @@ browser:
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "browser tests need chromium: sudo apt-get install chromium"; fi; }
 
-test: install tools browser
+test: install tools browser docker-engine
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/python -m pytest
 
 lint: install
@@ -72,8 +72,24 @@ bench: install
 	$(BIN)/python -m bench.rate_limit
 	$(BIN)/python -m bench.console
 
-docker-build:
-	docker build -t $(IMAGE) .
+# The image, built from wheels made here for the image's Python (IMAGE_PYTHON): the build
+# itself needs no network. BASE_IMAGE=pulling-agent-base:bookworm (make docker-base) when no
+# registry is reachable.
+IMAGE_PYTHON ?= 3.12
+BASE_IMAGE ?= python:3.12-slim
+docker-build: install
+	rm -rf dist/wheels
+	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist/wheels .
+	$(BIN)/python -m pip download --quiet --dest dist/wheels --only-binary=:all: \
+		--python-version $(IMAGE_PYTHON) --platform manylinux2014_$(shell uname -m) \
+		--platform manylinux_2_17_$(shell uname -m) --platform manylinux_2_28_$(shell uname -m) \
+		--implementation cp -r requirements.lock
+	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
+
+# Debian's Docker engine and mmdebstrap for the image tests (they start dockerd on a
+# private socket and build the base image themselves, cached outside the checkout)
+docker-engine:
+	@scripts/docker-engine.sh
 
 docker-run:
 	docker run --rm -e MONGODB_URI -e MONGODB_DATABASE -e MONGODB_COLLECTION -e HANDLER \

@@ -34,6 +34,25 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+@app.callback(invoke_without_command=True)
+def _options(
+    ctx: typer.Context,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True)
+    ] = False,
+) -> None:
+    if version:
+        from pulling_agent import __version__
+
+        typer.echo(f"pulling-agent {__version__}")
+        raise typer.Exit(0)
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(0)
+
+
 dlq_app = typer.Typer(help="The dead letter: documents that failed MAX_ATTEMPTS times.")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(ctl_app, name="ctl")
