@@ -167,7 +167,11 @@ def test_the_image_runs_as_10001_without_compilers_or_pip(
 def handler_dir(tmp_path: Path) -> Path:
     where = tmp_path / "handlers"
     where.mkdir()
-    (where / "imagejobs.py").write_text("async def handle(document):\n    return None\n")
+    (where / "imagejobs.py").write_text(
+        "import time\n\n"
+        "async def handle(document):\n    return None\n\n"
+        "async def wedge(document):\n    time.sleep(120)  # blocks the event loop: a wedged agent\n"
+    )
     where.chmod(0o755)
     (where / "imagejobs.py").chmod(0o644)
     return where
@@ -300,6 +304,38 @@ def test_a_kubelet_style_control_directory_pauses_the_container(
         liveness = docker(engine, "exec", name, "cat", "/tmp/health/liveness").stdout
         assert liveness.splitlines()[:1] == ["paused"], liveness
         assert work.count_documents({"status": "pending"}) == 3, "nothing claimed while paused"
+    finally:
+        docker(engine, "rm", "--force", name)
+        client.drop_database(db_name)
+        client.close()
+
+
+def test_healthcheck_turns_unhealthy_when_the_agent_is_wedged(
+    engine: dict[str, str], image: str, mongo_uri: str, db_name: str, handler_dir: Path
+) -> None:
+    """An async handler that blocks the event loop stops the heartbeat: the liveness file
+    goes stale and the probe fails (with --max-age 3 instead of the image's 30, to wait
+    seconds rather than half a minute)."""
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+    client[db_name]["work"].insert_one({"status": "pending"})
+    name = f"pa-wedged-{db_name}"
+    start(
+        engine,
+        image,
+        name,
+        mongo_uri,
+        db_name,
+        "-v",
+        f"{handler_dir}:/handlers:ro",
+        "-e",
+        "HANDLER=imagejobs:wedge",
+        "--health-cmd",
+        "pulling-agent health --max-age 3",
+        "--health-retries",
+        "2",
+    )
+    try:
+        wait_until(lambda: health(engine, name) == "unhealthy", 60, what="unhealthy")
     finally:
         docker(engine, "rm", "--force", name)
         client.drop_database(db_name)
