@@ -21,7 +21,10 @@ $(BIN)/pulling-agent: pyproject.toml requirements.lock
 
 # Offline validators (checkov, kubernetes-validate, yamllint, hadolint, shellcheck) in
 # their own venv, so their dependencies never meet the agent's.
-tools: $(TOOLS)/bin/checkov
+tools: $(TOOLS)/bin/checkov $(TOOLS)/bin/helm
+
+$(TOOLS)/bin/helm: scripts/install-helm.sh | $(TOOLS)/bin/checkov
+	scripts/install-helm.sh $(TOOLS)/bin
 
 $(TOOLS)/bin/checkov: deploy/tools-requirements.txt
 	$(PYTHON) -m venv $(TOOLS)

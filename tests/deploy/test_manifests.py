@@ -31,6 +31,7 @@ HINTS = {
     "yamllint": "make tools",
     "hadolint": "make tools",
     "shellcheck": "make tools",
+    "helm": "make tools",
 }
 
 
