@@ -79,6 +79,7 @@ bench: install
 # itself needs no network. BASE_IMAGE=pulling-agent-base:bookworm (make docker-base) when no
 # registry is reachable.
 IMAGE_PYTHON ?= 3.12
+EXTRA_WHEELS ?=  # more requirements for the image, e.g. nx-27017 for docker-compose.yml
 BASE_IMAGE ?= python:3.12-slim
 docker-build: install
 	rm -rf dist/wheels
@@ -86,7 +87,7 @@ docker-build: install
 	$(BIN)/python -m pip download --quiet --dest dist/wheels --only-binary=:all: \
 		--python-version $(IMAGE_PYTHON) --platform manylinux2014_$(shell uname -m) \
 		--platform manylinux_2_17_$(shell uname -m) --platform manylinux_2_28_$(shell uname -m) \
-		--implementation cp -r requirements.lock
+		--implementation cp -r requirements.lock $(EXTRA_WHEELS)
 	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
 
 # Debian's Docker engine and mmdebstrap for the image tests (they start dockerd on a

@@ -112,6 +112,7 @@ def test_yamllint() -> None:
             ".github",
             ".yamllint.yaml",
             ".checkov.yaml",
+            "docker-compose.yml",
         ],
         capture_output=True,
         text=True,

@@ -1,0 +1,80 @@
+"""docker-compose.yml, run as a developer would: the embedded server and two agents from a
+locally built image (with nx-27017 added), API and console on loopback."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from pulling_agent.embedded import free_port
+from tests.conftest import wait_until
+from tests.deploy.conftest import ROOT, _missing, build
+
+pytestmark = pytest.mark.system
+TAG = "pulling-agent:compose-test"
+TOKEN = "dev-token-not-a-secret-0000"  # docker-compose.yml's development token
+
+
+@pytest.fixture
+def stack(engine: dict[str, str]) -> Iterator[tuple[dict[str, str], dict[str, int]]]:
+    if shutil.which("docker-compose") is None:
+        _missing("docker-compose.yml's test needs Debian's docker-compose: make docker-engine")
+    build(engine, TAG, "nx-27017")
+    ports = {"MONGO_PORT": free_port(), "AGENT1_PORT": free_port(), "AGENT2_PORT": free_port()}
+    env = {**engine, "IMAGE": TAG, **{k: str(v) for k, v in ports.items()}}
+    project = [
+        "docker-compose",
+        "--project-name",
+        "pa-compose-test",
+        "--file",
+        "docker-compose.yml",
+    ]
+
+    def compose(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*project, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+        )
+
+    up = compose("up", "--detach")
+    assert up.returncode == 0, up.stderr[-3000:]
+    try:
+        yield env, ports
+    finally:
+        compose("down", "--volumes", "--timeout", "20")
+
+
+def test_the_compose_stack_processes_work_and_serves_the_console(
+    stack: tuple[dict[str, str], dict[str, int]],
+) -> None:
+    _, ports = stack
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        f"mongodb://127.0.0.1:{ports['MONGO_PORT']}/", serverSelectionTimeoutMS=2000
+    )
+    wait_until(lambda: _pings(client), 60, what="the embedded server in the stack")
+    work = client["app"]["work"]
+    work.insert_many([{"status": "pending", "n": i} for i in range(20)])
+    wait_until(
+        lambda: work.count_documents({"status": {"$in": ["processed", "failed"]}}) == 20,
+        90,
+        what="both agents worked the documents",
+    )
+    agents = {d["_id"] for d in client["app"]["agent_registry"].find({})}
+    assert agents == {"agent-1", "agent-2"}
+    for port in (ports["AGENT1_PORT"], ports["AGENT2_PORT"]):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui/login", timeout=10) as page:
+            assert page.status == 200 and b"Sign in" in page.read()
+    client.close()
+
+
+def _pings(client: MongoClient[dict[str, Any]]) -> bool:
+    try:
+        client.admin.command("ping")
+    except Exception:
+        return False
+    return True
