@@ -25,7 +25,8 @@ DOCKER_DIR = Path(os.environ.get("PULLING_AGENT_DOCKER_DIR", "/var/cache/pulling
 
 
 def _missing(message: str) -> None:
-    if os.environ.get("CI"):
+    # PULLING_AGENT_MAY_SKIP=docker: a CI without root for its own dockerd (GitHub's runners)
+    if os.environ.get("CI") and "docker" not in os.environ.get("PULLING_AGENT_MAY_SKIP", ""):
         pytest.fail(message + " (CI must install it: make docker-engine)")
     pytest.skip(message)
 
