@@ -64,8 +64,13 @@ def test_the_compose_stack_processes_work_and_serves_the_console(
         90,
         what="both agents worked the documents",
     )
-    agents = {d["_id"] for d in client["app"]["agent_registry"].find({})}
-    assert agents == {"agent-1", "agent-2"}
+    registry = client["app"]["agent_registry"]
+    # an agent that came up before the server retries its start every 5 s: wait for both
+    wait_until(
+        lambda: {d["_id"] for d in registry.find({})} == {"agent-1", "agent-2"},
+        60,
+        what="both agents registered",
+    )
     for port in (ports["AGENT1_PORT"], ports["AGENT2_PORT"]):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui/login", timeout=10) as page:
             assert page.status == 200 and b"Sign in" in page.read()
