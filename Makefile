@@ -79,7 +79,8 @@ bench: install
 # itself needs no network. BASE_IMAGE=pulling-agent-base:bookworm (make docker-base) when no
 # registry is reachable.
 IMAGE_PYTHON ?= 3.12
-EXTRA_WHEELS ?=  # more requirements for the image, e.g. nx-27017 for docker-compose.yml
+# more requirements for the image, e.g. nx-27017 for docker-compose.yml
+EXTRA_WHEELS ?=
 BASE_IMAGE ?= python:3.12-slim
 docker-build: install
 	rm -rf dist/wheels

@@ -180,9 +180,8 @@ def console_of(
     from pulling_agent.console.session import Sessions
 
     data = ConsoleData(
-        db[settings.mongodb_collection],
-        db[settings.agents_collection],
-        settings.heartbeat_interval,
+        MongoWorkStore(db[settings.mongodb_collection]),
+        cluster.registry,
         settings.max_attempts,
         clock,
     )

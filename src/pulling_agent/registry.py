@@ -56,11 +56,14 @@ class AgentRegistry:
     async def remove(self, agent_id: str) -> None:
         await self.collection.delete_one({"_id": agent_id})
 
+    async def entries(self, limit: int | None = None) -> list[Document]:
+        """Every registered agent, live or not (until its entry expires)."""
+        return await self.collection.find({}).to_list(length=limit)
+
     async def live(self, now: datetime) -> list[Document]:
         """Agents whose heartbeat is recent. Fleets are small: filtered here, not by query,
         so the result does not depend on how the server compares dates."""
-        docs = await self.collection.find({}).to_list(length=None)
-        return [d for d in docs if is_live(d, now, self.heartbeat_interval)]
+        return [d for d in await self.entries() if is_live(d, now, self.heartbeat_interval)]
 
 
 class Heartbeat:

@@ -15,7 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.deploy.test_manifests import ROOT, documents, tool
+from tests.deploy.test_manifests import ROOT, checkov, documents, tool
 
 CHART = ROOT / "deploy" / "helm" / "pulling-agent"
 VALUES = {
@@ -80,22 +80,7 @@ def test_the_render_validates_strictly(name: str, version: str) -> None:
 
 @pytest.mark.parametrize("name", ["staging", "production", "example-full"])
 def test_checkov_passes_on_the_render(name: str, tmp_path: Path) -> None:
-    manifest = tmp_path / f"helm-{name}.yaml"
-    manifest.write_text(template(name))
-    result = subprocess.run(
-        [
-            tool("checkov"),
-            "--config-file",
-            str(ROOT / ".checkov.yaml"),
-            "--skip-download",
-            "-f",
-            str(manifest),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )
+    result = checkov(template(name), f"helm-{name}", tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
 
 

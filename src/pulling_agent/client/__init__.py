@@ -33,12 +33,12 @@ from pymongo.errors import BulkWriteError, OperationFailure
 
 from pulling_agent.client.jobs import (
     KEY_INDEX,
+    KEY_SPEC,
     Enqueued,
     EnqueueError,
     InvalidJob,
     Job,
     index_error,
-    key_index,
     key_index_made,
     needs_key_index,
     prepare,
@@ -79,7 +79,7 @@ def enqueue_many(
         return []
     if needs_key_index(batch, collection):
         try:
-            collection.create_index(key_index().keys, name=KEY_INDEX, **key_index().options)
+            collection.create_index(KEY_SPEC.keys, name=KEY_INDEX, **KEY_SPEC.options)
         except OperationFailure as exc:
             raise index_error(exc) from None
         key_index_made(collection)

@@ -18,6 +18,7 @@ from pulling_agent.queue.mongo import INDEXES, KEY_FIELD, PRIORITY_FIELD, IndexS
 from pulling_agent.text import safe_text
 
 KEY_INDEX = "pulling_agent_enqueue_key"
+KEY_SPEC: IndexSpec = INDEXES[KEY_INDEX]
 MAX_KEY_CHARS = 512
 MAX_TYPE_CHARS = 200
 MAX_PRIORITY = 1_000_000
@@ -161,10 +162,6 @@ def build(job: Job, now: datetime, type_field: str = "type") -> Document:
     doc["attempts"] = 0
     doc["enqueued_at"] = now
     return doc
-
-
-def key_index() -> IndexSpec:
-    return INDEXES[KEY_INDEX]
 
 
 _indexed: set[tuple[int, str]] = set()  # (client, namespace) whose key index exists

@@ -15,13 +15,13 @@ from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
 from pulling_agent.encoding import as_dict, as_number, id_candidates
 from pulling_agent.queue.documents import diagnose
 from pulling_agent.queue.model import Status
-from pulling_agent.registry import is_live
+from pulling_agent.queue.mongo import MongoWorkStore
+from pulling_agent.registry import AgentRegistry, is_live
 from pulling_agent.text import safe_text
 
 Document = dict[str, Any]
@@ -85,15 +85,14 @@ def _age_seconds(doc: Document, now: datetime) -> float | None:
 class ConsoleData:
     def __init__(
         self,
-        work: AsyncCollection[Document],
-        agents: AsyncCollection[Document],
-        heartbeat_interval: float,
+        store: MongoWorkStore,
+        registry: AgentRegistry,
         max_attempts: int,
         clock: Callable[[], datetime],
     ) -> None:
-        self.work = work
-        self.agents_collection = agents
-        self.heartbeat_interval = heartbeat_interval
+        self.store = store
+        self.work = store.collection
+        self.registry = registry
         self.max_attempts = max_attempts
         self.clock = clock
         self.backlog = Cached(self._backlog)
@@ -101,10 +100,7 @@ class ConsoleData:
 
     async def _backlog(self) -> Document:
         now = self.clock()
-        rows = await (
-            await self.work.aggregate([{"$group": {"_id": "$status", "n": {"$sum": 1}}}])
-        ).to_list()
-        counts = {str(r["_id"]): int(r["n"]) for r in rows}
+        counts = await self.store.counts()
         due = await self._count({"status": Status.PENDING.value, "available_at": {"$lte": now}})
         oldest = await self.work.find_one(
             {"status": Status.PENDING.value}, {"enqueued_at": 1}, sort=[("_id", 1)]
@@ -120,9 +116,9 @@ class ConsoleData:
         """Every registered agent, live ones first; an agent whose heartbeat stopped is
         ``lost`` (its entry expires by TTL), not dropped."""
         now = self.clock()
-        docs = await self.agents_collection.find({}).to_list(length=500)
+        docs = await self.registry.entries(limit=500)
         for doc in docs:
-            doc["live"] = is_live(doc, now, self.heartbeat_interval)
+            doc["live"] = is_live(doc, now, self.registry.heartbeat_interval)
             beat = doc.get("heartbeat_at")
             doc["silent_seconds"] = (
                 (now - beat).total_seconds() if isinstance(beat, datetime) else None
