@@ -35,9 +35,9 @@ from rich.table import Table
 
 from pulling_agent.bootstrap import build_node
 from pulling_agent.config import load_settings
-from pulling_agent.embedded import EmbeddedServer
+from pulling_agent.dev.embedded import EmbeddedServer
 from pulling_agent.logs import configure_logging
-from pulling_agent.state import AgentState
+from pulling_agent.runtime.state import AgentState
 from pulling_agent.timeouts import wait_event
 
 Client = AsyncMongoClient[dict[str, Any]]

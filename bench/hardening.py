@@ -25,7 +25,7 @@ from pymongo import MongoClient
 from rich.console import Console
 from rich.table import Table
 
-from pulling_agent.embedded import EmbeddedServer
+from pulling_agent.dev.embedded import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL = 0.02

@@ -28,11 +28,11 @@ from pulling_agent.config import ChangeStreams, load_settings
 from pulling_agent.control.cluster import ClusterCommand
 from pulling_agent.control.cluster_store import ClusterControlStore
 from pulling_agent.control.follower import ClusterFollower
-from pulling_agent.embedded import EmbeddedServer
+from pulling_agent.dev.embedded import EmbeddedServer
 from pulling_agent.logs import configure_logging
 from pulling_agent.queue.memory import MemoryWorkStore
-from pulling_agent.runtime import Agent
-from pulling_agent.state import AgentState
+from pulling_agent.runtime.agent import Agent
+from pulling_agent.runtime.state import AgentState
 
 Client = AsyncMongoClient[dict[str, Any]]
 

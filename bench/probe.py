@@ -19,7 +19,7 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from pulling_agent.embedded import EmbeddedServer
+from pulling_agent.dev.embedded import EmbeddedServer
 
 LOOP = (
     "start=$(date +%s%N); i=0; while [ $i -lt {runs} ]; do "
@@ -57,7 +57,7 @@ def main(image: str, cpus: str, runs: int) -> None:
                 "-e",
                 "MONGODB_COLLECTION=work",
                 "-e",
-                "HANDLER=pulling_agent.demo:demo_handler",
+                "HANDLER=pulling_agent.dev.demo:demo_handler",
                 "-e",
                 "API_PORT=0",
                 image,

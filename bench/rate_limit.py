@@ -23,11 +23,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.throughput import settings
-from pulling_agent.embedded import EmbeddedServer
+from pulling_agent.dev.embedded import EmbeddedServer
 from pulling_agent.logs import configure_logging
-from pulling_agent.queue.fleet_rate import FleetBucket
 from pulling_agent.queue.mongo import MongoWorkStore
-from pulling_agent.runtime import Agent
+from pulling_agent.runtime.agent import Agent
+from pulling_agent.runtime.rate_limit import FleetBucket
 
 Client = AsyncMongoClient[dict[str, Any]]
 WARM_UP = 1.0  # seconds of starts left out: the agents start one after the other
@@ -98,7 +98,7 @@ async def run_case(
     for agent in fleet_agents:
         agent.request_shutdown("bench done")
     await asyncio.gather(*tasks)
-    throttled = sum(sum(a.pipeline.throttled.seconds.values()) for a in fleet_agents)
+    throttled = sum(sum(a.pipeline.rate_limit.throttled.seconds.values()) for a in fleet_agents)
     for client in clients:
         await client.close()
     ordered = sorted(starts)[:total]

@@ -25,12 +25,12 @@ from rich.table import Table
 
 from bench.delay_proxy import ProxyProcess
 from pulling_agent.config import Settings, load_settings
-from pulling_agent.embedded import EmbeddedServer
+from pulling_agent.dev.embedded import EmbeddedServer
 from pulling_agent.logs import configure_logging
 from pulling_agent.queue.memory import MemoryWorkStore
 from pulling_agent.queue.model import WorkStore
 from pulling_agent.queue.mongo import MongoWorkStore
-from pulling_agent.runtime import Agent
+from pulling_agent.runtime.agent import Agent
 
 Client = AsyncMongoClient[dict[str, Any]]
 

@@ -4,17 +4,20 @@ port, or ``TEST_MONGODB_URI``), and a fresh database per test."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pymongo import AsyncMongoClient, MongoClient
 
-from pulling_agent.embedded import EmbeddedServer
+from pulling_agent.dev.embedded import EmbeddedServer
 from tests import deviations
 
 
@@ -52,6 +55,51 @@ async def client(mongo_uri: str) -> AsyncIterator[AsyncMongoClient[dict[str, Any
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(mongo_uri, tz_aware=True)
     yield client
     await client.close()
+
+
+@pytest.fixture
+def cli_env(mongo_uri: str, db_name: str) -> dict[str, str | None]:
+    """The environment of an in-process command (:func:`invoke`): the test's database."""
+    return {
+        "MONGODB_URI": mongo_uri,
+        "MONGODB_DATABASE": db_name,
+        "MONGODB_COLLECTION": "work",
+        "LOG_FORMAT": "json",
+        "HANDLER": None,
+        "HANDLERS": None,
+        "API_TOKENS": None,
+    }
+
+
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke(env: Mapping[str, str | None], *args: str, stdin: str = "") -> Ran:
+    """``pulling-agent ARGS`` in this process (typer's CliRunner), with ``env`` over the
+    process's environment and its output captured; the logging set-up the command made is
+    undone. An exception that is not an exit fails the test (a crash is never exit 1)."""
+    from typer.testing import CliRunner
+
+    from pulling_agent.cli.main import app
+
+    root = logging.getLogger()
+    handlers, level, config = root.handlers[:], root.level, structlog.get_config()
+    try:
+        result = CliRunner().invoke(
+            app, list(args), env=dict(env), input=stdin, prog_name="pulling-agent"
+        )
+    finally:
+        structlog.configure(**config)
+        root.handlers = handlers
+        root.setLevel(level)
+        logging.captureWarnings(False)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Ran(result.exit_code, result.stdout, result.stderr)
 
 
 def wait_until(

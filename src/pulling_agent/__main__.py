@@ -1,3 +1,3 @@
-from pulling_agent.entry import main
+from pulling_agent.cli.entry import main
 
 main()

@@ -8,28 +8,30 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from pulling_agent.api.app import create_app
 from pulling_agent.api.auth import TokenAuth
 from pulling_agent.api.server import ApiServer
-from pulling_agent.config import ChangeStreams, Settings, claim_scope
+from pulling_agent.config import ChangeStreams, Settings
 from pulling_agent.control.cluster_store import ClusterControlStore
 from pulling_agent.control.follower import ClusterFollower
-from pulling_agent.database import Client, close_client, open_client
-from pulling_agent.handlers import HandlerRunner, TypedHandlers
+from pulling_agent.fleet.registry import AgentRegistry, Heartbeat
+from pulling_agent.fleet.service import AgentService, ClusterService
 from pulling_agent.logs import get_logger
-from pulling_agent.metrics import AgentMetrics
-from pulling_agent.pipeline import Clock, RunHandler, utcnow
-from pulling_agent.queue.fleet_rate import FleetBucket
+from pulling_agent.queue.database import Client, close_client, open_client
+from pulling_agent.queue.model import claim_scope
 from pulling_agent.queue.mongo import MongoWorkStore
 from pulling_agent.queue.wakeup import watch_for_work
-from pulling_agent.registry import AgentRegistry, Heartbeat
-from pulling_agent.runtime import Agent
+from pulling_agent.runtime.agent import Agent
+from pulling_agent.runtime.handlers import HandlerRunner, TypedHandlers
+from pulling_agent.runtime.metrics import AgentMetrics
+from pulling_agent.runtime.pipeline import Clock, RunHandler, utcnow
+from pulling_agent.runtime.rate_limit import FleetBucket
 from pulling_agent.scheduler.definitions import JobDefinition
 from pulling_agent.scheduler.runner import Scheduler
+from pulling_agent.scheduler.service import JobService
 from pulling_agent.scheduler.store import ScheduleStore
-from pulling_agent.service import AgentService, ClusterService, JobService
 
 
 @dataclass
@@ -155,8 +157,9 @@ def build_node(
             auth,
             node.metrics.render,
             settings.secrets(),
-            console_of(settings, db, cluster, job_service, auth, clock),
         )
+        if settings.enable_console:
+            install_console(app, settings, db, cluster, job_service, auth, clock)
         node.api = ApiServer(
             app, settings.api_bind_host, settings.api_port, settings.agent_id, bool(settings.tokens)
         )
@@ -164,19 +167,18 @@ def build_node(
     return node
 
 
-def console_of(
+def install_console(
+    app: FastAPI,
     settings: Settings,
     db: Any,
     cluster: ClusterService,
     jobs: JobService,
     auth: TokenAuth,
     clock: Clock,
-) -> APIRouter | None:
-    """The web console's routes (``ENABLE_CONSOLE``), authorised as the API."""
-    if not settings.enable_console:
-        return None
+) -> None:
+    """The web console (``ENABLE_CONSOLE``) on the API's app, authorised as the API."""
     from pulling_agent.console.data import ConsoleData
-    from pulling_agent.console.routes import console_router
+    from pulling_agent.console.routes import UI, install
     from pulling_agent.console.session import Sessions
 
     data = ConsoleData(
@@ -185,9 +187,8 @@ def console_of(
         settings.max_attempts,
         clock,
     )
-    return console_router(
-        data, cluster, jobs, cluster.work.requeue, auth, Sessions(settings.tokens)
-    )
+    ui = UI(data, cluster, jobs, cluster.work.requeue, auth, Sessions(settings.tokens))
+    install(app, ui)
 
 
 async def run_agent(

@@ -220,11 +220,6 @@ class Settings(BaseSettings):
         types: list[str | None] = [*sorted(self.handler_map)]
         return [*types, None] if self.handler else types
 
-    @property
-    def claim_scope(self) -> dict[str, Any]:
-        """What every claim filter adds: only documents of the types this agent runs."""
-        return claim_scope(self.type_field, self.served_types)
-
     @model_validator(mode="after")
     def _collections_apart(self) -> Settings:
         """Each collection the agent uses holds one kind of document: the same name for
@@ -322,11 +317,6 @@ class Settings(BaseSettings):
         hidden = uri_secrets(self.uri)
         whole = [self.uri] if hidden else []  # a URI without secrets is not one
         return [s for s in (*whole, *hidden, *self.tokens) if s]
-
-
-def claim_scope(type_field: str, types: list[str | None] | None) -> dict[str, Any]:
-    """The filter every claim adds to claim only ``types`` (None: every document)."""
-    return {} if types is None else {type_field: {"$in": types}}
 
 
 def _registry_spec(raw: str) -> bool:

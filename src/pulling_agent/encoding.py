@@ -14,8 +14,21 @@ from typing import Any
 
 from bson import Binary, Decimal128, ObjectId, Timestamp
 
-from pulling_agent.queue.documents import parse_time
 from pulling_agent.text import safe_text
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A datetime, or a string holding an ISO-8601 date-time (read as UTC when it has no
+    offset); None for anything else."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and 0 < len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
 
 
 def iso(value: Any) -> Any:

@@ -23,3 +23,16 @@ class EmbeddedServerError(PullingAgentError):
 
 class StoreUnavailable(PullingAgentError):
     """MongoDB could not be reached or refused the command (one line, secrets removed)."""
+
+
+class NotFound(PullingAgentError, LookupError):
+    """No such job (API: 404; console: 404)."""
+
+
+class Conflict(PullingAgentError, RuntimeError):
+    """The request cannot be served by this agent (API: 409); the message says where."""
+
+
+class InvalidJob(PullingAgentError, ValueError):
+    """A job that cannot be enqueued as given; nothing was written (the producer API and
+    ``pulling-agent enqueue``)."""

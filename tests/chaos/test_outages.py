@@ -13,8 +13,8 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from pulling_agent.embedded import EmbeddedServer, free_port
-from pulling_agent.runtime import EXIT_MARGIN
+from pulling_agent.dev.embedded import EmbeddedServer, free_port
+from pulling_agent.runtime.agent import EXIT_MARGIN
 from tests.conftest import wait_until
 from tests.system.conftest import statuses
 

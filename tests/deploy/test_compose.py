@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from pulling_agent.embedded import free_port
+from pulling_agent.dev.embedded import free_port
 from tests.conftest import wait_until
 from tests.deploy.conftest import ROOT, _missing, build
 

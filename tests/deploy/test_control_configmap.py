@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 
 from pulling_agent.queue.memory import MemoryWorkStore
-from pulling_agent.runtime import Agent
-from pulling_agent.state import AgentState
+from pulling_agent.runtime.agent import Agent
+from pulling_agent.runtime.state import AgentState
 from tests.conftest import async_wait_until, make_settings
 from tests.deploy.test_manifests import tool
 

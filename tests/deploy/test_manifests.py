@@ -239,7 +239,7 @@ def test_the_secret_template_is_not_applied() -> None:
 def test_the_grace_period_covers_the_shutdown_bound() -> None:
     """The process exits within SHUTDOWN_TIMEOUT + EXIT_MARGIN (8 s); the pod's grace
     period keeps 10 s above SHUTDOWN_TIMEOUT for it."""
-    from pulling_agent.runtime import EXIT_MARGIN
+    from pulling_agent.runtime.agent import EXIT_MARGIN
 
     base = ROOT / "deploy" / "k8s" / "base"
     settings = yaml.safe_load((base / "settings.yaml").read_text())

@@ -13,7 +13,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from pulling_agent.bootstrap import Node, build_node
-from pulling_agent.state import AgentState
+from pulling_agent.runtime.state import AgentState
 from tests.conftest import async_wait_until, make_settings
 
 TOKEN = "ops-token-0123456789abcdef"  # admin, named ops

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from pulling_agent.bootstrap import Node
-from pulling_agent.state import AgentState
+from pulling_agent.runtime.state import AgentState
 from tests.conftest import async_wait_until
 from tests.integration.conftest import OTHER, READER, TOKEN
 

@@ -18,7 +18,7 @@ from pymongo import AsyncMongoClient
 from pulling_agent.bootstrap import Node, build_node
 from pulling_agent.config import load_settings
 from pulling_agent.errors import ConfigError
-from pulling_agent.state import AgentState
+from pulling_agent.runtime.state import AgentState
 from tests.conftest import async_wait_until, make_settings
 
 ADMIN = "ops-token-0123456789abcdef"

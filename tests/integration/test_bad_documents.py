@@ -13,8 +13,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError, WriteError
 
 from pulling_agent.queue import documents
-from pulling_agent.queue.documents import Rejection
-from pulling_agent.queue.model import ClaimKind, Completion, ErrorInfo, OutcomeKind
+from pulling_agent.queue.model import ClaimKind, Completion, ErrorInfo, OutcomeKind, Rejection
 from pulling_agent.queue.mongo import MongoWorkStore
 from tests.deviations import (
     DATE_LIKE_STRING_EQUALITY,

@@ -19,8 +19,8 @@ from pulling_agent.control.cluster_store import ClusterControlStore
 from pulling_agent.control.follower import ClusterFollower
 from pulling_agent.control.requests import Source
 from pulling_agent.queue.memory import MemoryWorkStore
-from pulling_agent.runtime import Agent
-from pulling_agent.state import AgentState
+from pulling_agent.runtime.agent import Agent
+from pulling_agent.runtime.state import AgentState
 from tests.conftest import async_wait_until, make_settings
 
 Client = AsyncMongoClient[dict[str, Any]]

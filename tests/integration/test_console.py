@@ -15,7 +15,7 @@ from pymongo import AsyncMongoClient
 
 from pulling_agent.bootstrap import Node
 from pulling_agent.console.session import COOKIE, Sessions
-from pulling_agent.state import AgentState
+from pulling_agent.runtime.state import AgentState
 from pulling_agent.tokens import Role
 from tests.conftest import async_wait_until
 from tests.deviations import DATE_MATCH_IN_AGGREGATE, nx_deviation

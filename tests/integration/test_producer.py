@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from pulling_agent.client import Job, aio, enqueue, enqueue_many
-from pulling_agent.client.jobs import EnqueueError, InvalidJob
+from pulling_agent.client import EnqueueError, InvalidJob, Job, aio, enqueue, enqueue_many
 from pulling_agent.queue.model import ClaimKind
 from pulling_agent.queue.mongo import MongoWorkStore
 

@@ -12,12 +12,12 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from pulling_agent.config import load_settings
-from pulling_agent.doctor import unserved_types
 from pulling_agent.errors import ConfigError
-from pulling_agent.handlers import HandlerRunner, TypedHandlers
+from pulling_agent.queue.doctor import unserved_types
 from pulling_agent.queue.memory import MemoryWorkStore
-from pulling_agent.queue.model import ClaimKind
+from pulling_agent.queue.model import ClaimKind, claim_scope
 from pulling_agent.queue.mongo import MongoWorkStore
+from pulling_agent.runtime.handlers import HandlerRunner, TypedHandlers
 from pulling_agent.work import Fail
 
 Client = AsyncMongoClient[dict[str, Any]]
@@ -40,8 +40,10 @@ def test_settings_for_routing() -> None:
     )
     assert settings.handler_map == {"email": "m:send", "invoice": "m:bill"}
     assert settings.type_limits == {"invoice": 2}
-    assert settings.claim_scope == {"type": {"$in": ["email", "invoice", None]}}
-    assert load_settings(**BASE).claim_scope == {}
+    assert claim_scope(settings.type_field, settings.served_types) == {
+        "type": {"$in": ["email", "invoice", None]}
+    }
+    assert claim_scope("type", load_settings(**BASE).served_types) == {}
     for bad, message in [
         ({"handlers": "email"}, "HANDLERS is invalid: entry 1"),
         ({"handlers": "a=m:f", "type_concurrency": "b=2"}, "TYPE_CONCURRENCY names 'b'"),

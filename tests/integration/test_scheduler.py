@@ -235,8 +235,9 @@ async def test_a_run_whose_agent_died_is_run_again_when_the_job_says_retry(
 async def test_pause_and_resume_a_job(
     fleet: Callable[..., list[Scheduler]], client: Client, db_name: str
 ) -> None:
-    from pulling_agent.registry import AgentRegistry
-    from pulling_agent.service import JobService, NotFound
+    from pulling_agent.errors import NotFound
+    from pulling_agent.fleet.registry import AgentRegistry
+    from pulling_agent.scheduler.service import JobService
 
     [scheduler] = fleet(
         [

@@ -18,7 +18,7 @@ from pymongo import AsyncMongoClient
 from pulling_agent.bootstrap import build_node
 from pulling_agent.config import LogFormat, load_settings
 from pulling_agent.logs import configure_logging, get_logger
-from pulling_agent.state import AgentState
+from pulling_agent.runtime.state import AgentState
 from pulling_agent.uri import redact_uri, uri_secrets
 from tests.conftest import async_wait_until, make_settings
 

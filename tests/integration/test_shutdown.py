@@ -18,7 +18,7 @@ from pymongo import AsyncMongoClient
 
 from pulling_agent.bootstrap import build_node
 from pulling_agent.control.cluster import ClusterCommand
-from pulling_agent.state import AgentState
+from pulling_agent.runtime.state import AgentState
 from tests.conftest import async_wait_until, make_settings
 
 Client = AsyncMongoClient[dict[str, Any]]

@@ -9,7 +9,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from pulling_agent.bootstrap import build_node
-from pulling_agent.database import supports_change_streams
+from pulling_agent.queue.database import supports_change_streams
 from tests.conftest import async_wait_until, make_settings
 from tests.deviations import ON_NX
 

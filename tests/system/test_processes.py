@@ -219,7 +219,7 @@ def test_agent_rides_out_a_mongodb_outage(spawn: Any, tmp_path: Path) -> None:
     from pymongo import MongoClient
     from pymongo.errors import AutoReconnect
 
-    from pulling_agent.embedded import EmbeddedServer
+    from pulling_agent.dev.embedded import EmbeddedServer
 
     server = EmbeddedServer(tmp_path / "own-server").start()
     client: MongoClient[dict[str, Any]] = MongoClient(server.uri, serverSelectionTimeoutMS=20_000)

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from pulling_agent.handlers import HandlerRunner
-from pulling_agent.health import check
 from pulling_agent.queue.memory import MemoryWorkStore
+from pulling_agent.runtime.handlers import HandlerRunner
+from pulling_agent.runtime.health import check
 from tests.conftest import async_wait_until
-from tests.unit.test_runtime import Running, pending, start, statuses
+from tests.unit.test_agent import Running, pending, start, statuses
 
-__all__ = ["start"]  # the fixture, shared with test_runtime
+__all__ = ["start"]  # the fixture, shared with test_agent
 
 FATAL = [SystemExit, KeyboardInterrupt, GeneratorExit, asyncio.CancelledError]
 

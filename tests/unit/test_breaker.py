@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
-from pulling_agent.breaker import StoreBreaker
+from pulling_agent.runtime.breaker import StoreBreaker
 
 
 class Clock:

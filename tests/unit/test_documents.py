@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from pulling_agent.doctor import examine_documents
+from pulling_agent.encoding import parse_time
+from pulling_agent.queue.doctor import examine_documents
 from pulling_agent.queue.documents import (
     check_attempts,
     check_available_at,
     diagnose,
-    parse_time,
     rejection_reason,
     type_name,
 )

@@ -4,7 +4,7 @@ import threading
 import pytest
 
 from pulling_agent.errors import HandlerLoadError
-from pulling_agent.handlers import HandlerRunner, load_handler
+from pulling_agent.runtime.handlers import HandlerRunner, load_handler
 from tests.unit import sample_handlers
 
 

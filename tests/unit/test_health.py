@@ -2,7 +2,7 @@ import os
 import time
 from pathlib import Path
 
-from pulling_agent.health import LIVENESS, READINESS, HealthFiles, check
+from pulling_agent.runtime.health import LIVENESS, READINESS, HealthFiles, check
 
 
 def test_readiness_follows_ready_flag_and_liveness_starts_with_state(tmp_path: Path) -> None:

@@ -11,10 +11,10 @@ import pytest
 import structlog
 from rich.console import Console
 
+from pulling_agent.cli.ctl import render_status
 from pulling_agent.config import LogFormat
-from pulling_agent.ctl import render_status
-from pulling_agent.health import LIVENESS, HealthFiles, check
 from pulling_agent.logs import configure_logging, get_logger
+from pulling_agent.runtime.health import LIVENESS, HealthFiles, check
 from tests.deploy.test_scripts import run_health_check
 
 HOSTILE = (

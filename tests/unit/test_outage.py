@@ -9,10 +9,10 @@ from typing import Any
 
 from pymongo.errors import AutoReconnect
 
-from pulling_agent.health import LIVENESS, READINESS, check
 from pulling_agent.queue.memory import MemoryWorkStore
+from pulling_agent.runtime.health import LIVENESS, READINESS, check
 from tests.conftest import async_wait_until
-from tests.unit.test_runtime import Running, pending, start, statuses
+from tests.unit.test_agent import Running, pending, start, statuses
 
 __all__ = ["start"]
 

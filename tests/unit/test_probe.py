@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from pulling_agent.health import HealthFiles
+from pulling_agent.runtime.health import HealthFiles
 
 HEAVY = ("typer", "rich", "pydantic", "pymongo", "fastapi", "structlog", "yaml", "uvicorn")
-ENTRY = "import sys; from pulling_agent.entry import main; sys.argv[0] = 'pulling-agent'; main()"
+ENTRY = (
+    "import sys; from pulling_agent.cli.entry import main; sys.argv[0] = 'pulling-agent'; main()"
+)
 
 
 def probe(*args: str, importtime: bool = False) -> subprocess.CompletedProcess[str]:

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from pulling_agent.cli.options import parse_duration, parse_lines, parse_payload
 from pulling_agent.client.jobs import InvalidJob, Job, build
-from pulling_agent.client.text import parse_duration, parse_lines, parse_payload
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -1,7 +1,7 @@
 import pytest
 
 from pulling_agent.errors import IllegalTransition
-from pulling_agent.state import TRANSITIONS, AgentState, check_transition, is_ready
+from pulling_agent.runtime.state import TRANSITIONS, AgentState, check_transition, is_ready
 
 
 def test_every_state_can_reach_stopped_and_stopped_is_final() -> None:

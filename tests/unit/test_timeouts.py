@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from pulling_agent.registry import AgentRegistry, Heartbeat
+from pulling_agent.fleet.registry import AgentRegistry, Heartbeat
 from pulling_agent.timeouts import cancel_and_wait, wait_event, within
 
 Wait = Callable[[asyncio.Event], Awaitable[Any]]

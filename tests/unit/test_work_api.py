@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from pulling_agent import Cancel, Context, Fail, Retry, Skip
-from pulling_agent.handlers import HandlerRunner
 from pulling_agent.queue.memory import MemoryWorkStore
+from pulling_agent.runtime.handlers import HandlerRunner
 from pulling_agent.work import accepts_context, idempotency_key
 from tests.conftest import async_wait_until
-from tests.unit.test_runtime import Running, pending, start, statuses
+from tests.unit.test_agent import Running, pending, start, statuses
 
 __all__ = ["start"]
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import typer
 
-from pulling_agent.cli import _handlers
 from pulling_agent.config import load_settings
+from pulling_agent.errors import PullingAgentError
+from pulling_agent.runtime.handlers import TypedHandlers, build_handlers
 from pulling_agent.worker import Worker
+from tests.conftest import invoke
 
 BASE = {"mongodb_uri": "mongodb://h/", "mongodb_database": "d", "mongodb_collection": "c"}
 
@@ -79,7 +80,8 @@ def test_an_agent_built_from_a_registry_claims_its_types() -> None:
     settings = load_settings(
         **BASE, handlers="tests.unit.test_worker:sample", type_concurrency="email=2"
     )
-    typed = _handlers(settings)
+    typed = build_handlers(settings)
+    assert isinstance(typed, TypedHandlers)
     assert typed.served_types == ["email", "invoice"]
     assert {k: s._value for k, s in typed._limits.items()} == {"email": 2, "invoice": 3}
     typed.close()
@@ -96,10 +98,17 @@ def test_an_agent_built_from_a_registry_claims_its_types() -> None:
     ],
 )
 def test_a_registry_that_cannot_run_stops_the_agent_with_exit_2(
-    extra: dict[str, str], says: str, capsys: pytest.CaptureFixture[str]
+    extra: dict[str, str], says: str
 ) -> None:
-    with pytest.raises(typer.Exit) as info:
-        _handlers(load_settings(**BASE, **extra))
-    assert info.value.exit_code == 2
-    err = capsys.readouterr().err
-    assert says in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(PullingAgentError) as info:
+        build_handlers(load_settings(**BASE, **extra))
+    assert says in str(info.value) and "\n" not in str(info.value)
+    env: dict[str, str | None] = {
+        "MONGODB_URI": BASE["mongodb_uri"],
+        "MONGODB_DATABASE": BASE["mongodb_database"],
+        "MONGODB_COLLECTION": BASE["mongodb_collection"],
+        **{name.upper(): value for name, value in extra.items()},
+    }
+    result = invoke(env, "run")
+    assert result.returncode == 2
+    assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -12,6 +12,7 @@ from typing import Any
 
 from pymongo.errors import OperationFailure
 
+from pulling_agent.errors import InvalidJob as InvalidJob  # re-exported: raised here
 from pulling_agent.errors import PullingAgentError
 from pulling_agent.queue.model import Document, Status
 from pulling_agent.queue.mongo import INDEXES, KEY_FIELD, PRIORITY_FIELD, IndexSpec
@@ -44,10 +45,6 @@ RESERVED = frozenset(
         PRIORITY_FIELD,
     }
 )
-
-
-class InvalidJob(PullingAgentError, ValueError):
-    """A job that cannot be enqueued as given; nothing was written."""
 
 
 class EnqueueError(PullingAgentError):

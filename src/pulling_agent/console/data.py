@@ -18,10 +18,10 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from pulling_agent.encoding import as_dict, as_number, id_candidates
+from pulling_agent.fleet.registry import AgentRegistry, is_live
 from pulling_agent.queue.documents import diagnose
 from pulling_agent.queue.model import Status
 from pulling_agent.queue.mongo import MongoWorkStore
-from pulling_agent.registry import AgentRegistry, is_live
 from pulling_agent.text import safe_text
 
 Document = dict[str, Any]

@@ -1,20 +1,25 @@
 """The web console under ``/ui``: server-rendered pages, each with a partial the page's
 script refreshes every few seconds, and actions sent by that script with the session's
 CSRF token. Authorised exactly as the API: a session from an ``API_TOKENS`` token (read:
-every view; admin: every action), or, without tokens, the loopback-only anonymous user."""
+every view; admin: every action), or, without tokens, the loopback-only anonymous user.
+
+Every view is a module-level function from the request to its template's context
+(``CONTEXTS``); every route a module-level function over the :class:`UI` that
+:func:`install` puts in ``app.state``."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
 
 from bson import json_util
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -25,7 +30,9 @@ from pulling_agent.console.data import ConsoleData, lease_of
 from pulling_agent.console.session import COOKIE, CSRF_HEADER, Session, Sessions
 from pulling_agent.control.cluster import ClusterCommand
 from pulling_agent.encoding import as_dict, as_number, to_json
-from pulling_agent.service import ClusterService, Conflict, JobService, NotFound
+from pulling_agent.errors import Conflict, NotFound
+from pulling_agent.fleet.service import ClusterService
+from pulling_agent.scheduler.service import JobService
 from pulling_agent.text import inert_lines, one_line, safe_text
 from pulling_agent.tokens import Role
 
@@ -128,254 +135,300 @@ async def _form(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in fields.items() if v}
 
 
-def console_router(
-    data: ConsoleData,
-    cluster: ClusterService,
-    jobs: JobService,
-    requeue: Callable[[list[Any] | None], Awaitable[int]],
-    auth: TokenAuth,
-    sessions: Sessions,
-) -> APIRouter:
-    env = environment()
-    router = APIRouter(prefix="/ui", include_in_schema=False)
+@dataclass
+class UI:
+    """What the console's routes use: its data, the fleet's services, and authorisation."""
 
-    def secure(request: Request) -> bool:
-        proto = request.headers.get("x-forwarded-proto", request.url.scheme)
-        return proto.split(",")[0].strip() == "https"
+    data: ConsoleData
+    cluster: ClusterService
+    jobs: JobService
+    requeue: Callable[[list[Any] | None], Awaitable[int]]
+    auth: TokenAuth
+    sessions: Sessions
+    env: Environment = field(default_factory=environment)
 
-    def set_cookie(response: Response, request: Request, value: str) -> None:
-        response.set_cookie(
-            COOKIE,
-            value,
-            max_age=int(sessions.seconds),
-            path="/ui",
-            httponly=True,
-            samesite="strict",
-            secure=secure(request),
-        )
 
-    def session_of(request: Request) -> Session | None:
-        return sessions.read(request.cookies.get(COOKIE))
+def install(app: FastAPI, ui: UI) -> None:
+    """Serve the console from ``app`` under ``/ui`` (and its static files)."""
+    app.state.console = ui
+    app.include_router(router)
+    app.mount("/ui/static", static_files(), name="console-static")
 
-    def page(request: Request, view: str, session: Session, **context: Any) -> HTMLResponse:
-        body = env.get_template(f"{view}.html").render(
-            view=view,
-            views=VIEWS,
-            session=session,
-            csrf=sessions.csrf(session),
-            refresh=REFRESH_SECONDS,
-            tokens=auth.enabled,
-            query=dict(request.query_params),
-            **context,
-        )
-        return HTMLResponse(body, headers=SECURITY_HEADERS)
 
-    async def viewer(request: Request) -> tuple[Session | None, str | None]:
-        """The session, or a cookie to set for a new anonymous one (no tokens)."""
-        session = session_of(request)
-        if session is not None or auth.enabled:
-            return session, None
-        cookie, session = sessions.issue(ANONYMOUS, Role.ADMIN)
-        return session, cookie
+def _ui(request: Request) -> UI:
+    ui: UI = request.app.state.console
+    return ui
 
-    async def render(request: Request, view: str, partial: bool) -> Response:
-        session, cookie = await viewer(request)
-        if session is None:
-            if partial:
-                return JSONResponse({"detail": "session expired: sign in again"}, status_code=401)
-            return RedirectResponse(f"/ui/login?next={view}", status_code=303)
-        context = await CONTEXTS[view](request)
-        response = page(request, f"_{view}" if partial else view, session, **context)
-        if cookie is not None:
-            set_cookie(response, request, cookie)
-        return response
 
-    async def overview(request: Request) -> dict[str, Any]:
-        agents = await data.agents()
-        minutes = await data.throughput(agents)
-        return {
-            "backlog": await data.backlog.get(),
-            "control": await cluster.control_state(),
-            "history": await cluster.history(5),
-            "minutes": minutes,
-            "peak": max([1, *(p + f for _, p, f in minutes)]),
-            "hour_processed": sum(p for _, p, _ in minutes),
-            "hour_failed": sum(f for _, _, f in minutes),
-            "live": sum(1 for a in agents if a["live"]),
-        }
+def _secure(request: Request) -> bool:
+    proto = request.headers.get("x-forwarded-proto", request.url.scheme)
+    return proto.split(",")[0].strip() == "https"
 
-    async def agents_view(request: Request) -> dict[str, Any]:
-        return {"agents": await data.agents(), "control": await cluster.control_state()}
 
-    async def dlq(request: Request) -> dict[str, Any]:
-        kind = _filter_value(request.query_params.get("type", ""))
-        text = request.query_params.get("q", "")[:200]
-        before = _decode_id(request.query_params.get("before"))
-        docs, next_before = await data.failed_page(kind, text, before)
-        return {
-            "docs": docs,
-            "next": _encode_id(next_before) if next_before is not None else None,
-            "types": await data.error_types(),
-            "encode": _encode_id,
-            "filter_type": kind,
-            "filter_text": text,
-        }
+def _set_cookie(response: Response, request: Request, value: str) -> None:
+    response.set_cookie(
+        COOKIE,
+        value,
+        max_age=int(_ui(request).sessions.seconds),
+        path="/ui",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
 
-    async def document(request: Request) -> dict[str, Any]:
-        raw = request.query_params.get("id", "")[:200]
-        if not raw:
-            return {"doc": None, "raw": "", "problems": []}
-        doc, problems = await data.document(raw)
-        return {"doc": doc, "raw": raw, "problems": problems}
 
-    async def jobs_view(request: Request) -> dict[str, Any]:
-        listed = await jobs.list_jobs()
-        selected = request.query_params.get("job", "")[:200]
-        runs = await jobs.runs(selected, 20) if selected in {j["id"] for j in listed} else []
-        return {"jobs": listed, "selected": selected, "runs": runs}
+def _session_of(request: Request) -> Session | None:
+    return _ui(request).sessions.read(request.cookies.get(COOKIE))
 
-    async def control(request: Request) -> dict[str, Any]:
-        return {
-            "control": await cluster.control_state(),
-            "history": await cluster.history(20),
-            "agents": await data.agents(),
-        }
 
-    CONTEXTS: dict[str, Callable[[Request], Awaitable[dict[str, Any]]]] = {
-        "overview": overview,
-        "agents": agents_view,
-        "dlq": dlq,
-        "document": document,
-        "jobs": jobs_view,
-        "control": control,
+def _page(request: Request, view: str, session: Session, **context: Any) -> HTMLResponse:
+    ui = _ui(request)
+    body = ui.env.get_template(f"{view}.html").render(
+        view=view,
+        views=VIEWS,
+        session=session,
+        csrf=ui.sessions.csrf(session),
+        refresh=REFRESH_SECONDS,
+        tokens=ui.auth.enabled,
+        query=dict(request.query_params),
+        **context,
+    )
+    return HTMLResponse(body, headers=SECURITY_HEADERS)
+
+
+def _viewer(request: Request) -> tuple[Session | None, str | None]:
+    """The session, or a cookie to set for a new anonymous one (no tokens)."""
+    session = _session_of(request)
+    ui = _ui(request)
+    if session is not None or ui.auth.enabled:
+        return session, None
+    cookie, session = ui.sessions.issue(ANONYMOUS, Role.ADMIN)
+    return session, cookie
+
+
+async def _render(request: Request, view: str, partial: bool) -> Response:
+    session, cookie = _viewer(request)
+    if session is None:
+        if partial:
+            return JSONResponse({"detail": "session expired: sign in again"}, status_code=401)
+        return RedirectResponse(f"/ui/login?next={view}", status_code=303)
+    context = await CONTEXTS[view](request, _ui(request))
+    response = _page(request, f"_{view}" if partial else view, session, **context)
+    if cookie is not None:
+        _set_cookie(response, request, cookie)
+    return response
+
+
+# ------------------------------------------------------------------------------ views
+
+
+async def overview(request: Request, ui: UI) -> dict[str, Any]:
+    agents = await ui.data.agents()
+    minutes = await ui.data.throughput(agents)
+    return {
+        "backlog": await ui.data.backlog.get(),
+        "control": await ui.cluster.control_state(),
+        "history": await ui.cluster.history(5),
+        "minutes": minutes,
+        "peak": max([1, *(p + f for _, p, f in minutes)]),
+        "hour_processed": sum(p for _, p, _ in minutes),
+        "hour_failed": sum(f for _, _, f in minutes),
+        "live": sum(1 for a in agents if a["live"]),
     }
 
-    @router.get("")
-    async def home() -> RedirectResponse:
-        return RedirectResponse("/ui/overview", status_code=303)
 
-    @router.get("/login")
-    async def login_form(request: Request, next: str = "overview") -> Response:
-        body = env.get_template("login.html").render(
-            error=None, next=next if next in VIEWS else "overview", tokens=auth.enabled
+async def agents_view(request: Request, ui: UI) -> dict[str, Any]:
+    return {"agents": await ui.data.agents(), "control": await ui.cluster.control_state()}
+
+
+async def dlq(request: Request, ui: UI) -> dict[str, Any]:
+    kind = _filter_value(request.query_params.get("type", ""))
+    text = request.query_params.get("q", "")[:200]
+    before = _decode_id(request.query_params.get("before"))
+    docs, next_before = await ui.data.failed_page(kind, text, before)
+    return {
+        "docs": docs,
+        "next": _encode_id(next_before) if next_before is not None else None,
+        "types": await ui.data.error_types(),
+        "encode": _encode_id,
+        "filter_type": kind,
+        "filter_text": text,
+    }
+
+
+async def document(request: Request, ui: UI) -> dict[str, Any]:
+    raw = request.query_params.get("id", "")[:200]
+    if not raw:
+        return {"doc": None, "raw": "", "problems": []}
+    doc, problems = await ui.data.document(raw)
+    return {"doc": doc, "raw": raw, "problems": problems}
+
+
+async def jobs_view(request: Request, ui: UI) -> dict[str, Any]:
+    listed = await ui.jobs.list_jobs()
+    selected = request.query_params.get("job", "")[:200]
+    runs = await ui.jobs.runs(selected, 20) if selected in {j["id"] for j in listed} else []
+    return {"jobs": listed, "selected": selected, "runs": runs}
+
+
+async def control(request: Request, ui: UI) -> dict[str, Any]:
+    return {
+        "control": await ui.cluster.control_state(),
+        "history": await ui.cluster.history(20),
+        "agents": await ui.data.agents(),
+    }
+
+
+CONTEXTS: dict[str, Callable[[Request, UI], Awaitable[dict[str, Any]]]] = {
+    "overview": overview,
+    "agents": agents_view,
+    "dlq": dlq,
+    "document": document,
+    "jobs": jobs_view,
+    "control": control,
+}
+
+# ------------------------------------------------------------------------------ routes
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+
+
+@router.get("")
+async def home() -> RedirectResponse:
+    return RedirectResponse("/ui/overview", status_code=303)
+
+
+@router.get("/login")
+async def login_form(request: Request, next: str = "overview") -> Response:
+    ui = _ui(request)
+    body = ui.env.get_template("login.html").render(
+        error=None, next=next if next in VIEWS else "overview", tokens=ui.auth.enabled
+    )
+    return HTMLResponse(body, headers=SECURITY_HEADERS)
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    if not _same_origin(request):
+        raise HTTPException(403, "cross-origin sign-in refused")
+    ui = _ui(request)
+    form = await _form(request)
+    principal = ui.auth.principal(form.get("token", ""))
+    target = form.get("next", "overview")
+    target = target if target in VIEWS else "overview"
+    if principal is None:
+        body = ui.env.get_template("login.html").render(
+            error="That token is not accepted.", next=target, tokens=ui.auth.enabled
         )
-        return HTMLResponse(body, headers=SECURITY_HEADERS)
+        return HTMLResponse(body, status_code=403, headers=SECURITY_HEADERS)
+    cookie, _ = ui.sessions.issue(principal.name, principal.role)
+    response = RedirectResponse(f"/ui/{target}", status_code=303)
+    _set_cookie(response, request, cookie)
+    return response
 
-    @router.post("/login")
-    async def login(request: Request) -> Response:
-        if not _same_origin(request):
-            raise HTTPException(403, "cross-origin sign-in refused")
-        form = await _form(request)
-        principal = auth.principal(form.get("token", ""))
-        target = form.get("next", "overview")
-        target = target if target in VIEWS else "overview"
-        if principal is None:
-            body = env.get_template("login.html").render(
-                error="That token is not accepted.", next=target, tokens=auth.enabled
-            )
-            return HTMLResponse(body, status_code=403, headers=SECURITY_HEADERS)
-        cookie, _ = sessions.issue(principal.name, principal.role)
-        response = RedirectResponse(f"/ui/{target}", status_code=303)
-        set_cookie(response, request, cookie)
-        return response
 
-    @router.post("/logout")
-    async def logout(request: Request) -> Response:
-        if not _same_origin(request):
-            raise HTTPException(403, "cross-origin sign-out refused")
-        response = RedirectResponse("/ui/login", status_code=303)
-        response.delete_cookie(COOKIE, path="/ui")
-        return response
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    if not _same_origin(request):
+        raise HTTPException(403, "cross-origin sign-out refused")
+    response = RedirectResponse("/ui/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/ui")
+    return response
 
-    for name in VIEWS:
 
-        def make(view: str, partial: bool) -> Callable[[Request], Awaitable[Response]]:
-            async def handler(request: Request) -> Response:
-                return await render(request, view, partial)
+def _view_route(view: str, partial: bool) -> Callable[[Request], Awaitable[Response]]:
+    async def handler(request: Request) -> Response:
+        return await _render(request, view, partial)
 
-            return handler
+    return handler
 
-        router.add_api_route(f"/{name}", make(name, False), methods=["GET"])
-        router.add_api_route(f"/partials/{name}", make(name, True), methods=["GET"])
 
-    def actor(request: Request) -> str:
-        """The admin behind a state-changing request, or an HTTP error (JSON)."""
-        session = session_of(request)
-        if session is None:
-            raise HTTPException(401, "session expired: sign in again")
-        if not _same_origin(request):
-            raise HTTPException(403, "cross-origin request refused")
-        if not sessions.csrf_ok(session, request.headers.get(CSRF_HEADER)):
-            raise HTTPException(403, "missing or wrong CSRF token: reload the page")
-        if not session.may(Role.ADMIN):
-            raise HTTPException(403, f"{session.name!r} has the read role; this needs admin")
-        return session.name
+for _view in VIEWS:
+    router.add_api_route(f"/{_view}", _view_route(_view, False), methods=["GET"])
+    router.add_api_route(f"/partials/{_view}", _view_route(_view, True), methods=["GET"])
 
-    @router.get("/partials/requeue-preview")
-    async def requeue_preview(
-        request: Request,
-        type: str = Query("", max_length=200),
-        q: str = Query("", max_length=200),
-    ) -> JSONResponse:
-        if session_of(request) is None:
-            raise HTTPException(401, "session expired: sign in again")
-        return JSONResponse(
-            {"count": await data.count_failed(_filter_value(type), _filter_value(q))}
+
+def _actor(request: Request) -> str:
+    """The admin behind a state-changing request, or an HTTP error (JSON)."""
+    session = _session_of(request)
+    if session is None:
+        raise HTTPException(401, "session expired: sign in again")
+    if not _same_origin(request):
+        raise HTTPException(403, "cross-origin request refused")
+    if not _ui(request).sessions.csrf_ok(session, request.headers.get(CSRF_HEADER)):
+        raise HTTPException(403, "missing or wrong CSRF token: reload the page")
+    if not session.may(Role.ADMIN):
+        raise HTTPException(403, f"{session.name!r} has the read role; this needs admin")
+    return session.name
+
+
+@router.get("/partials/requeue-preview")
+async def requeue_preview(
+    request: Request,
+    type: str = Query("", max_length=200),
+    q: str = Query("", max_length=200),
+) -> JSONResponse:
+    if _session_of(request) is None:
+        raise HTTPException(401, "session expired: sign in again")
+    count = await _ui(request).data.count_failed(_filter_value(type), _filter_value(q))
+    return JSONResponse({"count": count})
+
+
+@router.post("/actions/requeue")
+async def requeue_action(request: Request, body: RequeueBody) -> JSONResponse:
+    _actor(request)
+    ui = _ui(request)
+    if body.all_matching:
+        kind, text = _filter_value(body.type), _filter_value(body.q)
+        count = await ui.data.requeue_matching(kind, text, ui.requeue)
+    else:
+        chosen = [d for d in (_decode_id(i) for i in body.ids) if d is not None]
+        if not chosen:
+            raise HTTPException(422, "select documents to requeue")
+        count = await ui.requeue(chosen)
+    return JSONResponse({"requeued": count, "message": f"{count} document(s) requeued"})
+
+
+@router.post("/actions/cluster/{command}")
+async def cluster_action(request: Request, command: str, body: ReasonBody) -> JSONResponse:
+    identity = _actor(request)
+    reason = body.reason
+    try:
+        chosen = ClusterCommand(command)
+    except ValueError:
+        raise HTTPException(404, f"no such command {safe_text(command, 40)!r}") from None
+    if not reason.strip():
+        raise HTTPException(422, "give a reason (it goes in the audit trail)")
+    result = await _ui(request).cluster.command(chosen, reason, identity, "console", ACK_WAIT)
+    acks = as_dict(result.get("acks"))
+    return JSONResponse(
+        to_json(
+            {
+                **result,
+                "message": f"{chosen.value} issued as version {result['control']['version']}; "
+                f"acknowledged by {len(acks.get('acknowledged', []))}, "
+                f"pending {len(acks.get('pending', []))}",
+            }
         )
+    )
 
-    @router.post("/actions/requeue")
-    async def requeue_action(request: Request, body: RequeueBody) -> JSONResponse:
-        actor(request)
-        if body.all_matching:
-            kind, text = _filter_value(body.type), _filter_value(body.q)
-            count = await data.requeue_matching(kind, text, requeue)
+
+@router.post("/actions/jobs/{job_id}/{verb}")
+async def job_action(request: Request, job_id: str, verb: str) -> JSONResponse:
+    _actor(request)
+    jobs = _ui(request).jobs
+    try:
+        if verb == "run":
+            result = await jobs.run(job_id[:200])
+        elif verb in ("pause", "resume"):
+            result = await jobs.set_paused(job_id[:200], verb == "pause")
         else:
-            chosen = [d for d in (_decode_id(i) for i in body.ids) if d is not None]
-            if not chosen:
-                raise HTTPException(422, "select documents to requeue")
-            count = await requeue(chosen)
-        return JSONResponse({"requeued": count, "message": f"{count} document(s) requeued"})
-
-    @router.post("/actions/cluster/{command}")
-    async def cluster_action(request: Request, command: str, body: ReasonBody) -> JSONResponse:
-        identity = actor(request)
-        reason = body.reason
-        try:
-            chosen = ClusterCommand(command)
-        except ValueError:
-            raise HTTPException(404, f"no such command {safe_text(command, 40)!r}") from None
-        if not reason.strip():
-            raise HTTPException(422, "give a reason (it goes in the audit trail)")
-        result = await cluster.command(chosen, reason, identity, "console", ACK_WAIT)
-        acks = as_dict(result.get("acks"))
-        return JSONResponse(
-            to_json(
-                {
-                    **result,
-                    "message": f"{chosen.value} issued as version {result['control']['version']}; "
-                    f"acknowledged by {len(acks.get('acknowledged', []))}, "
-                    f"pending {len(acks.get('pending', []))}",
-                }
-            )
-        )
-
-    @router.post("/actions/jobs/{job_id}/{verb}")
-    async def job_action(request: Request, job_id: str, verb: str) -> JSONResponse:
-        actor(request)
-        try:
-            if verb == "run":
-                result = await jobs.run(job_id[:200])
-            elif verb in ("pause", "resume"):
-                result = await jobs.set_paused(job_id[:200], verb == "pause")
-            else:
-                raise HTTPException(404, "use run, pause or resume")
-        except NotFound as exc:
-            raise HTTPException(404, str(exc)) from None
-        except Conflict as exc:
-            raise HTTPException(409, str(exc)) from None
-        return JSONResponse({**result, "message": f"{verb}: {safe_text(job_id, 200)}"})
-
-    return router
+            raise HTTPException(404, "use run, pause or resume")
+    except NotFound as exc:
+        raise HTTPException(404, str(exc)) from None
+    except Conflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    return JSONResponse({**result, "message": f"{verb}: {safe_text(job_id, 200)}"})
 
 
 SECURITY_HEADERS = {

@@ -19,8 +19,8 @@ from pulling_agent.config import ChangeStreams
 from pulling_agent.control.cluster import CONTROL_ID, Action, ControlState, decide
 from pulling_agent.control.cluster_store import ClusterControlStore
 from pulling_agent.control.requests import Source
-from pulling_agent.database import Client, use_change_streams
 from pulling_agent.logs import get_logger
+from pulling_agent.queue.database import Client, use_change_streams
 
 STREAM_RETRY_SECONDS = 2.0
 PIPELINE = [{"$match": {"documentKey._id": CONTROL_ID}}]

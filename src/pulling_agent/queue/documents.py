@@ -10,55 +10,18 @@ doctor``) why a document will never be processed as it stands.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pulling_agent.queue.model import FINISHED, Document, Status
+from pulling_agent.encoding import parse_time
+from pulling_agent.queue.model import FINISHED, Document, Problem, Status
 from pulling_agent.text import one_line
 
 MAX_ATTEMPTS_VALUE = 1_000_000  # far above any MAX_ATTEMPTS, far below BSON's int limits
-MALFORMED = "MalformedDocument"
 # $type aliases the sweep looks for where a date belongs (one plain query each: nx-27017
 # rejects a $type list, MongoDB accepts both).
 NON_DATE_TYPES = ("string", "number", "bool", "object", "array", "objectId", "binData")
 FAR_LEASE = timedelta(days=1)  # a lease this far ahead was not written by an agent
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """Why a document cannot be processed as it stands, and what to do about it."""
-
-    field: str
-    value_type: str
-    reason: str
-    fix: str
-
-    def message(self) -> str:
-        return f"{self.field}: {self.reason}"
-
-    def as_error(self, at: datetime) -> Document:
-        """The ``error`` sub-document of a dead-lettered document: only plain strings and
-        a datetime, so the dead-letter write cannot fail the way the claim did."""
-        return {
-            "type": MALFORMED,
-            "message": self.message(),
-            "field": self.field,
-            "value_type": self.value_type,
-            "fix": self.fix,
-            "traceback": "",
-            "at": at,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """A document the agent could not work with, and what it did about it."""
-
-    doc_id: Any
-    problem: Problem
-    stage: str  # claim, complete, release, sweep
-    dead_lettered: bool  # False: even the dead-letter write failed; the document is skipped
 
 
 def type_name(value: Any) -> str:
@@ -130,20 +93,6 @@ def attempts_of(doc: Document) -> int:
     """``attempts`` as an int; call only after :func:`check_attempts` passed."""
     value = doc.get("attempts")
     return 0 if value is None else int(value)
-
-
-def parse_time(value: Any) -> datetime | None:
-    """A datetime, or a string holding an ISO-8601 date-time (read as UTC when it has no
-    offset); None for anything else."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, str) and 0 < len(value) <= 64:
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return None
 
 
 def check_available_at(doc: Document) -> Problem | None:

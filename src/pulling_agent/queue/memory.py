@@ -13,13 +13,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from pulling_agent.encoding import parse_time
 from pulling_agent.queue.documents import (
-    Problem,
-    Rejection,
     attempts_of,
     check_attempts,
     check_available_at,
-    parse_time,
     priority_rank,
     shows_outcome,
 )
@@ -30,6 +28,8 @@ from pulling_agent.queue.model import (
     Completion,
     Document,
     OutcomeKind,
+    Problem,
+    Rejection,
     Status,
     new_lease,
 )

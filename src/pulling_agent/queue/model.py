@@ -13,12 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from pulling_agent.queue.documents import Rejection
+from typing import Any, Protocol
 
 Document = dict[str, Any]
+MALFORMED = "MalformedDocument"  # the error type of a dead-lettered malformed document
 
 
 class Status(StrEnum):
@@ -119,6 +117,47 @@ def new_lease(owner: str, lease_seconds: float, now: datetime) -> Document:
         "token": uuid.uuid4().hex,
         "expires_at": now + timedelta(seconds=lease_seconds),
     }
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why a document cannot be processed as it stands, and what to do about it."""
+
+    field: str
+    value_type: str
+    reason: str
+    fix: str
+
+    def message(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+    def as_error(self, at: datetime) -> Document:
+        """The ``error`` sub-document of a dead-lettered document: only plain strings and
+        a datetime, so the dead-letter write cannot fail the way the claim did."""
+        return {
+            "type": MALFORMED,
+            "message": self.message(),
+            "field": self.field,
+            "value_type": self.value_type,
+            "fix": self.fix,
+            "traceback": "",
+            "at": at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A document the agent could not work with, and what it did about it."""
+
+    doc_id: Any
+    problem: Problem
+    stage: str  # claim, complete, release, sweep
+    dead_lettered: bool  # False: even the dead-letter write failed; the document is skipped
+
+
+def claim_scope(type_field: str, types: list[str | None] | None) -> Document:
+    """The filter every claim adds to claim only ``types`` (None: every document)."""
+    return {} if types is None else {type_field: {"$in": types}}
 
 
 class WorkStore(Protocol):

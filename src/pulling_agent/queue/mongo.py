@@ -27,14 +27,12 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, OperationFailure, WriteError
 from pymongo.results import BulkWriteResult, UpdateResult
 
+from pulling_agent.encoding import parse_time
 from pulling_agent.queue.documents import (
     NON_DATE_TYPES,
-    Problem,
-    Rejection,
     attempts_of,
     check_attempts,
     check_available_at,
-    parse_time,
     rejection_reason,
     shows_outcome,
 )
@@ -45,6 +43,8 @@ from pulling_agent.queue.model import (
     Completion,
     Document,
     OutcomeKind,
+    Problem,
+    Rejection,
     Status,
     cancel_update,
     new_lease,

@@ -6,6 +6,7 @@ import traceback as tb
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from pulling_agent.errors import PullingAgentError
 from pulling_agent.queue.model import Claim, Completion, Document, ErrorInfo, OutcomeKind
 from pulling_agent.text import safe_text
 
@@ -66,6 +67,6 @@ def failure_outcome(
     )
 
 
-class AttemptsExhausted(Exception):
+class AttemptsExhausted(PullingAgentError):
     """A document was claimed more than MAX_ATTEMPTS times without a recorded outcome:
     its agents died or lost the lease each time (a handler that crashes the process?)."""

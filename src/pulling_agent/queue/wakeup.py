@@ -14,8 +14,8 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
 from pulling_agent.config import ChangeStreams
-from pulling_agent.database import Client, use_change_streams
 from pulling_agent.logs import get_logger
+from pulling_agent.queue.database import Client, use_change_streams
 from pulling_agent.queue.model import Document
 
 # Inserts, replaces, and updates that may have made work claimable: everything except the

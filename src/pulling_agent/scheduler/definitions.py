@@ -38,7 +38,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pulling_agent.errors import ConfigError, HandlerLoadError
-from pulling_agent.handlers import load_handler
+from pulling_agent.runtime.handlers import load_handler
 
 INTERVAL_FIELDS = ("weeks", "days", "hours", "minutes", "seconds")
 CRON_FIELDS = ("second", "minute", "hour", "day", "month", "day_of_week", "week", "year")

@@ -22,8 +22,8 @@ from pymongo.errors import PyMongoError
 
 from pulling_agent.control.cluster import ClusterCommand
 from pulling_agent.control.cluster_store import ClusterControlStore
-from pulling_agent.handlers import load_handler
 from pulling_agent.logs import get_logger
+from pulling_agent.runtime.handlers import load_handler
 from pulling_agent.scheduler.definitions import JobDefinition, build_trigger
 from pulling_agent.scheduler.store import RUNNING, ScheduleStore, run_id
 from pulling_agent.scheduler.timing import anchored, first_fire, plan

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from pymongo.errors import PyMongoError
 
-from pulling_agent.state import AgentState
+from pulling_agent.runtime.state import AgentState
 
 BACKLOG_REFRESH = 15.0
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -20,19 +20,19 @@ from typing import Any, Protocol, runtime_checkable
 
 from pymongo.errors import OperationFailure, PyMongoError
 
-from pulling_agent import early_signals
-from pulling_agent.breaker import StoreBreaker
 from pulling_agent.config import Settings
 from pulling_agent.control import file as control_file
 from pulling_agent.control.requests import PauseRequest, PauseRequests, Source
-from pulling_agent.database import describe_error
 from pulling_agent.errors import ConfigError, PullingAgentError
-from pulling_agent.health import HealthFiles
 from pulling_agent.logs import get_logger
-from pulling_agent.pipeline import Clock, Pipeline, RunHandler, utcnow
-from pulling_agent.queue.fleet_rate import FleetBucket
+from pulling_agent.queue.database import describe_error
 from pulling_agent.queue.model import WorkStore
-from pulling_agent.state import AgentState, check_transition, is_ready
+from pulling_agent.runtime import signals as early_signals
+from pulling_agent.runtime.breaker import StoreBreaker
+from pulling_agent.runtime.health import HealthFiles
+from pulling_agent.runtime.pipeline import Clock, Pipeline, RunHandler, utcnow
+from pulling_agent.runtime.rate_limit import FleetBucket
+from pulling_agent.runtime.state import AgentState, check_transition, is_ready
 from pulling_agent.timeouts import cancel_and_wait, wait_event
 
 Wakeup = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -182,7 +182,7 @@ class Agent:
             "state": self.state.value,
             "paused_by": [r.as_dict() for r in self.pauses.holders()],
             "counters": self.pipeline.counters.as_dict(),
-            "throttled_seconds": dict(self.pipeline.throttled.seconds),
+            "throttled_seconds": dict(self.pipeline.rate_limit.throttled.seconds),
             "held": self.pipeline.held,
             "in_flight": self.pipeline.in_flight,
             "abandoned_threads": self.threads.abandoned if self.threads else 0,

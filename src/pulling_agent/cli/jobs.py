@@ -3,18 +3,16 @@ agent's API or, with ``--mongodb-uri``, straight through MongoDB (``run`` needs 
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from pulling_agent.ctl import DEFAULT_URL, CtlError, Direct, MongoUri, Token, Url, direct, http
+from pulling_agent.cli.options import DEFAULT_URL, AsJson, MongoUri, Token, Url
+from pulling_agent.cli.remote import CtlError, Direct, direct, http
+from pulling_agent.cli.terminal import echo_json, show, table
 from pulling_agent.text import cell, print_error
 
 app = typer.Typer(help="Scheduled jobs: each fire runs once across the fleet.")
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 JobArg = Annotated[str, typer.Argument(help="The job id.")]
 
 
@@ -35,7 +33,7 @@ def _call(
 
 
 def _print(result: Any, as_json: bool) -> None:
-    typer.echo(json.dumps(result) if as_json else json.dumps(result, indent=2))
+    echo_json(result, indent=None if as_json else 2)
 
 
 @app.command("list")
@@ -54,11 +52,12 @@ def list_jobs(
     if as_json:
         _print(jobs, True)
         return
-    table = Table(title=f"{len(jobs)} scheduled jobs")
-    for column in ("job", "trigger", "next fire", "last outcome", "paused", "orphaned"):
-        table.add_column(column)
+    listed = table(
+        f"{len(jobs)} scheduled jobs",
+        *("job", "trigger", "next fire", "last outcome", "paused", "orphaned"),
+    )
     for job in jobs:
-        table.add_row(
+        listed.add_row(
             cell(job.get("id")),
             cell(job.get("trigger")),
             cell(job.get("next_fire_time")),
@@ -66,7 +65,7 @@ def list_jobs(
             "yes" if job.get("paused") else "",
             "yes" if job.get("orphaned") else "",
         )
-    Console().print(table)
+    show(listed)
 
 
 @app.command()
@@ -117,16 +116,18 @@ def history(
     if as_json:
         _print(runs, True)
         return
-    table = Table(title=cell(f"runs of {job_id}"))
-    for column in ("fire time", "agent", "outcome", "attempts", "error"):
-        table.add_column(column)
+    shown = table(cell(f"runs of {job_id}"), "fire time", "agent", "outcome", "attempts", "error")
     for r in runs:
         error = (r.get("result") or {}).get("error") or ""
-        table.add_row(
+        shown.add_row(
             cell(r.get("fire_time")),
             cell(r.get("agent")),
             cell(r.get("outcome")),
             cell(r.get("attempts", 1)),
             cell(error, 120),
         )
-    Console().print(table)
+    show(shown)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="jobs")

@@ -3,119 +3,27 @@
 
 from __future__ import annotations
 
-import getpass
-import json
-import os
-import socket
-import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
+from pulling_agent.cli.options import DEFAULT_URL, AsJson, MongoUri, Token, Url
+from pulling_agent.cli.remote import CtlError, Direct, direct, http, identity
+from pulling_agent.cli.terminal import console, echo_json
 from pulling_agent.control.cluster import ClusterCommand
 from pulling_agent.text import cell, one_line, print_error
-from pulling_agent.tokens import admin_token
-
-T = TypeVar("T")
-DEFAULT_URL = "http://127.0.0.1:8000"
-HTTP_TIMEOUT = 10.0
 
 app = typer.Typer(help="Pause, resume or shut down the fleet; show its status.")
 
-Url = Annotated[
-    str,
-    typer.Option(envvar="PULLING_AGENT_URL", help="An agent's API (any agent of the fleet)."),
-]
-Token = Annotated[
-    str | None,
-    typer.Option(envvar="PULLING_AGENT_TOKEN", help="API token (Authorization: Bearer)."),
-]
-MongoUri = Annotated[
-    str | None,
-    typer.Option(
-        "--mongodb-uri",
-        help="Talk to MongoDB directly (MONGODB_DATABASE and MONGODB_COLLECTION from the env).",
-    ),
-]
 Reason = Annotated[str, typer.Option(help="Why; recorded in the audit trail.")]
 Wait = Annotated[
     float, typer.Option(help="Seconds to wait until every live agent has acknowledged.")
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-class CtlError(Exception):
-    """A control call failed; the message says why."""
-
-
-def http(method: str, url: str, path: str, token: str | None, **params: Any) -> Any:
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise CtlError(f"--url must be an http:// or https:// address (got {url!r})")
-    query = urllib.parse.urlencode({k: v for k, v in params.items() if v not in (None, "")})
-    full = f"{url.rstrip('/')}{path}" + (f"?{query}" if query else "")
-    request = urllib.request.Request(full, method=method)  # noqa: S310 - operator-given URL
-    request.add_header("X-Pulling-Agent", "ctl")  # a token-less API accepts POSTs with it
-    token = token or admin_token(os.environ.get("API_TOKENS", ""))  # inside an agent's pod
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310
-            return json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read()).get("detail")
-        except (ValueError, AttributeError):
-            detail = exc.reason
-        raise CtlError(f"{method} {path}: HTTP {exc.code}: {detail}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise CtlError(
-            f"cannot reach {url} ({reason}); is an agent's API there? "
-            "Use --url, or --mongodb-uri to go straight to MongoDB"
-        ) from None
-
-
-class Direct:
-    """The services ``--mongodb-uri`` reaches without an agent."""
-
-    def __init__(self, cluster: Any, jobs: Any) -> None:
-        self.cluster = cluster
-        self.jobs = jobs
-
-
-def direct(action: Callable[[Direct], Awaitable[T]], uri: str) -> T:
-    from pulling_agent.bootstrap import cluster_service, job_service
-    from pulling_agent.config import load_settings
-    from pulling_agent.database import run_with_client
-    from pulling_agent.errors import ConfigError, StoreUnavailable
-
-    try:
-        settings = load_settings(mongodb_uri=uri)
-    except ConfigError as exc:
-        raise CtlError(str(exc)) from None
-
-    async def go(client: Any) -> T:
-        return await action(
-            Direct(cluster_service(settings, client), job_service(settings, client))
-        )
-
-    try:
-        return run_with_client(settings, go)
-    except StoreUnavailable as exc:
-        raise CtlError(str(exc)) from None
-
-
-def _identity() -> str:
-    return f"cli:{getpass.getuser()}@{socket.gethostname()}"
 
 
 def _command(
@@ -123,7 +31,7 @@ def _command(
 ) -> dict[str, Any]:
     if uri:
         return direct(
-            lambda d: d.cluster.command(command, reason, _identity(), "", wait or None), uri
+            lambda d: d.cluster.command(command, reason, identity(), "", wait or None), uri
         )
     result: dict[str, Any] = http(
         "POST",
@@ -131,7 +39,7 @@ def _command(
         f"/api/cluster/{command.value}",
         token,
         reason=reason,
-        updated_by=_identity(),
+        updated_by=identity(),
         wait=wait or None,
     )
     return result
@@ -152,7 +60,7 @@ def _run_command(
         print_error(f"pulling-agent ctl: {exc}")
         raise typer.Exit(1) from None
     if as_json:
-        typer.echo(json.dumps(result))
+        echo_json(result)
         return
     control = result["control"]
     typer.echo(
@@ -296,15 +204,15 @@ def status(
     as_json: AsJson = False,
 ) -> None:
     """The cluster command, the live agents (who holds each paused, and why), the backlog."""
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    shown = console(fit_pipe=True)
     try:
         if as_json:
-            typer.echo(json.dumps(_fetch_status(url, token, mongodb_uri)))
+            echo_json(_fetch_status(url, token, mongodb_uri))
             return
         if not watch:
-            console.print(render_status(_fetch_status(url, token, mongodb_uri)))
+            shown.print(render_status(_fetch_status(url, token, mongodb_uri)))
             return
-        with Live(console=console, refresh_per_second=1) as live:
+        with Live(console=shown, refresh_per_second=1) as live:
             while True:
                 live.update(render_status(_fetch_status(url, token, mongodb_uri)))
                 time.sleep(2)
@@ -313,3 +221,7 @@ def status(
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         return
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="ctl")

@@ -1,5 +1,7 @@
-"""Jobs as typed on a command line (``pulling-agent enqueue``): payloads in (relaxed)
-Extended JSON and durations like ``90``, ``30s``, ``5m``, ``2h``, ``1d``. Pure."""
+"""What every command reads: the settings (exit 2 and one line when they are invalid),
+the options several command groups share, and jobs as typed on a command line
+(``pulling-agent enqueue``): payloads in (relaxed) Extended JSON and durations like ``90``,
+``30s``, ``5m``, ``2h``, ``1d``."""
 
 from __future__ import annotations
 
@@ -7,12 +9,56 @@ import math
 import re
 from collections.abc import Iterable
 from datetime import UTC, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from bson import json_util
 
-from pulling_agent.client.jobs import InvalidJob, Job, prepare
-from pulling_agent.text import safe_text
+from pulling_agent.config import Settings, load_settings
+from pulling_agent.errors import ConfigError, InvalidJob
+from pulling_agent.logs import configure_logging
+from pulling_agent.text import print_error, safe_text
+
+if TYPE_CHECKING:
+    from pulling_agent.client.jobs import Job
+
+EXIT_CONFIG = 2
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+Url = Annotated[
+    str,
+    typer.Option(envvar="PULLING_AGENT_URL", help="An agent's API (any agent of the fleet)."),
+]
+Token = Annotated[
+    str | None,
+    typer.Option(envvar="PULLING_AGENT_TOKEN", help="API token (Authorization: Bearer)."),
+]
+MongoUri = Annotated[
+    str | None,
+    typer.Option(
+        "--mongodb-uri",
+        help="Talk to MongoDB directly (MONGODB_DATABASE and MONGODB_COLLECTION from the env).",
+    ),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def fail(message: str, code: int = EXIT_CONFIG) -> typer.Exit:
+    """Say what went wrong on one line of stderr; the exit to raise (2: fix the input)."""
+    print_error(f"pulling-agent: {message}")
+    return typer.Exit(code)
+
+
+def settings(**overrides: Any) -> Settings:
+    """The settings from the environment (and ``overrides``), logging configured; invalid
+    settings exit 2 with one line naming the variable and the fix."""
+    try:
+        loaded = load_settings(**overrides)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    configure_logging(loaded.log_level, loaded.log_format, loaded.secrets())
+    return loaded
+
 
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400}
 JSON_OPTIONS = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)
@@ -59,6 +105,8 @@ def command_jobs(
 ) -> list[Job]:
     """The jobs of one ``pulling-agent enqueue``, checked (:class:`InvalidJob` before any
     I/O): ``payload`` is a JSON object, or ``-`` for the JSON lines in ``stdin``."""
+    from pulling_agent.client.jobs import Job, prepare  # pymongo: only for this command
+
     payloads = parse_lines(stdin.splitlines()) if stdin is not None else [parse_payload(payload)]
     if key is not None and len(payloads) > 1:
         raise InvalidJob("--key names one document: enqueue keyed documents one at a time")

@@ -29,19 +29,16 @@ from typing import Any
 
 from pymongo.errors import PyMongoError
 
-from pulling_agent.breaker import StoreBreaker
 from pulling_agent.config import Settings
 from pulling_agent.logs import get_logger
-from pulling_agent.queue.documents import Rejection
-from pulling_agent.queue.fleet_rate import FleetBucket
 from pulling_agent.queue.model import (
     Claim,
     ClaimKind,
     Completion,
     OutcomeKind,
+    Rejection,
     WorkStore,
 )
-from pulling_agent.queue.pace import HORIZON, Pace, Throttled, claim_size
 from pulling_agent.queue.retry import (
     AttemptsExhausted,
     RetryPolicy,
@@ -49,6 +46,8 @@ from pulling_agent.queue.retry import (
     error_info,
     failure_outcome,
 )
+from pulling_agent.runtime.breaker import StoreBreaker
+from pulling_agent.runtime.rate_limit import HORIZON, FleetBucket, RateLimiter
 from pulling_agent.text import safe_text
 from pulling_agent.timeouts import wait_event
 from pulling_agent.work import Context, Outcome, Retry, Skip, accepts_context
@@ -153,18 +152,12 @@ class Pipeline:
         self._cancellable = bool(getattr(run_handler, "cancellable", True))
         self._namespace = f"{settings.mongodb_database}.{settings.mongodb_collection}"
         store.on_rejected = self._rejected
-        # rate limits: RATE_LIMIT and FLEET_RATE_LIMIT give each claimed document a start
-        # time (claims sized to HORIZON seconds of it); TYPE_RATE_LIMIT paces at start
-        self._pace = Pace(settings.rate_limit) if settings.rate_limit else None
-        self._fleet = fleet
-        self._fleet_until = 0.0  # end of the last fleet slot this agent reserved
-        self._type_paces = {kind: Pace(rate) for kind, rate in settings.type_rates.items()}
-        rates = [r for r in (settings.rate_limit, fleet.rate if fleet else None) if r]
-        self._claim_size = claim_size(settings.batch_size, rates)
-        self.throttled = Throttled()
+        # rate limits: each claimed document gets a start time (claims sized to HORIZON
+        # seconds of it); workers wait for it
+        self.rate_limit = RateLimiter(settings, fleet, lambda: self._clock().timestamp())
         self._unstarted: list[Claim] = []  # taken by a worker that was waiting for a slot
         self._pacing = 0  # workers waiting for a slot
-        self._paced = bool(rates or self._type_paces)
+        self._paced = self.rate_limit.paced
         self._linger = PACED_FLUSH_LINGER if self._paced else FLUSH_LINGER
 
     # ----------------------------------------------------------------- observation
@@ -207,7 +200,7 @@ class Pipeline:
             if not self.breaker.available:
                 await self._probe()  # half-open: one probe at a time, no claims
                 continue
-            ahead = self._slots_ahead()
+            ahead = self.rate_limit.ahead()
             if ahead > HORIZON:  # rate-limited: enough documents wait for their slot
                 await wait_event(self.kick, ahead - HORIZON)
                 continue
@@ -253,7 +246,7 @@ class Pipeline:
             return await self.breaker.call(
                 self._store.claim(
                     self._settings.agent_id,
-                    self._claim_size,
+                    self.rate_limit.claim_size,
                     self._settings.lease_seconds,
                     self._clock(),
                     kinds,
@@ -265,40 +258,16 @@ class Pipeline:
         finally:
             self._claiming = False
 
-    def _slots_ahead(self) -> float:
-        """Seconds of rate-limit slots handed out beyond now (0 without limits)."""
-        if self._pace is None and self._fleet is None:
-            return 0.0
-        now = self._clock().timestamp()
-        local = self._pace.ahead(now) if self._pace else 0.0
-        return max(local, self._fleet_until - now)
-
     async def _schedule(self, claims: list[Claim]) -> bool:
-        """Give each claimed document its start time under RATE_LIMIT and FLEET_RATE_LIMIT
-        (one round trip for the fleet's slots). False when the fleet bucket could not be
-        read: the claims are handed back (attempt undone)."""
-        if self._pace is None and self._fleet is None:
-            return True
-        now = self._clock().timestamp()
-        if self._fleet is not None:
-            try:
-                start = await self.breaker.call(self._fleet.reserve(len(claims), now))
-            except PyMongoError as exc:
-                self._register(claims)
-                await self._release(claims, undo_attempt=True)
-                self._claim_failures = await self._store_error(
-                    "fleet_rate", exc, self._claim_failures
-                )
-                return False
-            interval = 1.0 / self._fleet.rate
-            for n, claim in enumerate(claims):
-                claim.not_before, claim.paced_by = start + n * interval, "fleet"
-            self._fleet_until = start + len(claims) * interval
-        if self._pace is not None:
-            for claim in claims:
-                slot = self._pace.assign(now)
-                if slot > claim.not_before:
-                    claim.not_before, claim.paced_by = slot, "agent"
+        """Give each claimed document its start time under the rate limits. False when the
+        fleet's bucket could not be read: the claims are handed back (attempt undone)."""
+        try:
+            await self.rate_limit.schedule(claims, self.breaker.call)
+        except PyMongoError as exc:
+            self._register(claims)
+            await self._release(claims, undo_attempt=True)
+            self._claim_failures = await self._store_error("fleet_rate", exc, self._claim_failures)
+            return False
         return True
 
     async def _probe(self) -> None:
@@ -374,31 +343,12 @@ class Pipeline:
     async def _paced_start(self, claim: Claim) -> None:
         self._pacing += 1
         try:
-            await self._wait_for_slot(claim)
+            await self.rate_limit.wait_for_slot(claim)
         except asyncio.CancelledError:
             self._unstarted.append(claim)  # handed back with its attempt undone
             raise
         finally:
             self._pacing -= 1
-
-    async def _wait_for_slot(self, claim: Claim) -> None:
-        """Sleep until the rate limits let this document start: its slot from the claim
-        (``RATE_LIMIT``, ``FLEET_RATE_LIMIT``), then its type's (``TYPE_RATE_LIMIT``)."""
-        await self._sleep_until(claim.not_before, claim.paced_by)
-        kind = claim.document.get(self._settings.type_field)
-        pace = self._type_paces.get(kind) if isinstance(kind, str) else None
-        if pace is not None:
-            await self._sleep_until(pace.assign(self._clock().timestamp()), "type")
-
-    async def _sleep_until(self, when: float, limit: str) -> None:
-        delay = when - self._clock().timestamp()
-        if delay <= 0:
-            return
-        started = time.monotonic()
-        try:
-            await asyncio.sleep(delay)
-        finally:
-            self.throttled.add(limit, time.monotonic() - started)
 
     async def _attempt(self, claim: Claim) -> Completion:
         now = self._clock()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pulling_agent.queue.pace import Pace, claim_size
+from pulling_agent.runtime.rate_limit import Pace, claim_size
 
 
 def test_slots_follow_each_other_by_the_interval_without_burst() -> None:

@@ -21,10 +21,9 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from pulling_agent.bootstrap import build_node
-from pulling_agent.queue.fleet_rate import FleetBucket
 from pulling_agent.queue.model import Claim
 from pulling_agent.queue.mongo import MongoWorkStore
-from pulling_agent.queue.pace import claim_size
+from pulling_agent.runtime.rate_limit import FleetBucket, claim_size
 from tests.conftest import async_wait_until, make_settings
 from tests.deviations import DOUBLE_SLACK
 

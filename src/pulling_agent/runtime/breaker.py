@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 from pymongo.errors import PyMongoError
 
-from pulling_agent.database import describe_error
 from pulling_agent.logs import get_logger
+from pulling_agent.queue.database import describe_error
 
 T = TypeVar("T")
 

@@ -1,7 +1,10 @@
-"""Load the user handler named ``module:function`` and call it, sync or async.
+"""Load the user handlers named in the settings and call them, sync or async.
 
 A handler receives the work document (a ``dict``) and returns nothing; raising marks the
 attempt as failed. Sync handlers run in a thread pool so the event loop stays responsive.
+:func:`build_handlers` wires ``HANDLER`` / ``HANDLERS`` (entries or a
+:class:`~pulling_agent.worker.Worker`) into what the agent runs, or raises a
+:class:`~pulling_agent.errors.PullingAgentError` whose message names the setting and the fix.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from pulling_agent.errors import HandlerLoadError, PullingAgentError
+from pulling_agent.config import Settings
+from pulling_agent.errors import ConfigError, HandlerLoadError, PullingAgentError
+from pulling_agent.logs import get_logger
 from pulling_agent.text import safe_text
 from pulling_agent.timeouts import within
 from pulling_agent.work import Context, Fail, accepts_context
+from pulling_agent.worker import Worker
 
 Document = dict[str, Any]
 Handler = Callable[..., Any]  # (document) or (document, context)
@@ -168,7 +174,7 @@ class TypedHandlers:
     """Routing by type (``HANDLERS``): the document's ``TYPE_FIELD`` picks the handler;
     ``HANDLER``, if also set, runs documents without a type. Per-type concurrency limits
     (``TYPE_CONCURRENCY``) hold a document's worker until its type has room. Agents claim
-    only the types they serve (see ``Settings.claim_scope``), so an unknown type here means
+    only the types they serve (see ``queue.model.claim_scope``), so an unknown type here means
     the document was changed after its claim: it fails without retries."""
 
     def __init__(
@@ -218,3 +224,70 @@ class TypedHandlers:
     def close(self) -> None:
         for runner in self._all:
             runner.close()
+
+
+def build_handlers(settings: Settings) -> HandlerRunner | TypedHandlers | None:
+    """The one handler (``HANDLER``), or routing by type (``HANDLERS``: entries, or a
+    :class:`~pulling_agent.worker.Worker`); None when neither is set. Raises
+    :class:`HandlerLoadError` or :class:`ConfigError` (one line, naming the setting)."""
+    default = None
+    if settings.handler:
+        default = _runner(settings, load_handler(settings.handler, "HANDLER"), "HANDLER")
+    if settings.handlers_registry:
+        return _from_registry(settings, default)
+    if not settings.handlers:
+        return default
+    runners = {
+        kind: _runner(settings, load_handler(spec, f"HANDLERS {kind}"), f"HANDLERS {kind}")
+        for kind, spec in settings.handler_map.items()
+    }
+    return TypedHandlers(runners, default, settings.type_field, settings.type_limits)
+
+
+def _runner(settings: Settings, handler: Handler, what: str) -> HandlerRunner:
+    runner = HandlerRunner(
+        handler, settings.concurrency, settings.handler_timeout, settings.max_abandoned_threads
+    )
+    if runner.misdeclared:
+        get_logger(agent_id=settings.agent_id).error(
+            f"{what} is a sync callable around an async function: every document will fail "
+            "until it is declared 'async def'",
+            action="agent.handler_misdeclared",
+            handler=what,
+        )
+    return runner
+
+
+def _from_registry(settings: Settings, default: HandlerRunner | None) -> TypedHandlers:
+    spec = settings.handlers_registry or ""
+    worker = load_object(spec, "HANDLERS")
+    if not isinstance(worker, Worker):
+        raise ConfigError(
+            f"HANDLERS={spec} is a {type(worker).__name__}, not a pulling_agent.Worker "
+            "(or give type=module:function entries)"
+        )
+    if not worker.handlers:
+        raise ConfigError(f"HANDLERS={spec}: the Worker has no handlers registered")
+    if None in worker.handlers and default is not None:
+        raise ConfigError(
+            f"HANDLERS={spec} has a handler for documents without a type; unset HANDLER"
+        )
+    for name, limits in (
+        ("TYPE_CONCURRENCY", settings.type_limits),
+        ("TYPE_RATE_LIMIT", settings.type_rates),
+    ):
+        unknown = sorted(set(limits) - set(worker.types))
+        if unknown:
+            raise ConfigError(
+                f"{name} names {unknown[0]!r}, which HANDLERS={spec} does not register: "
+                "give a limit only to a type this agent handles"
+            )
+    runners = {
+        kind: _runner(settings, function, f"HANDLERS {spec} {kind}")
+        for kind, function in worker.handlers.items()
+        if kind is not None
+    }
+    if None in worker.handlers:
+        default = _runner(settings, worker.handlers[None], f"HANDLERS {spec} (no type)")
+    limits = {**worker.concurrency, **settings.type_limits}
+    return TypedHandlers(runners, default, settings.type_field, limits)

@@ -2,7 +2,7 @@
 
 Kubernetes runs the probe every few seconds in every pod: it must cost next to nothing.
 This module parses the same options as the documented command (``--max-age``, ``--ready``,
-``--dir``) with the standard library and imports only :mod:`pulling_agent.health`; the
+``--dir``) with the standard library and imports only :mod:`pulling_agent.runtime.health`; the
 full CLI (typer, rich, pydantic, pymongo) is never loaded. ``--help`` goes to the full CLI.
 """
 
@@ -13,9 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from pulling_agent.health import check
-
-DEFAULT_DIR = "/tmp/health"  # noqa: S108 - the seed's documented path
+from pulling_agent.runtime.health import DEFAULT_DIR, check
 
 
 def main(argv: list[str]) -> int:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from pulling_agent.text import one_line
 
+DEFAULT_DIR = "/tmp/health"  # noqa: S108 - the seed's documented path (HEALTH_DIR)
 LIVENESS = "liveness"
 UNHEALTHY = "unhealthy"
 READINESS = "readiness"

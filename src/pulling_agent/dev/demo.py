@@ -22,18 +22,19 @@ from rich.live import Live
 from rich.table import Table
 
 from pulling_agent.config import ChangeStreams, LogFormat, Settings, load_settings
-from pulling_agent.database import open_client
-from pulling_agent.handlers import Document, HandlerRunner
+from pulling_agent.errors import PullingAgentError
 from pulling_agent.logs import configure_logging
+from pulling_agent.queue.database import open_client
 from pulling_agent.queue.mongo import MongoWorkStore
-from pulling_agent.runtime import Agent
+from pulling_agent.runtime.agent import Agent
+from pulling_agent.runtime.handlers import Document, HandlerRunner
 
 DEMO_DATABASE = "pulling_agent_demo"
 DEMO_COLLECTION = "work"
 DEADLINE = 50.0
 
 
-class DemoFailure(Exception):
+class DemoFailure(PullingAgentError):
     """Raised on purpose by the demo handler."""
 
 
@@ -176,7 +177,7 @@ def run_demo(documents: int = 600, agents: int = 3) -> int:
         )
         uri = os.environ.get("MONGODB_URI")
         if not uri:
-            from pulling_agent.embedded import EmbeddedServer
+            from pulling_agent.dev.embedded import EmbeddedServer
 
             server = stack.enter_context(EmbeddedServer(workdir / "server"))
             uri = server.uri

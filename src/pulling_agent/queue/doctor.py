@@ -15,8 +15,8 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from pulling_agent.queue.documents import Problem, diagnose
-from pulling_agent.queue.model import FINISHED, Document, Status
+from pulling_agent.queue.documents import diagnose
+from pulling_agent.queue.model import FINISHED, Document, Problem, Status
 from pulling_agent.text import safe_text
 
 FIELDS = {"status": 1, "attempts": 1, "available_at": 1, "lease": 1}

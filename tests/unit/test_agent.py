@@ -13,12 +13,12 @@ import pytest
 import structlog
 
 from pulling_agent.control.requests import Source
-from pulling_agent.handlers import HandlerRunner
-from pulling_agent.health import LIVENESS, READINESS
 from pulling_agent.queue.memory import MemoryWorkStore
 from pulling_agent.queue.model import ClaimKind
-from pulling_agent.runtime import Agent
-from pulling_agent.state import AgentState
+from pulling_agent.runtime.agent import Agent
+from pulling_agent.runtime.handlers import HandlerRunner
+from pulling_agent.runtime.health import LIVENESS, READINESS
+from pulling_agent.runtime.state import AgentState
 from tests.conftest import async_wait_until, make_settings
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]

@@ -1,0 +1,86 @@
+"""``pulling-agent doctor``: documents the agents will never process as they stand, why, and
+the fix; and pending types no live agent claims."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from pulling_agent.cli.options import settings
+from pulling_agent.cli.remote import with_store
+from pulling_agent.cli.terminal import table
+from pulling_agent.encoding import to_json
+from pulling_agent.text import cell
+
+if TYPE_CHECKING:
+    from pulling_agent.queue.doctor import Examination
+    from pulling_agent.queue.mongo import MongoWorkStore
+
+
+def doctor(
+    limit: Annotated[int, typer.Option(help="List at most this many documents.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """List documents the agents will never process as they stand, why, and the fix.
+
+    Exit 0 when there are none, 1 when there are (or MongoDB cannot be read)."""
+    from rich.console import Console
+
+    from pulling_agent.fleet.registry import AgentRegistry
+    from pulling_agent.queue.doctor import examine, unserved_types
+    from pulling_agent.runtime.pipeline import utcnow
+
+    loaded = settings()
+
+    async def action(store: MongoWorkStore) -> Examination:
+        result = await examine(store.collection, utcnow(), loaded.max_attempts, limit)
+        db = store.collection.database
+        registry = AgentRegistry(db[loaded.agents_collection], loaded.heartbeat_interval)
+        live = await registry.live(utcnow())
+        result.unserved = await unserved_types(store.collection, live, loaded.type_field)
+        return result
+
+    result = with_store(action)
+    if as_json:
+        typer.echo(json.dumps(to_json(result.as_dict())))
+        raise typer.Exit(1 if result.found or result.unserved else 0)
+    console = Console(highlight=False)
+    for kind, count in result.unserved.items():
+        console.print(
+            cell(
+                f"type {kind!r}: {count} pending document(s) that no live agent claims "
+                f"(start an agent whose HANDLERS include it, or one without HANDLERS)"
+            )
+        )
+    if not result.found and result.unserved:
+        raise typer.Exit(1)
+    if not result.found:
+        console.print(f"No stuck documents among {result.scanned} unfinished.", markup=False)
+        raise typer.Exit(0)
+    findings = table(
+        f"{result.found} of {result.scanned} unfinished documents will never be "
+        "processed as they stand",
+        "_id",
+        "field",
+        "problem",
+        "fix",
+        fold=True,
+    )
+    for finding in result.findings:
+        for problem in finding.problems:
+            findings.add_row(
+                *(
+                    cell(v, 200)
+                    for v in (finding.doc_id, problem.field, problem.reason, problem.fix)
+                )
+            )
+    console.print(findings)
+    if result.found > len(result.findings):
+        console.print(f"... and {result.found - len(result.findings)} more (--limit)", markup=False)
+    raise typer.Exit(1)
+
+
+def register(root: typer.Typer) -> None:
+    root.command()(doctor)

@@ -1,0 +1,237 @@
+"""The queue from a shell: ``enqueue``, ``get``, ``cancel``, and the dead letter (``dlq list``,
+``dlq requeue``), on the work collection of ``MONGODB_URI``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from pulling_agent.cli.options import command_jobs, fail, settings
+from pulling_agent.cli.remote import identity, with_store
+from pulling_agent.cli.terminal import echo_json, error_summary, show, table
+from pulling_agent.encoding import id_candidates, to_json
+from pulling_agent.errors import InvalidJob
+from pulling_agent.text import cell, print_error, safe_text
+
+if TYPE_CHECKING:
+    from pulling_agent.client.jobs import Enqueued
+    from pulling_agent.queue.mongo import MongoWorkStore
+
+dlq = typer.Typer(help="The dead letter: documents that failed MAX_ATTEMPTS times.")
+
+SHOWN = (
+    "status",
+    "attempts",
+    "available_at",
+    "lease",
+    "progress",
+    "processed_at",
+    "failed_at",
+    "cancelled_at",
+    "cancel_reason",
+    "cancel_requested",
+    "error",
+)
+
+
+@dlq.command("list")
+def dlq_list(
+    limit: Annotated[int, typer.Option(help="At most this many documents.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document per line.")] = False,
+    cancelled: Annotated[
+        bool, typer.Option("--cancelled", help="List documents a handler skipped instead.")
+    ] = False,
+) -> None:
+    """List failed documents with their last error (or, with --cancelled, skipped ones)."""
+
+    async def action(store: MongoWorkStore) -> list[dict[str, Any]]:
+        if cancelled:
+            cursor = store.collection.find(
+                {"status": "cancelled"}, sort=[("cancelled_at", 1)], limit=limit
+            )
+            found: list[dict[str, Any]] = await cursor.to_list(length=limit)
+            for doc in found:  # shown like a failure: the reason in the error column
+                doc.setdefault("error", {"type": "cancelled", "message": doc.get("cancel_reason")})
+                doc.setdefault("failed_at", doc.get("cancelled_at"))
+            return found
+        return await store.list_failed(limit)
+
+    docs = with_store(action)
+    if as_json:
+        for doc in docs:
+            echo_json(to_json(doc))
+        return
+    shown = table(f"Dead letter ({len(docs)} shown)")
+    shown.add_column("_id", overflow="fold")  # never cut: it is what dlq requeue takes
+    for column in ("attempts", "failed_at", "error"):
+        shown.add_column(column)
+    for doc in docs:
+        failed_at = doc.get("failed_at")
+        when = failed_at.isoformat() if isinstance(failed_at, datetime) else failed_at
+        shown.add_row(
+            cell(doc.get("_id"), 10_000),
+            cell(doc.get("attempts", "")),
+            cell(when or ""),
+            cell(error_summary(doc.get("error")), 120),
+        )
+    show(shown)
+
+
+@dlq.command("requeue")
+def dlq_requeue(
+    ids: Annotated[list[str] | None, typer.Argument(help="_id values to requeue.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Requeue every failed document.")] = False,
+) -> None:
+    """Put failed documents back to pending, attempts reset."""
+    if bool(ids) == all_:
+        raise fail("give document ids or --all (not both)")
+    wanted = {raw: id_candidates(raw) for raw in ids or []}
+
+    async def action(store: MongoWorkStore) -> tuple[int, list[str]]:
+        if all_:
+            return await store.requeue(None), []
+        candidates = [c for options in wanted.values() for c in options]
+        failed = store.collection.find({"_id": {"$in": candidates}, "status": "failed"}, {"_id": 1})
+        found = {repr(doc["_id"]) async for doc in failed}
+        missing = [raw for raw, options in wanted.items() if not found & {repr(c) for c in options}]
+        count: int = await store.requeue(candidates) if found else 0
+        return count, missing
+
+    count, missing = with_store(action)
+    echo_json({"requeued": count, "not_failed": missing})
+    if missing:
+        print_error(
+            f"pulling-agent: no failed document has the _id {', '.join(map(repr, missing))} "
+            "(see pulling-agent dlq list)"
+        )
+        raise typer.Exit(1)
+
+
+def cancel(
+    ids: Annotated[list[str], typer.Argument(help="_id values of the documents to cancel.")],
+) -> None:
+    """Cancel documents: a pending one at once (status cancelled), a processing one by
+    request (its agent cancels the handler at its next lease renewal). Exit 1 if an id
+    matches no pending or processing document."""
+    from pulling_agent.fleet.service import cancel_by_raw_ids
+
+    by = identity()
+
+    async def action(store: MongoWorkStore) -> dict[str, list[str]]:
+        return await cancel_by_raw_ids(store, ids, by)
+
+    result = with_store(action)
+    echo_json(result)
+    if result["not_found"]:
+        print_error(
+            f"pulling-agent: not pending or processing: {', '.join(map(repr, result['not_found']))}"
+        )
+        raise typer.Exit(1)
+
+
+def enqueue(
+    payload: Annotated[
+        str,
+        typer.Argument(
+            help="The document as a JSON object (Extended JSON), or - to read JSON lines "
+            "(one document each) from stdin."
+        ),
+    ] = "{}",
+    key: Annotated[
+        str | None, typer.Option(help="Idempotency key: the same key twice is one document.")
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option("--type", help="Set TYPE_FIELD, for routing (HANDLERS).")
+    ] = None,
+    delay: Annotated[
+        str | None, typer.Option(help="Due after this long: 90, 30s, 5m, 2h, 1d.")
+    ] = None,
+    priority: Annotated[
+        int | None, typer.Option(help="0 to 1000000; higher fresh documents are claimed first.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per document: _id, created, key.")
+    ] = False,
+) -> None:
+    """Put documents in the queue. Prints each _id and whether it is new (a --key seen
+    before names the document that has it). Exit 2 on invalid input, nothing written."""
+    from pulling_agent.client.aio import enqueue_many
+
+    loaded = settings()
+    try:
+        text = sys.stdin.read() if payload == "-" else None
+        jobs = command_jobs(
+            payload,
+            text,
+            key=key,
+            kind=kind,
+            delay=delay,
+            priority=priority,
+            type_field=loaded.type_field,
+        )
+    except InvalidJob as exc:
+        raise fail(str(exc)) from None
+
+    async def action(store: MongoWorkStore) -> list[Enqueued]:
+        return await enqueue_many(store.collection, jobs, type_field=loaded.type_field)
+
+    results = with_store(action)  # a refusal by MongoDB: one line, exit 1
+    for result in results:
+        if as_json:
+            echo_json(to_json({"_id": result.id, "created": result.created, "key": result.key}))
+        else:
+            state = "enqueued" if result.created else "already there"
+            typer.echo(safe_text(f"{state}: {to_json(result.id)}", 300))
+
+
+def get(
+    doc_id: Annotated[str, typer.Argument(help="The _id (string, ObjectId hex or integer).")],
+    as_json: Annotated[bool, typer.Option("--json", help="The whole document as JSON.")] = False,
+) -> None:
+    """Show one work document as the agents see it: status, attempts, lease, progress,
+    the last error and the error history, and why agents would never process it (if so).
+    Exit 1 when no document has this id."""
+    from pulling_agent.queue.documents import diagnose
+    from pulling_agent.runtime.pipeline import utcnow
+
+    loaded = settings()
+
+    async def action(store: MongoWorkStore) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await store.collection.find_one(
+            {"_id": {"$in": id_candidates(doc_id)}}
+        )
+        return found
+
+    doc = with_store(action)
+    if doc is None:
+        print_error(f"pulling-agent: no document has the _id {doc_id!r}")
+        raise typer.Exit(1)
+    problems = diagnose(doc, utcnow(), loaded.max_attempts)
+    if as_json:
+        whole = to_json(doc)
+        whole["problems"] = [{"field": p.field, "reason": p.reason, "fix": p.fix} for p in problems]
+        typer.echo(json.dumps(whole))
+        return
+    shown = table(cell(f"document {doc_id}"))
+    shown.show_header = False
+    shown.add_column("field")
+    shown.add_column("value", overflow="fold")
+    for name in SHOWN:
+        if name in doc:
+            shown.add_row(name, cell(to_json(doc[name]), 600))
+    errors = doc.get("errors")
+    if isinstance(errors, list) and errors:
+        shown.add_row("errors", cell(f"{len(errors)} recorded (--json shows them)"))
+    for problem in problems:
+        shown.add_row(cell(f"problem: {problem.field}"), cell(f"{problem.reason}; {problem.fix}"))
+    show(shown)
+
+
+def register(root: typer.Typer) -> None:
+    for command in (cancel, enqueue, get):
+        root.command()(command)
+    root.add_typer(dlq, name="dlq")

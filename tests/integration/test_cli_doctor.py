@@ -1,0 +1,52 @@
+"""``pulling-agent doctor`` in process (typer's CliRunner) against the test's database, and
+every command that reads MongoDB giving up on an unreachable server with one line."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.conftest import invoke
+from tests.unit.test_documents import EVERY_BAD_SHAPE, FINE
+
+
+def test_doctor_explains_every_bad_shape(cli_env: dict[str, str | None], work: Any) -> None:
+    work.insert_many([*EVERY_BAD_SHAPE, *FINE])
+    result = invoke(cli_env, "doctor", "--json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert report["found"] == len(EVERY_BAD_SHAPE)
+    assert sorted(d["_id"] for d in report["documents"]) == sorted(
+        d["_id"] for d in EVERY_BAD_SHAPE
+    )
+    table = invoke({**cli_env, "COLUMNS": "250"}, "doctor")
+    assert table.returncode == 1
+    assert "attempts-string" in table.stdout and "set status to 'pending'" in table.stdout
+
+
+def test_doctor_is_quiet_on_a_healthy_collection(cli_env: dict[str, str | None], work: Any) -> None:
+    work.insert_many(FINE)
+    result = invoke(cli_env, "doctor")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "No stuck documents" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args", [["doctor"], ["dlq", "list"], ["ctl", "status", "--mongodb-uri", "URI"]]
+)
+def test_commands_give_up_on_an_unreachable_server_with_one_line(
+    cli_env: dict[str, str | None], args: list[str]
+) -> None:
+    uri = "mongodb://user:s3cret-pass@127.0.0.1:1/?serverSelectionTimeoutMS=60000"
+    env = {**cli_env, "MONGODB_URI": uri}
+    result = invoke(env, *[uri if a == "URI" else a for a in args])
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "ServerSelectionTimeoutError" in lines[0]
+    assert "s3cret-pass" not in result.stderr + result.stdout
+
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J[bold]x[/bold]\nready=yes\u202e"

@@ -1,0 +1,142 @@
+"""``pulling-agent enqueue``, ``get``, ``cancel`` and ``dlq`` in process (typer's CliRunner)
+against the test's database: hostile values shown inertly, ids whole, bad input refused
+with one line and nothing written."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from tests.conftest import invoke
+
+HOSTILE = "\x1b]0;pwned\x07\x1b[2J[bold]x[/bold]\nready=yes\u202e"
+
+
+def test_dlq_list_shows_hostile_documents_inertly_and_ids_whole(
+    cli_env: dict[str, str | None], work: Any
+) -> None:
+    long_id = "order-" + "9" * 150
+    work.insert_many(
+        [
+            {"_id": long_id, "status": "failed", "error": {"type": "X", "message": HOSTILE}},
+            {"_id": HOSTILE, "status": "failed", "error": HOSTILE},  # a plain-string error
+        ]
+    )
+    listed = invoke({**cli_env, "COLUMNS": "400"}, "dlq", "list")
+    assert listed.returncode == 0, listed.stderr
+    for raw in ("\x1b", "\x07", "\u202e"):
+        assert raw not in listed.stdout
+    assert long_id in listed.stdout, "ids are never cut"
+    assert "[bold]x[/bold]" in listed.stdout, "markup shown, not interpreted"
+    assert "\nready=yes" not in listed.stdout
+    as_json = invoke(cli_env, "dlq", "list", "--json")
+    assert as_json.returncode == 0 and len(as_json.stdout.splitlines()) == 2
+
+
+def test_dlq_requeue_says_which_ids_matched_nothing(
+    cli_env: dict[str, str | None], work: Any
+) -> None:
+    work.insert_one({"_id": "a-failed-one", "status": "failed", "attempts": 5})
+    result = invoke(cli_env, "dlq", "requeue", "a-failed-one", "no-such-id")
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == {"requeued": 1, "not_failed": ["no-such-id"]}
+    assert "no-such-id" in result.stderr
+    assert work.find_one({"_id": "a-failed-one"})["status"] == "pending"
+
+
+def test_cancelled_documents_are_listable(cli_env: dict[str, str | None], work: Any) -> None:
+    work.insert_many(
+        [
+            {"_id": "skipped", "status": "cancelled", "cancel_reason": "duplicate order"},
+            {"_id": "dead", "status": "failed", "error": {"type": "X", "message": "m"}},
+        ]
+    )
+    listed = invoke(cli_env, "dlq", "list", "--cancelled", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [entry] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (entry["_id"], entry["cancel_reason"]) == ("skipped", "duplicate order")
+    table = invoke({**cli_env, "COLUMNS": "200"}, "dlq", "list", "--cancelled")
+    assert "duplicate order" in table.stdout and "dead" not in table.stdout
+
+
+def test_cancel_from_the_command_line(cli_env: dict[str, str | None], work: Any) -> None:
+    work.insert_many([{"_id": 7, "status": "pending"}, {"_id": "done", "status": "processed"}])
+    result = invoke(cli_env, "cancel", "7", "done")
+    assert result.returncode == 1, "one id matched nothing cancellable"
+    assert json.loads(result.stdout) == {"cancelled": ["7"], "requested": [], "not_found": ["done"]}
+    assert work.find_one({"_id": 7})["status"] == "cancelled"
+
+
+def test_get_shows_one_document(cli_env: dict[str, str | None], work: Any) -> None:
+    work.insert_many(
+        [
+            {
+                "_id": 5,
+                "status": "failed",
+                "attempts": 3,
+                "progress": {"step": 2},
+                "error": {"type": "ValueError", "message": "bad \x1b[2J input"},
+                "errors": [{"type": "ValueError"}] * 3,
+            },
+            {"_id": "typo", "status": "Pending"},
+        ]
+    )
+    shown = invoke({**cli_env, "COLUMNS": "200"}, "get", "5")
+    assert shown.returncode == 0, shown.stderr
+    assert "ValueError" in shown.stdout and "3 recorded" in shown.stdout
+    assert "\x1b" not in shown.stdout
+    as_json = json.loads(invoke(cli_env, "get", "5", "--json").stdout)
+    assert (as_json["_id"], as_json["progress"], as_json["problems"]) == (5, {"step": 2}, [])
+    typo = json.loads(invoke(cli_env, "get", "typo", "--json").stdout)
+    assert typo["problems"][0]["field"] == "status"
+    missing = invoke(cli_env, "get", "nope")
+    assert missing.returncode == 1 and "nope" in missing.stderr
+
+
+def test_enqueue_from_the_command_line(cli_env: dict[str, str | None], work: Any) -> None:
+    args = ("enqueue", '{"to": "a@example.com"}', "--key", "k1", "--type", "email", "--json")
+    first = invoke(cli_env, *args, "--priority", "5", "--delay", "5m")
+    assert first.returncode == 0, first.stderr
+    made = json.loads(first.stdout)
+    assert (made["created"], made["key"]) == (True, "k1")
+    again = json.loads(invoke(cli_env, *args).stdout)
+    assert (again["created"], again["_id"]) == (False, made["_id"])
+    [doc] = work.find({}).to_list()
+    assert (doc["to"], doc["type"], doc["priority"], doc["status"]) == (
+        "a@example.com",
+        "email",
+        5,
+        "pending",
+    )
+    assert doc["available_at"] > doc["enqueued_at"]
+
+    lines = '{"n": 1}\n\n{"n": 2, "when": {"$date": "2026-01-02T00:00:00Z"}}\n'
+    many = invoke(cli_env, "enqueue", "-", stdin=lines)
+    assert many.returncode == 0, many.stderr
+    assert many.stdout.count("enqueued: ") == 2
+    assert isinstance(work.find_one({"n": 2})["when"], datetime), "Extended JSON read as BSON"
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "says"),
+    [
+        (["[1, 2]"], "", "JSON object"),
+        (["{nope"], "", "not JSON"),
+        (['{"status": "done"}'], "", "agents own"),
+        (["{}", "--delay", "soon"], "", "--delay"),
+        (["{}", "--priority", "-4"], "", "priority"),
+        (["-", "--key", "k"], '{"a": 1}\n{"b": 2}\n', "one document"),
+        (["-"], '{"a": 1}\n"\x1b[2J"\n', "line 2"),
+    ],
+)
+def test_enqueue_refuses_bad_input_with_one_line_and_writes_nothing(
+    cli_env: dict[str, str | None], work: Any, args: list[str], stdin: str, says: str
+) -> None:
+    result = invoke(cli_env, "enqueue", *args, stdin=stdin)
+    assert result.returncode == 2
+    assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "\x1b" not in result.stderr
+    assert work.find({}).to_list() == []
