@@ -8,10 +8,13 @@ IMAGE ?= pulling-agent:dev
 NAMESPACE ?= pulling-agent
 OVERLAY ?= production
 
-.PHONY: browser docker-engine install tools demo test lint format bench clean docker-build docker-run security lock \
-	k8s-render k8s-validate k8s-deploy k8s-logs k8s-status k8s-pause k8s-resume
+.PHONY: help browser docker-engine install tools demo test test-unit lint format bench clean docker-build \
+	docker-run security lock k8s-render k8s-validate k8s-deploy k8s-logs k8s-status k8s-pause k8s-resume
 
-install: $(BIN)/pulling-agent
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z0-9-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(BIN)/pulling-agent ## the project's venv (.venv) with the dev tools
 
 $(BIN)/pulling-agent: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +24,7 @@ $(BIN)/pulling-agent: pyproject.toml requirements.lock
 
 # Offline validators (checkov, kubernetes-validate, yamllint, hadolint, shellcheck) in
 # their own venv, so their dependencies never meet the agent's.
-tools: $(TOOLS)/bin/checkov $(TOOLS)/bin/helm
+tools: $(TOOLS)/bin/checkov $(TOOLS)/bin/helm ## the offline validators and helm (.venv-tools)
 
 $(TOOLS)/bin/helm: scripts/install-helm.sh | $(TOOLS)/bin/checkov
 	scripts/install-helm.sh $(TOOLS)/bin
@@ -32,43 +35,47 @@ $(TOOLS)/bin/checkov: deploy/tools-requirements.txt
 	$(TOOLS)/bin/python -m pip install --quiet -r deploy/tools-requirements.txt
 	touch $@
 
-demo: install
+demo: install ## the whole system on sample work (embedded server)
 	$(BIN)/pulling-agent demo
 
 # Debian's chromium for the console's browser tests (tests/system/test_console_browser.py)
-browser:
+browser: ## Debian's chromium for the console's browser tests (as root)
 	@command -v chromium >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 		else echo "browser tests need chromium: sudo apt-get install chromium"; fi; }
 
-test: install tools browser docker-engine
+test: install tools browser docker-engine ## the whole suite, what CI runs
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/python -m pytest
 
-lint: install
+# the fast loop while editing: no server, no apt installs, a few seconds
+test-unit: install ## the unit tests only
+	$(BIN)/python -m pytest tests/unit -q
+
+lint: install ## ruff and mypy --strict
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/ruff format --check src tests bench examples
 	$(BIN)/mypy
 
-format: install
+format: install ## ruff fix and format
 	$(BIN)/ruff check --fix src tests bench examples
 	$(BIN)/ruff format src tests bench examples
 
 # bandit on src/ (skips justified in .bandit.yaml) and a dependency audit of
 # requirements.lock (needs the vulnerability database online; says so when unreachable)
 SECURITY := .venv-security
-security:
+security: ## bandit and a dependency audit
 	test -x $(SECURITY)/bin/pip-audit || { $(PYTHON) -m venv $(SECURITY) && \
 		$(SECURITY)/bin/python -m pip install --quiet bandit pip-audit pip-tools; }
 	SECURITY_VENV=$(SECURITY) scripts/security.sh
 
 # re-pin the runtime dependencies (then run make security)
-lock:
+lock: ## re-pin the runtime dependencies
 	test -x $(SECURITY)/bin/pip-compile || $(MAKE) security
 	$(SECURITY)/bin/pip-compile --quiet --strip-extras --no-header \
 		--output-file=requirements.lock pyproject.toml
 
-bench: install
+bench: install ## the benchmarks (tables in docs/BENCHMARKS.md)
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.pause_propagation
 	$(BIN)/python -m bench.hardening
@@ -76,13 +83,14 @@ bench: install
 	$(BIN)/python -m bench.console
 
 # The image, built from wheels made here for the image's Python (IMAGE_PYTHON): the build
-# itself needs no network. BASE_IMAGE=pulling-agent-base:bookworm (make docker-base) when no
-# registry is reachable.
+# itself needs no network. With no registry reachable, set BASE_IMAGE to a local base image:
+# the image tests build pulling-agent-base:bookworm from Debian's packages with mmdebstrap
+# (tests/deploy/conftest.py) and use it.
 IMAGE_PYTHON ?= 3.12
 # more requirements for the image, e.g. nx-27017 for docker-compose.yml
 EXTRA_WHEELS ?=
 BASE_IMAGE ?= python:3.12-slim
-docker-build: install
+docker-build: install ## the image, from wheels made here
 	rm -rf dist/wheels
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist/wheels .
 	$(BIN)/python -m pip download --quiet --dest dist/wheels --only-binary=:all: \
@@ -93,34 +101,34 @@ docker-build: install
 
 # Debian's Docker engine and mmdebstrap for the image tests (they start dockerd on a
 # private socket and build the base image themselves, cached outside the checkout)
-docker-engine:
+docker-engine: ## Debian's Docker engine and mmdebstrap for the image tests (as root)
 	@scripts/docker-engine.sh
 
-docker-run:
+docker-run: ## run the image (MONGODB_URI, HANDLER... from the environment)
 	docker run --rm -e MONGODB_URI -e MONGODB_DATABASE -e MONGODB_COLLECTION -e HANDLER \
 		-p 8000:8000 $(IMAGE)
 
-k8s-render:
+k8s-render: ## print an overlay (OVERLAY=production)
 	kubectl kustomize deploy/k8s/overlays/$(OVERLAY)
 
-k8s-validate: install tools
+k8s-validate: install tools ## the deploy tests only
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/python -m pytest tests/deploy -q
 
-k8s-deploy:
+k8s-deploy: ## kubectl apply -k the overlay
 	kubectl apply -k deploy/k8s/overlays/$(OVERLAY)
 
-k8s-logs:
+k8s-logs: ## follow the agents' logs
 	kubectl --namespace $(NAMESPACE) logs -f deployment/pulling-agent
 
-k8s-status:
+k8s-status: ## the deployment, pods and the fleet's state
 	kubectl --namespace $(NAMESPACE) get deployment,pods,service -l app.kubernetes.io/name=pulling-agent
 	NAMESPACE=$(NAMESPACE) scripts/control-agent.sh status
 
-k8s-pause:
+k8s-pause: ## pause the fleet (control-agent.sh)
 	NAMESPACE=$(NAMESPACE) scripts/control-agent.sh pause
 
-k8s-resume:
+k8s-resume: ## resume the fleet
 	NAMESPACE=$(NAMESPACE) scripts/control-agent.sh resume
 
-clean:
+clean: ## remove the venvs and build output
 	rm -rf $(VENV) $(TOOLS) $(SECURITY) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -47,6 +47,7 @@ from pulling_agent.queue.retry import (
     failure_outcome,
 )
 from pulling_agent.runtime.breaker import StoreBreaker
+from pulling_agent.runtime.outcomes import Outbox
 from pulling_agent.runtime.rate_limit import HORIZON, FleetBucket, RateLimiter
 from pulling_agent.text import safe_text
 from pulling_agent.timeouts import wait_event
@@ -135,12 +136,8 @@ class Pipeline:
         self._ready: asyncio.Queue[Claim] = asyncio.Queue()
         self._running: set[Claim] = set()
         self._abandoned: list[Claim] = []
-        self._outbox: list[Completion] = []
-        self._outbox_event = asyncio.Event()
-        self._flush_now = asyncio.Event()
         self._held: dict[str, int] = defaultdict(int)  # lease token -> documents not yet settled
         self._held_total = 0
-        self._write_lock = asyncio.Lock()
         self._claiming = False
         self._claim_failures = 0
         self._lost_races = 0  # claims in a row that came back empty, lost to other agents
@@ -158,7 +155,17 @@ class Pipeline:
         self._unstarted: list[Claim] = []  # taken by a worker that was waiting for a slot
         self._pacing = 0  # workers waiting for a slot
         self._paced = self.rate_limit.paced
-        self._linger = PACED_FLUSH_LINGER if self._paced else FLUSH_LINGER
+        self._outbox = Outbox(
+            store,
+            self.breaker,
+            clock,
+            linger=PACED_FLUSH_LINGER if self._paced else FLUSH_LINGER,
+            stopping=self._stop,
+            give_up_after=len(ERROR_BACKOFF),
+            on_written=self._written,
+            on_store_error=self._store_error,
+            log=self._log,
+        )
 
     # ----------------------------------------------------------------- observation
 
@@ -177,7 +184,7 @@ class Pipeline:
         restarted with a fresh coroutine (the pipeline's state lives on this object)."""
         work: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
             "claimer": self._claimer,
-            "flusher": self._flusher,
+            "flusher": self._outbox.run,
             "renewer": self._renewer,
         }
         for n in range(self._settings.concurrency):
@@ -335,10 +342,9 @@ class Pipeline:
                 raise
             finally:
                 self._running.discard(claim)
-            self._outbox.append(completion)
-            self._outbox_event.set()
+            self._outbox.add(completion)
             if len(self._outbox) >= self._settings.batch_size or not self._busy():
-                self._flush_now.set()
+                self._outbox.flush_soon()
 
     async def _paced_start(self, claim: Claim) -> None:
         self._pacing += 1
@@ -492,85 +498,13 @@ class Pipeline:
 
     # ----------------------------------------------------------------- completing
 
-    async def _flusher(self) -> None:
-        while True:
-            await self._outbox_event.wait()
-            await wait_event(self._flush_now, self._linger)
-            await self.flush()
-
     async def flush(self) -> None:
         """Write every outcome collected so far (retrying while the store is down)."""
-        async with self._write_lock:
-            while self._outbox:
-                batch, self._outbox = self._outbox, []
-                self._outbox_event.clear()
-                self._flush_now.clear()
-                try:
-                    applied = await self._write(batch)
-                except BaseException:
-                    # cancelled (shutdown) or a bug: keep the outcomes for the next flush
-                    self._outbox = batch + self._outbox
-                    self._outbox_event.set()
-                    raise
-                self._count(batch, applied)
-                self._settle(c.token for c in batch)
+        await self._outbox.flush()
 
-    async def _write(self, batch: list[Completion]) -> int | None:
-        attempt = 0
-        now = self._clock()  # one time for every try: a retried write writes the same values
-        while True:
-            try:
-                applied = await self.breaker.call(self._store.complete(batch, now))
-            except PyMongoError as exc:
-                if self._stop.is_set() and attempt >= len(ERROR_BACKOFF):
-                    self._log.error(
-                        "outcomes not written; their leases will expire and the documents "
-                        "will be processed again",
-                        action="queue.complete_abandoned",
-                        count=len(batch),
-                    )
-                    return None
-                attempt = await self._store_error("complete", exc, attempt, interruptible=False)
-                continue
-            except Exception:
-                # A bug, not an outage: retrying the same batch would fail the same way.
-                self._log.exception(
-                    "outcome write failed unexpectedly; writing outcomes one by one",
-                    action="queue.complete_failed",
-                    count=len(batch),
-                )
-                return await self._write_each(batch, now)
-            if attempt == 0 or applied == len(batch):
-                return applied
-            return await self._written_before(batch, now, applied)
-
-    async def _written_before(self, batch: list[Completion], now: datetime, applied: int) -> int:
-        """After a failed write that was retried: the first try may have been applied, so
-        the retry changed nothing for those. Count what the store shows as ours."""
-        try:
-            written = await self.breaker.call(self._store.written(batch, now))
-        except PyMongoError:
-            return applied
-        if written > applied:
-            self._log.info(
-                "outcomes were written by the attempt that reported an error",
-                action="queue.complete_applied_before",
-                count=written - applied,
-            )
-        return max(applied, written)
-
-    async def _write_each(self, batch: list[Completion], now: datetime) -> int:
-        applied = 0
-        for completion in batch:
-            try:
-                applied += await self._store.complete([completion], now)
-            except Exception:
-                self._log.exception(
-                    "outcome not written; the lease expires and the document is retried",
-                    action="queue.complete_failed",
-                    doc_id=safe_text(completion.doc_id, 200),
-                )
-        return applied
+    def _written(self, batch: list[Completion], applied: int | None) -> None:
+        self._count(batch, applied)
+        self._settle(c.token for c in batch)
 
     def _count(self, batch: list[Completion], applied: int | None) -> None:
         if applied is None:
