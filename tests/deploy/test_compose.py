@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -72,9 +73,21 @@ def test_the_compose_stack_processes_work_and_serves_the_console(
         what="both agents registered",
     )
     for port in (ports["AGENT1_PORT"], ports["AGENT2_PORT"]):
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui/login", timeout=10) as page:
-            assert page.status == 200 and b"Sign in" in page.read()
+        # an agent registers before its API listens (companions start in order)
+        pages: list[tuple[int, bytes]] = []
+        wait_until(partial(_login_page, port, pages), 30, what=f"the console on port {port}")
+        status, body = pages[-1]
+        assert status == 200 and b"Sign in" in body
     client.close()
+
+
+def _login_page(port: int, pages: list[tuple[int, bytes]]) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui/login", timeout=10) as page:
+            pages.append((page.status, page.read()))
+    except OSError:  # not listening yet: the port mapping resets the connection
+        return False
+    return True
 
 
 def _pings(client: MongoClient[dict[str, Any]]) -> bool:

@@ -1,2 +1,3 @@
-"""The HTTP API: an app factory, bearer-token auth, and a server that runs inside the
-agent's event loop without touching the process's signals."""
+"""The HTTP API: an app factory (``app``), routes per area (``routes``), bearer-token auth
+(``auth``), and a server that runs inside the agent's event loop without touching the
+process's signals (``server``)."""
