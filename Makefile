@@ -8,7 +8,7 @@ IMAGE ?= pulling-agent:dev
 NAMESPACE ?= pulling-agent
 OVERLAY ?= production
 
-.PHONY: help browser docker-engine install tools demo test test-unit lint format bench clean docker-build \
+.PHONY: help browser docker-engine install tools demo test test-unit lint format bench clean docker-build dev-token \
 	docker-run security lock k8s-render k8s-validate k8s-deploy k8s-logs k8s-status k8s-pause k8s-resume
 
 help: ## list the targets
@@ -16,10 +16,13 @@ help: ## list the targets
 
 install: $(BIN)/pulling-agent ## the project's venv (.venv) with the dev tools
 
-$(BIN)/pulling-agent: pyproject.toml requirements.lock
+# every dependency from requirements-dev.lock, each file checked against its hash; then the
+# project itself (editable, no dependencies: they are all in the lock)
+$(BIN)/pulling-agent: pyproject.toml requirements.lock requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --constraint requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
 # Offline validators (checkov, kubernetes-validate, yamllint, hadolint, shellcheck) in
@@ -69,11 +72,18 @@ security: ## bandit and a dependency audit
 		$(SECURITY)/bin/python -m pip install --quiet bandit pip-audit pip-tools; }
 	SECURITY_VENV=$(SECURITY) scripts/security.sh
 
-# re-pin the runtime dependencies (then run make security)
-lock: ## re-pin the runtime dependencies
+# re-pin the dependencies with their hashes (then run make security): requirements.lock, the
+# runtime's (the image installs it), and requirements-dev.lock, the runtime's at the same
+# pins plus the dev extra's (make install). No index or local wheel directory is written in.
+PIP_COMPILE = $(SECURITY)/bin/pip-compile --quiet --generate-hashes --strip-extras --no-header \
+	--no-emit-index-url --no-emit-find-links
+lock: ## re-pin the dependencies, with hashes
 	test -x $(SECURITY)/bin/pip-compile || $(MAKE) security
-	$(SECURITY)/bin/pip-compile --quiet --strip-extras --no-header \
-		--output-file=requirements.lock pyproject.toml
+	$(PIP_COMPILE) --output-file=requirements.lock pyproject.toml
+	cp requirements.lock requirements-dev.lock.tmp
+	$(PIP_COMPILE) --extra dev --output-file=requirements-dev.lock.tmp pyproject.toml
+	$(PYTHON) scripts/strip-self.py requirements-dev.lock.tmp > requirements-dev.lock
+	rm requirements-dev.lock.tmp
 
 bench: install ## the benchmarks (tables in docs/BENCHMARKS.md)
 	$(BIN)/python -m bench.throughput
@@ -90,19 +100,30 @@ IMAGE_PYTHON ?= 3.12
 # more requirements for the image, e.g. nx-27017 for docker-compose.yml
 EXTRA_WHEELS ?=
 BASE_IMAGE ?= python:3.12-slim
+WHEEL_TARGET = --only-binary=:all: --python-version $(IMAGE_PYTHON) --implementation cp \
+	--platform manylinux2014_$(shell uname -m) --platform manylinux_2_17_$(shell uname -m) \
+	--platform manylinux_2_28_$(shell uname -m)
 docker-build: install ## the image, from wheels made here
 	rm -rf dist/wheels
+	mkdir -p dist/wheels/extra
 	$(BIN)/python -m pip wheel --quiet --no-deps --wheel-dir dist/wheels .
-	$(BIN)/python -m pip download --quiet --dest dist/wheels --only-binary=:all: \
-		--python-version $(IMAGE_PYTHON) --platform manylinux2014_$(shell uname -m) \
-		--platform manylinux_2_17_$(shell uname -m) --platform manylinux_2_28_$(shell uname -m) \
-		--implementation cp -r requirements.lock $(EXTRA_WHEELS)
+	cp requirements.lock dist/wheels/
+	$(BIN)/python -m pip download --quiet --dest dist/wheels $(WHEEL_TARGET) \
+		--require-hashes -r requirements.lock
+	test -z "$(EXTRA_WHEELS)" || $(BIN)/python -m pip download --quiet --dest dist/wheels/extra \
+		$(WHEEL_TARGET) $(EXTRA_WHEELS)
 	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
 
 # Debian's Docker engine and mmdebstrap for the image tests (they start dockerd on a
 # private socket and build the base image themselves, cached outside the checkout)
 docker-engine: ## Debian's Docker engine and mmdebstrap for the image tests (as root)
 	@scripts/docker-engine.sh
+
+# docker-compose.yml's admin token: random, per checkout, in .env (ignored by git and docker)
+dev-token: ## a development API token for docker-compose, in .env
+	@if grep -qs '^PULLING_AGENT_DEV_TOKEN=' .env; then echo "dev token already in .env"; else \
+		echo "PULLING_AGENT_DEV_TOKEN=dev-$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(16))')" >> .env && \
+		echo "dev token written to .env (sign in to the console with it)"; fi
 
 docker-run: ## run the image (MONGODB_URI, HANDLER... from the environment)
 	docker run --rm -e MONGODB_URI -e MONGODB_DATABASE -e MONGODB_COLLECTION -e HANDLER \

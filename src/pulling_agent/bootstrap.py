@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from pulling_agent.api.app import create_app
 from pulling_agent.api.auth import TokenAuth
 from pulling_agent.api.server import ApiServer
+from pulling_agent.api.throttle import FailedAuth
 from pulling_agent.config import ChangeStreams, Settings
 from pulling_agent.control.cluster_store import ClusterControlStore
 from pulling_agent.control.follower import ClusterFollower
@@ -52,6 +53,7 @@ class Node:
         return {
             **self.agent.snapshot(),
             "version_seen": follower.version_seen if follower else 0,
+            "control_ignored": follower.ignored if follower else None,
             "watch_mode": follower.watch_mode if follower else "disabled",
             "jobs": sorted(self.scheduler.jobs) if self.scheduler else [],
             "types": self.types,
@@ -101,7 +103,9 @@ def build_node(
     fleet = None
     if settings.fleet_rate_limit:
         control = db[settings.control_collection]
-        fleet = FleetBucket(control, settings.mongodb_collection, settings.fleet_rate_limit)
+        fleet = FleetBucket(
+            control, settings.mongodb_collection, settings.fleet_rate_limit, settings.batch_size
+        )
     agent = Agent(
         settings,
         store,
@@ -148,7 +152,8 @@ def build_node(
         )
         agent.companions["scheduler"] = node.scheduler
     if settings.enable_api:
-        auth = TokenAuth(settings.tokens, settings.metrics_require_token)
+        throttle = FailedAuth(node.metrics.auth_failed)
+        auth = TokenAuth(settings.tokens, settings.metrics_require_token, throttle)
         job_service = JobService(schedules, cluster.registry, node.scheduler, clock)
         node.app = app = create_app(
             cluster,
@@ -178,6 +183,7 @@ def install_console(
 ) -> None:
     """The web console (``ENABLE_CONSOLE``) on the API's app, authorised as the API."""
     from pulling_agent.console.data import ConsoleData
+    from pulling_agent.console.revocations import Revocations
     from pulling_agent.console.routes import UI, install
     from pulling_agent.console.session import Sessions
 
@@ -187,7 +193,8 @@ def install_console(
         settings.max_attempts,
         clock,
     )
-    ui = UI(data, cluster, jobs, cluster.work.requeue, auth, Sessions(settings.tokens))
+    revocations = Revocations(db[settings.control_collection])
+    ui = UI(data, cluster, jobs, cluster.work.requeue, auth, Sessions(settings.tokens), revocations)
     install(app, ui)
 
 

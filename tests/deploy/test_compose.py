@@ -3,6 +3,7 @@ locally built image (with nx-27017 added), API and console on loopback."""
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import urllib.request
@@ -11,6 +12,7 @@ from functools import partial
 from typing import Any
 
 import pytest
+import yaml
 from pymongo import MongoClient
 
 from pulling_agent.dev.embedded import free_port
@@ -19,7 +21,8 @@ from tests.deploy.conftest import ROOT, _missing, build
 
 pytestmark = pytest.mark.system
 TAG = "pulling-agent:compose-test"
-TOKEN = "dev-token-not-a-secret-0000"  # docker-compose.yml's development token
+TOKEN = f"dev-{secrets.token_hex(16)}"  # what make dev-token writes to .env
+COMPOSE = ROOT / "docker-compose.yml"
 
 
 @pytest.fixture
@@ -28,7 +31,12 @@ def stack(engine: dict[str, str]) -> Iterator[tuple[dict[str, str], dict[str, in
         _missing("docker-compose.yml's test needs Debian's docker-compose: make docker-engine")
     build(engine, TAG, "nx-27017")
     ports = {"MONGO_PORT": free_port(), "AGENT1_PORT": free_port(), "AGENT2_PORT": free_port()}
-    env = {**engine, "IMAGE": TAG, **{k: str(v) for k, v in ports.items()}}
+    env = {
+        **engine,
+        "IMAGE": TAG,
+        "PULLING_AGENT_DEV_TOKEN": TOKEN,
+        **{k: str(v) for k, v in ports.items()},
+    }
     project = [
         "docker-compose",
         "--project-name",
@@ -88,6 +96,16 @@ def _login_page(port: int, pages: list[tuple[int, bytes]]) -> bool:
     except OSError:  # not listening yet: the port mapping resets the connection
         return False
     return True
+
+
+def test_the_compose_file_ships_no_token() -> None:
+    """The agents' admin token comes from each checkout's .env (make dev-token), never from
+    the repository; the file says what is reachable from where."""
+    compose = yaml.safe_load(COMPOSE.read_text())
+    tokens = compose["x-agent"]["environment"]["API_TOKENS"]
+    assert tokens.startswith("dev:${PULLING_AGENT_DEV_TOKEN:?"), tokens
+    assert "WITHOUT authentication" in COMPOSE.read_text()
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
 
 
 def _pings(client: MongoClient[dict[str, Any]]) -> bool:

@@ -36,13 +36,35 @@ def test_bandit_finds_nothing_beyond_the_justified_skips() -> None:
         )
 
 
-def _locked() -> dict[str, str]:
+def _locked(lock: str = "requirements.lock") -> dict[str, str]:
     pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
-        if "==" in line and not line.lstrip().startswith("#"):
-            name, _, version = line.strip().partition("==")
+    for line in (ROOT / lock).read_text().splitlines():
+        if "==" in line and not line.lstrip().startswith(("#", "--")):
+            name, _, version = line.split()[0].partition("==")
             pins[name.lower()] = version
     return pins
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
+def test_the_locks_hash_every_file_and_name_no_local_index(lock: str) -> None:
+    text = (ROOT / lock).read_text()
+    assert not [line for line in text.splitlines() if line.startswith("-") or "file://" in line], (
+        "an index, find-links or local path line (this machine's pip configuration?)"
+    )
+    entries: list[list[str]] = []  # a requirement line and the lines that continue it
+    for line in text.splitlines():
+        if line[:1].isalnum():
+            entries.append([line])
+        elif entries and line.strip().startswith("--hash="):
+            entries[-1].append(line)
+    assert entries, "no requirement"
+    unhashed = [e[0] for e in entries if "==" not in e[0] or len(e) < 2]
+    assert unhashed == [], "every requirement is pinned and carries its files' hashes"
+
+
+def test_the_dev_lock_keeps_the_runtime_pins() -> None:
+    runtime, dev = _locked(), _locked("requirements-dev.lock")
+    assert {name: dev.get(name) for name in runtime} == runtime
 
 
 def test_the_lock_pins_every_runtime_dependency_past_known_bad_releases() -> None:
@@ -55,10 +77,12 @@ def test_the_lock_pins_every_runtime_dependency_past_known_bad_releases() -> Non
     assert (major, minor) >= (0, 16), "h11 before 0.16 accepts malformed chunked bodies"
 
 
-def test_the_image_and_ci_install_from_the_lock() -> None:
+def test_the_image_and_ci_install_from_the_lock_checking_hashes() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     makefile = (ROOT / "Makefile").read_text()
     # the image installs only the wheels docker-build downloads at the lock's pins
     assert "--no-index" in dockerfile and "-r requirements.lock" in makefile
+    assert "--require-hashes -r /wheels/requirements.lock" in dockerfile
     assert "ARG BASE_IMAGE=" in dockerfile and "FROM ${BASE_IMAGE}" in dockerfile
-    assert "--constraint requirements.lock" in makefile
+    assert "--require-hashes -r requirements-dev.lock" in makefile
+    assert "--constraint" not in makefile, "constraints would skip the hash check"

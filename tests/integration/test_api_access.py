@@ -77,8 +77,10 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def test_every_api_route_needs_a_token_and_changes_need_admin(
-    start_node: Callable[..., Any],
+    start_node: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # one wrong token per route, from one client: more than the throttle lets through
+    monkeypatch.setattr("pulling_agent.api.throttle.LIMIT", 1_000)
     api = await start_node(api_tokens=f"ops:{ADMIN},grafana:{READER}:read", api_host="127.0.0.1")
     routes = await api_routes(api)
     assert len([r for r in routes if r[0] == "GET"]) >= 7
@@ -125,7 +127,11 @@ async def test_metrics_can_require_a_token(start_node: Callable[..., Any]) -> No
         ({"host": "127.0.0.1:8000"}, True),
         ({"host": "localhost"}, True),
         ({"host": "[::1]:8000"}, True),
-        ({"host": "127.0.0.1:8000", "origin": "http://localhost:3000"}, True),
+        ({"host": "127.0.0.1:8000", "origin": "http://127.0.0.1:8000"}, True),
+        ({"host": "localhost:8000", "origin": "http://localhost:8000"}, True),
+        # another local server's page (a dev server on another port) is another origin
+        ({"host": "127.0.0.1:8000", "origin": "http://localhost:3000"}, False),
+        ({"host": "127.0.0.1:8000", "origin": "http://127.0.0.1:3000"}, False),
         ({"host": "evil.example"}, False),
         ({"host": "127.attacker.example"}, False),
         ({"host": "127.0.0.1.nip.io:8000"}, False),

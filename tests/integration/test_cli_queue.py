@@ -140,3 +140,14 @@ def test_enqueue_refuses_bad_input_with_one_line_and_writes_nothing(
     assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert "\x1b" not in result.stderr
     assert work.find({}).to_list() == []
+
+
+def test_enqueue_refuses_a_key_another_type_holds(
+    cli_env: dict[str, str | None], work: Any
+) -> None:
+    assert invoke(cli_env, "enqueue", "{}", "--key", "order-1", "--type", "email").returncode == 0
+    refused = invoke(cli_env, "enqueue", "{}", "--key", "order-1", "--type", "invoice")
+    assert refused.returncode == 1
+    assert "belongs to a document of type 'email'" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert work.count_documents({}) == 1

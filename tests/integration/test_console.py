@@ -254,7 +254,7 @@ async def test_document_lookup_by_any_id_type_with_the_reasons(
 
 
 async def test_an_expired_or_forged_session_is_asked_to_sign_in_again(
-    api: httpx.AsyncClient,
+    api: httpx.AsyncClient, node: Node
 ) -> None:
     await sign_in(api, ADMIN)
     cookie = api.cookies.get(COOKIE) or ""
@@ -263,7 +263,8 @@ async def test_an_expired_or_forged_session_is_asked_to_sign_in_again(
     forged = {"Cookie": f"{COOKIE}={payload}x.{signature}"}
     assert (await api.get("/ui/partials/agents", headers=forged)).status_code == 401
     assert (await api.get("/ui/agents", headers=forged)).status_code == 303
-    expired, _ = Sessions([ADMIN, READER]).issue("ops", Role.ADMIN, now=0)  # the agent's key
+    # the agent's own key and token: only the expiry is wrong
+    expired, _ = Sessions(node.agent.settings.tokens).issue("ops", Role.ADMIN, now=0, token=ADMIN)
     stale = {"Cookie": f"{COOKIE}={expired}"}
     assert (await api.get("/ui/partials/agents", headers=stale)).status_code == 401
 

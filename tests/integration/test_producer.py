@@ -51,6 +51,17 @@ def test_the_same_key_twice_is_one_document(work: Any) -> None:
     assert [d["n"] for d in work.find({})] == [1], "the second payload was not written"
 
 
+@pytest.mark.parametrize("other", ["invoice", None])
+def test_a_key_taken_by_another_type_is_refused_not_dropped(work: Any, other: str | None) -> None:
+    email = enqueue(work, {"to": "a@example.com"}, key="order-1", type="email")
+    with pytest.raises(EnqueueError, match="belongs to a document of type 'email'") as refused:
+        enqueue(work, {"amount": 5}, key="order-1", type=other)
+    assert refused.value.results == [None]
+    assert work.find({}).to_list() == [work.find_one({"_id": email.id})], "nothing else written"
+    mixed = enqueue_many(work, [Job({"n": 1}, key="order-2", type="invoice")])
+    assert mixed[0].created, "the invoice goes in under a key of its own"
+
+
 def test_enqueue_many_reports_each_document_in_input_order(work: Any) -> None:
     enqueue(work, {"old": True}, key="k-old")
     results = enqueue_many(
@@ -136,9 +147,9 @@ def test_keys_cannot_be_made_idempotent_without_their_index(work: Any) -> None:
 
 async def test_the_async_client_does_the_same(awork: Any) -> None:
     first = await aio.enqueue(awork, {"n": 1}, key="a", type="email", run_at=NOW)
-    again = await aio.enqueue(awork, {"n": 2}, key="a")
+    again = await aio.enqueue(awork, {"n": 2}, key="a", type="email")
     assert first.created and not again.created and first.id == again.id
-    many = await aio.enqueue_many(awork, [{"n": 3}, Job({"n": 4}, key="a")])
+    many = await aio.enqueue_many(awork, [{"n": 3}, Job({"n": 4}, key="a", type="email")])
     assert [r.created for r in many] == [True, False]
     doc = await awork.find_one({"_id": first.id})
     assert "available_at" not in doc, "a run_at in the past is due at once: fresh work"

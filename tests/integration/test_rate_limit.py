@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pymongo import AsyncMongoClient
 
 from pulling_agent.bootstrap import build_node
 from pulling_agent.queue.model import Claim
 from pulling_agent.queue.mongo import MongoWorkStore
+from pulling_agent.runtime import rate_limit
 from pulling_agent.runtime.rate_limit import FleetBucket, claim_size
 from tests.conftest import async_wait_until, make_settings
 from tests.deviations import DOUBLE_SLACK
@@ -122,6 +124,53 @@ async def test_a_bucket_no_agent_wrote_is_reset_not_obeyed(
     assert await bucket.reserve(5, T0) == pytest.approx(start + 0.5), "and it works after"
     doc = await control.find_one({"_id": "rate:work"})
     assert doc["tat"] == pytest.approx(start + 1.0)
+
+
+@pytest.mark.parametrize("ahead", [3_500.0, 200.0])
+async def test_a_bucket_just_under_an_hour_ahead_is_not_believed(
+    control: Any, ahead: float
+) -> None:
+    # rate 10/s, claims of 10: 128 claims' worth is 128 s; an hour was accepted before
+    await control.insert_one({"_id": "rate:work", "tat": T0 + ahead, "rate": 10.0})
+    bucket = FleetBucket(control, "work", 10.0, batch_size=100)
+    with structlog.testing.capture_logs() as logs:
+        start = await bucket.reserve(10, T0)
+    assert T0 <= start <= T0 + 1.0, "no agent holds its documents an hour for a slot"
+    assert [e["action"] for e in logs] == ["queue.fleet_rate_reset"]
+
+
+async def test_a_reservation_far_ahead_is_warned_about_once(control: Any) -> None:
+    await control.insert_one({"_id": "rate:work", "tat": T0 + 60.0, "rate": 10.0})
+    bucket = FleetBucket(control, "work", 10.0, batch_size=100)  # believable: 128 s
+    with structlog.testing.capture_logs() as logs:
+        first = await bucket.reserve(10, T0)
+        await bucket.reserve(10, T0)
+    assert first == pytest.approx(T0 + 60.0)
+    far = [e for e in logs if e["action"] == "queue.fleet_rate_far"]
+    assert len(far) == 1 and far[0]["seconds_ahead"] == pytest.approx(60.0, abs=0.1)
+
+
+async def test_held_slots_are_reserved_again_when_the_bucket_is_repaired(
+    control: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(rate_limit, "RECHECK", 0.05)
+    now = time.time()
+    await control.insert_one({"_id": "rate:work", "tat": now + 100.0, "rate": 10.0})
+    settings = make_settings(tmp_path, fleet_rate_limit=10.0, batch_size=100)
+    fleet = FleetBucket(control, "work", 10.0, settings.batch_size)
+    limiter = rate_limit.RateLimiter(settings, fleet, time.time)
+    claims = [Claim(i, "token", 1, {"_id": i}) for i in range(3)]
+
+    async def call(work: Any) -> Any:
+        return await work
+
+    await limiter.schedule(claims, call)
+    assert claims[0].not_before >= now + 99, "the slots were taken 100 s ahead"
+    await control.update_one({"_id": "rate:work"}, {"$set": {"tat": time.time()}})  # repaired
+    async with asyncio.timeout(30):  # today: waits the whole 100 s
+        await limiter.wait_for_slot(claims[0])
+    assert claims[2].not_before < time.time() + 5, "the other held slots moved too"
+    assert limiter.throttled.seconds["fleet"] > 0
 
 
 async def _run_paced(

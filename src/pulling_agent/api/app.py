@@ -45,6 +45,10 @@ def create_app(
         version=__version__,
         description="Control one pulling agent or the whole fleet.",
         openapi_tags=TAGS,
+        docs_url=None,  # no third-party scripts on the agent's origin: /openapi.json only
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+        redirect_slashes=False,  # a redirect would be built from the caller's Host header
     )
     app.state.auth = auth
     app.state.cluster = cluster

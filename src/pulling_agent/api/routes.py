@@ -10,6 +10,7 @@ by :class:`~pulling_agent.fleet.service.ClusterService`,
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -37,6 +38,12 @@ def _jobs(request: Request) -> JobService:
     return service
 
 
+def _stopping(request: Request) -> asyncio.Event | None:
+    """Set when the server answering is stopping: a request waiting for acks answers now."""
+    stopping: asyncio.Event | None = getattr(request.app.state, "stopping", None)
+    return stopping
+
+
 def _metrics(request: Request) -> Callable[[], bytes]:
     render: Callable[[], bytes] = request.app.state.metrics
     return render
@@ -45,6 +52,7 @@ def _metrics(request: Request) -> Callable[[], bytes]:
 Cluster = Annotated[ClusterService, Depends(_cluster)]
 Agent = Annotated[AgentService, Depends(_agent)]
 Jobs = Annotated[JobService, Depends(_jobs)]
+Stopping = Annotated[asyncio.Event | None, Depends(_stopping)]
 Identity = Annotated[str, Depends(require_admin)]
 Reason = Annotated[str, Query(max_length=500, description="Why (recorded in the audit trail)")]
 UpdatedBy = Annotated[
@@ -125,30 +133,35 @@ async def prometheus_metrics(
 @cluster.post("/api/cluster/pause", responses=AUTH)
 async def cluster_pause(
     service: Cluster,
+    stopping: Stopping,
     identity: Identity,
     reason: Reason = "",
     updated_by: UpdatedBy = "",
     wait: Wait = None,
 ) -> dict[str, Any]:
     """Pause every agent: in-flight documents finish, then no agent claims."""
-    return await service.command(ClusterCommand.PAUSE, reason, identity, updated_by, wait)
+    return await service.command(ClusterCommand.PAUSE, reason, identity, updated_by, wait, stopping)
 
 
 @cluster.post("/api/cluster/resume", responses=AUTH)
 async def cluster_resume(
     service: Cluster,
+    stopping: Stopping,
     identity: Identity,
     reason: Reason = "",
     updated_by: UpdatedBy = "",
     wait: Wait = None,
 ) -> dict[str, Any]:
     """Withdraw the cluster's pause (other sources may still hold their own)."""
-    return await service.command(ClusterCommand.RESUME, reason, identity, updated_by, wait)
+    return await service.command(
+        ClusterCommand.RESUME, reason, identity, updated_by, wait, stopping
+    )
 
 
 @cluster.post("/api/cluster/shutdown", responses=AUTH)
 async def cluster_shutdown(
     service: Cluster,
+    stopping: Stopping,
     identity: Identity,
     reason: Reason = "",
     updated_by: UpdatedBy = "",
@@ -156,7 +169,9 @@ async def cluster_shutdown(
 ) -> dict[str, Any]:
     """Stop every running agent (exit 0). Agents started later stay paused until a
     resume, instead of crash-looping."""
-    return await service.command(ClusterCommand.SHUTDOWN, reason, identity, updated_by, wait)
+    return await service.command(
+        ClusterCommand.SHUTDOWN, reason, identity, updated_by, wait, stopping
+    )
 
 
 @cluster.get("/api/cluster/control-state", responses=MONGO_DOWN)

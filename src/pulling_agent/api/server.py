@@ -2,7 +2,14 @@
 
 uvicorn's ``Server.serve`` captures SIGINT/SIGTERM (and re-raises them after it stops);
 the agent owns the process's signals, so this server captures none and is stopped by the
-agent's shutdown sequence instead.
+agent's shutdown sequence instead, last of its companions (so that a request waiting for
+acknowledgements sees this agent leave the registry and answers before the server stops).
+
+What a client may hold: the request body is limited per route (:mod:`.limits`), a
+connection must send its request's headers within ``HEADER_SECONDS`` (uvicorn's own
+timeout only starts after a first response), an idle connection is closed after
+``KEEP_ALIVE_SECONDS``, and at most ``MAX_CONCURRENCY`` connections and requests are
+served at once (503 beyond). Every response carries the security headers (:mod:`.headers`).
 """
 
 from __future__ import annotations
@@ -13,13 +20,50 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from pulling_agent.api.headers import SecurityHeaders
+from pulling_agent.api.limits import BodyLimit
 from pulling_agent.errors import PullingAgentError
 from pulling_agent.logs import get_logger
+
+HEADER_SECONDS = 10.0  # from connecting to the end of the request's headers
+KEEP_ALIVE_SECONDS = 5  # an idle connection between requests
+MAX_CONCURRENCY = 100  # connections and requests at once; more are answered 503
+GRACE_SECONDS = 1  # in-flight requests finish within this at shutdown
 
 
 class ApiStartError(PullingAgentError):
     """The API could not listen on its address."""
+
+
+class _HeaderTimeout(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline for the first request's headers: a
+    client that connects and sends nothing, or sends its headers a byte at a time, is
+    disconnected instead of holding the connection for ever."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            HEADER_SECONDS, self._headers_late
+        )
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.cycle is not None and self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        super().connection_lost(exc)
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self.cycle is None:
+            self.transport.close()
 
 
 class _SignalFreeServer(uvicorn.Server):
@@ -29,11 +73,26 @@ class _SignalFreeServer(uvicorn.Server):
 
 
 class ApiServer:
-    """A companion of the agent: starts before the first claim, stops at shutdown."""
+    """A companion of the agent: starts before the first claim, stops at shutdown after
+    every other companion (``stops_last``)."""
+
+    stops_last = True
 
     def __init__(self, app: Any, host: str, port: int, agent_id: str, tokens: bool) -> None:
+        self.stopping = asyncio.Event()  # set first at shutdown: waiting requests answer now
+        if hasattr(app, "state"):
+            app.state.stopping = self.stopping
         config = uvicorn.Config(
-            app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+            SecurityHeaders(BodyLimit(app)),
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            http=_HeaderTimeout,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            limit_concurrency=MAX_CONCURRENCY,
+            timeout_graceful_shutdown=GRACE_SECONDS,
         )
         self._server = _SignalFreeServer(config)
         self._task: asyncio.Task[None] | None = None
@@ -76,6 +135,7 @@ class ApiServer:
             raise ApiStartError("the API server stopped unexpectedly")
 
     async def stop(self) -> None:
+        self.stopping.set()
         self._server.should_exit = True
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)

@@ -73,6 +73,11 @@ def _run_command(
             names = acks.get(key) or []
             if names or key == "acknowledged":
                 typer.echo(one_line(f"{label} {len(names)}: {', '.join(names) or '-'}", 2_000))
+        ignored = acks.get("ignored") or []
+        for entry in ignored:
+            typer.echo(one_line(f"IGNORED by {entry.get('agent')}: {entry.get('reason')}", 2_000))
+        if ignored and not acks["pending"]:
+            raise typer.Exit(1)
         if acks["pending"]:
             pending = ", ".join(acks["pending"])
             typer.echo(one_line(f"NOT acknowledged by {len(acks['pending'])}: {pending}", 2_000))

@@ -43,7 +43,6 @@ from pulling_agent.client.jobs import (
     needs_key_index,
     prepare,
 )
-from pulling_agent.queue.mongo import KEY_FIELD
 
 __all__ = ["EnqueueError", "Enqueued", "InvalidJob", "Job", "enqueue", "enqueue_many"]
 
@@ -88,5 +87,5 @@ def enqueue_many(
     except BulkWriteError as exc:
         batch.refusals(exc.details)
     query = batch.lookup()
-    found = [] if query is None else collection.find(query, {KEY_FIELD: 1}).to_list()
-    return batch.results({doc[KEY_FIELD]: doc["_id"] for doc in found})
+    found = [] if query is None else collection.find(query, batch.projection()).to_list()
+    return batch.results(found)

@@ -179,7 +179,7 @@ def prepare(items: Iterable[Job | Mapping[str, Any]], type_field: str) -> Insert
     result is completed with :meth:`Inserted.refusals` after the insert."""
     now = datetime.now(UTC)
     docs = [build(job, now, type_field) for job in as_jobs(items)]
-    return Inserted(docs, ["_id" in doc for doc in docs])
+    return Inserted(docs, ["_id" in doc for doc in docs], type_field)
 
 
 def index_error(exc: OperationFailure) -> EnqueueError:
@@ -197,6 +197,7 @@ class Inserted:
 
     docs: list[Document]
     given_ids: list[bool]  # the payload had its own _id (else the driver made one)
+    type_field: str = "type"
     details: Mapping[str, Any] | None = None
     duplicates: list[int] = field(default_factory=list)
     refused: dict[int, str] = field(default_factory=dict)
@@ -221,8 +222,16 @@ class Inserted:
         keys = [self.docs[i][KEY_FIELD] for i in self.duplicates if KEY_FIELD in self.docs[i]]
         return {KEY_FIELD: {"$in": keys}} if keys else None
 
-    def results(self, by_key: Mapping[str, Any]) -> list[Enqueued]:
-        """In input order. Raises :class:`EnqueueError` when any document was refused."""
+    def projection(self) -> Document:
+        """What :meth:`results` needs of those documents."""
+        return {KEY_FIELD: 1, self.type_field: 1}
+
+    def results(self, found: Iterable[Document]) -> list[Enqueued]:
+        """In input order. Raises :class:`EnqueueError` when any document was refused,
+        among them one whose key belongs to a document of another type: keys are unique
+        per collection, across types, so a key reused for another type would otherwise
+        drop the new job silently."""
+        by_key = {doc[KEY_FIELD]: doc for doc in found}
         results: list[Enqueued | None] = []
         duplicates = set(self.duplicates)
         for i, doc in enumerate(self.docs):
@@ -232,7 +241,17 @@ class Inserted:
             elif i not in duplicates:
                 results.append(Enqueued(doc["_id"], True, key))
             elif key is not None and key in by_key:
-                results.append(Enqueued(by_key[key], False, key))
+                other, mine = by_key[key].get(self.type_field), doc.get(self.type_field)
+                if other != mine:
+                    self.refused[i] = (
+                        f"key {safe_text(key, 100)!r} belongs to a document of type "
+                        f"{safe_text(other, 100)!r}, not {safe_text(mine, 100)!r} "
+                        "(keys are unique per collection, across types: put the type in the "
+                        "key, e.g. 'invoice:order-1')"
+                    )
+                    results.append(None)
+                else:
+                    results.append(Enqueued(by_key[key]["_id"], False, key))
             elif self.given_ids[i]:  # the payload's own _id was taken
                 results.append(Enqueued(doc["_id"], False, key))
             else:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from bson import json_util
@@ -23,10 +23,11 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, ValidationError
 
-from pulling_agent.api.auth import ANONYMOUS, TokenAuth
+from pulling_agent.api.auth import ANONYMOUS, TokenAuth, client_of
 from pulling_agent.console.data import ConsoleData, lease_of
+from pulling_agent.console.revocations import Revocations
 from pulling_agent.console.session import COOKIE, CSRF_HEADER, Session, Sessions
 from pulling_agent.control.cluster import ClusterCommand
 from pulling_agent.encoding import as_dict, as_number, to_json
@@ -37,6 +38,9 @@ from pulling_agent.text import inert_lines, one_line, safe_text
 from pulling_agent.tokens import Role
 
 HERE = Path(__file__).parent
+FORM_LIMIT = 4_096  # the sign-in form
+MAX_FORM_FIELDS = 10
+ACTION_LIMIT = 256 * 1024  # up to 1,000 ids picked in the dead letter
 VIEWS = ("overview", "agents", "dlq", "document", "jobs", "control")
 REFRESH_SECONDS = 3
 ACK_WAIT = 10.0
@@ -126,13 +130,45 @@ class ReasonBody(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
+Body = TypeVar("Body", bound=BaseModel)
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request's body, read only up to ``limit`` bytes (413 beyond; the server's
+    :mod:`~pulling_agent.api.limits` refuses a larger declared length before this)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body too large: at most {limit} bytes here")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _form(request: Request) -> dict[str, str]:
     """A small urlencoded form (the sign-in), first value of each field."""
-    body = await request.body()
-    if len(body) > 4_096:
-        raise HTTPException(413, "form too large")
-    fields = parse_qs(body.decode(errors="replace"), max_num_fields=10)
+    body = await _body(request, FORM_LIMIT)
+    try:
+        fields = parse_qs(body.decode(errors="replace"), max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:
+        raise HTTPException(400, f"a sign-in form has at most {MAX_FORM_FIELDS} fields") from None
     return {k: v[0] for k, v in fields.items() if v}
+
+
+async def _json_body(request: Request, model: type[Body]) -> Body:
+    """An action's JSON body, read after the session was checked (422 when invalid)."""
+    raw = await _body(request, ACTION_LIMIT)
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        raise HTTPException(422, _first_error(exc)) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in error.get("loc", ())) or "body"
+    return safe_text(f"{where}: {error.get('msg', 'invalid')}", 300)
 
 
 @dataclass
@@ -145,6 +181,7 @@ class UI:
     requeue: Callable[[list[Any] | None], Awaitable[int]]
     auth: TokenAuth
     sessions: Sessions
+    revocations: Revocations
     env: Environment = field(default_factory=environment)
 
 
@@ -177,8 +214,14 @@ def _set_cookie(response: Response, request: Request, value: str) -> None:
     )
 
 
-def _session_of(request: Request) -> Session | None:
-    return _ui(request).sessions.read(request.cookies.get(COOKIE))
+async def _session_of(request: Request) -> Session | None:
+    """The request's session: signed, not expired, its token still what it was, and not
+    signed out on any agent."""
+    ui = _ui(request)
+    session = ui.sessions.read(request.cookies.get(COOKIE))
+    if session is None or await ui.revocations.revoked(session.nonce):
+        return None
+    return session
 
 
 def _page(request: Request, view: str, session: Session, **context: Any) -> HTMLResponse:
@@ -196,9 +239,9 @@ def _page(request: Request, view: str, session: Session, **context: Any) -> HTML
     return HTMLResponse(body, headers=SECURITY_HEADERS)
 
 
-def _viewer(request: Request) -> tuple[Session | None, str | None]:
+async def _viewer(request: Request) -> tuple[Session | None, str | None]:
     """The session, or a cookie to set for a new anonymous one (no tokens)."""
-    session = _session_of(request)
+    session = await _session_of(request)
     ui = _ui(request)
     if session is not None or ui.auth.enabled:
         return session, None
@@ -207,7 +250,7 @@ def _viewer(request: Request) -> tuple[Session | None, str | None]:
 
 
 async def _render(request: Request, view: str, partial: bool) -> Response:
-    session, cookie = _viewer(request)
+    session, cookie = await _viewer(request)
     if session is None:
         if partial:
             return JSONResponse({"detail": "session expired: sign in again"}, status_code=401)
@@ -312,16 +355,21 @@ async def login(request: Request) -> Response:
     if not _same_origin(request):
         raise HTTPException(403, "cross-origin sign-in refused")
     ui = _ui(request)
+    client = client_of(request)
+    ui.auth.check_throttle(client)
     form = await _form(request)
     principal = ui.auth.principal(form.get("token", ""))
     target = form.get("next", "overview")
     target = target if target in VIEWS else "overview"
     if principal is None:
+        ui.auth.throttle.failed(client, "sign_in")
         body = ui.env.get_template("login.html").render(
             error="That token is not accepted.", next=target, tokens=ui.auth.enabled
         )
         return HTMLResponse(body, status_code=403, headers=SECURITY_HEADERS)
-    cookie, _ = ui.sessions.issue(principal.name, principal.role)
+    cookie, _ = ui.sessions.issue(
+        principal.name, principal.role, token=form.get("token", "").strip()
+    )
     response = RedirectResponse(f"/ui/{target}", status_code=303)
     _set_cookie(response, request, cookie)
     return response
@@ -331,8 +379,14 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     if not _same_origin(request):
         raise HTTPException(403, "cross-origin sign-out refused")
+    ui = _ui(request)
+    session = ui.sessions.read(request.cookies.get(COOKIE))
+    if session is not None:  # ended on every agent, also for a copy of the cookie
+        await ui.revocations.revoke(session.nonce, session.expires)
     response = RedirectResponse("/ui/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/ui")
+    response.delete_cookie(
+        COOKIE, path="/ui", httponly=True, samesite="strict", secure=_secure(request)
+    )
     return response
 
 
@@ -348,9 +402,10 @@ for _view in VIEWS:
     router.add_api_route(f"/partials/{_view}", _view_route(_view, True), methods=["GET"])
 
 
-def _actor(request: Request) -> str:
-    """The admin behind a state-changing request, or an HTTP error (JSON)."""
-    session = _session_of(request)
+async def _actor(request: Request) -> str:
+    """The admin behind a state-changing request, or an HTTP error (JSON). Checked before
+    the request's body is read."""
+    session = await _session_of(request)
     if session is None:
         raise HTTPException(401, "session expired: sign in again")
     if not _same_origin(request):
@@ -368,15 +423,16 @@ async def requeue_preview(
     type: str = Query("", max_length=200),
     q: str = Query("", max_length=200),
 ) -> JSONResponse:
-    if _session_of(request) is None:
+    if await _session_of(request) is None:
         raise HTTPException(401, "session expired: sign in again")
     count = await _ui(request).data.count_failed(_filter_value(type), _filter_value(q))
     return JSONResponse({"count": count})
 
 
 @router.post("/actions/requeue")
-async def requeue_action(request: Request, body: RequeueBody) -> JSONResponse:
-    _actor(request)
+async def requeue_action(request: Request) -> JSONResponse:
+    await _actor(request)
+    body = await _json_body(request, RequeueBody)
     ui = _ui(request)
     if body.all_matching:
         kind, text = _filter_value(body.type), _filter_value(body.q)
@@ -390,24 +446,32 @@ async def requeue_action(request: Request, body: RequeueBody) -> JSONResponse:
 
 
 @router.post("/actions/cluster/{command}")
-async def cluster_action(request: Request, command: str, body: ReasonBody) -> JSONResponse:
-    identity = _actor(request)
-    reason = body.reason
+async def cluster_action(request: Request, command: str) -> JSONResponse:
+    identity = await _actor(request)
+    reason = (await _json_body(request, ReasonBody)).reason
     try:
         chosen = ClusterCommand(command)
     except ValueError:
         raise HTTPException(404, f"no such command {safe_text(command, 40)!r}") from None
     if not reason.strip():
         raise HTTPException(422, "give a reason (it goes in the audit trail)")
-    result = await _ui(request).cluster.command(chosen, reason, identity, "console", ACK_WAIT)
+    stopping = getattr(request.app.state, "stopping", None)
+    service = _ui(request).cluster
+    result = await service.command(chosen, reason, identity, "console", ACK_WAIT, stopping)
     acks = as_dict(result.get("acks"))
+    ignored = [as_dict(i) for i in acks.get("ignored", [])]
     return JSONResponse(
         to_json(
             {
                 **result,
                 "message": f"{chosen.value} issued as version {result['control']['version']}; "
                 f"acknowledged by {len(acks.get('acknowledged', []))}, "
-                f"pending {len(acks.get('pending', []))}",
+                f"pending {len(acks.get('pending', []))}"
+                + "".join(
+                    f"; IGNORED by {safe_text(i.get('agent'), 200)}: "
+                    f"{safe_text(i.get('reason'), 300)}"
+                    for i in ignored
+                ),
             }
         )
     )
@@ -415,7 +479,7 @@ async def cluster_action(request: Request, command: str, body: ReasonBody) -> JS
 
 @router.post("/actions/jobs/{job_id}/{verb}")
 async def job_action(request: Request, job_id: str, verb: str) -> JSONResponse:
-    _actor(request)
+    await _actor(request)
     jobs = _ui(request).jobs
     try:
         if verb == "run":

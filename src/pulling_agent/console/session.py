@@ -1,11 +1,15 @@
 """Console sessions: a signed cookie instead of a token in every request, and CSRF tokens.
 
-The cookie holds ``{name, role, exp, nonce}`` (never the token) and an HMAC-SHA256 over it.
-The key is derived from every ``API_TOKENS`` secret, so any agent of a fleet with the same
-tokens accepts a session another agent issued, and changing the tokens ends every session.
-Without tokens (a loopback-only API) the key is random per process. A state-changing
-request must carry the session's CSRF token (HMAC of its nonce) in a header that only the
-console's own script sends, and come from the same origin. Pure, no I/O.
+The cookie holds ``{name, role, exp, nonce, holder}`` (never the token: ``holder`` is an
+HMAC of the token that signed in) and an HMAC-SHA256 over it. The key is derived from every
+``API_TOKENS`` secret, so any agent of a fleet with the same tokens accepts a session
+another agent issued, and changing a secret ends every session. On every read the session
+is checked against the tokens as they are now: the token that signed in must still exist
+with the same name and role, so renaming a token, giving it the read role or removing it
+ends its sessions. Without tokens (a loopback-only API) the key is random per process.
+A state-changing request must carry the session's CSRF token (HMAC of its nonce) in a
+header that only the console's own script sends, and come from the same origin. Signing
+out revokes the nonce fleet-wide (:mod:`.revocations`). Pure, no I/O.
 """
 
 from __future__ import annotations
@@ -16,10 +20,10 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pulling_agent.tokens import Role
+from pulling_agent.tokens import Principal, Role
 
 COOKIE = "pa_console"
 CSRF_HEADER = "x-csrf-token"
@@ -39,21 +43,27 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, token_secrets: Iterable[str], seconds: float = SESSION_SECONDS) -> None:
-        material = sorted(token_secrets)
+    def __init__(self, tokens: Mapping[str, Principal], seconds: float = SESSION_SECONDS) -> None:
+        """``tokens``: ``{token: Principal}`` as ``API_TOKENS`` gives them now."""
+        material = sorted(tokens)
         if material:
             joined = "\0".join(material).encode()
             self._key = hmac.new(b"pulling-agent console v1", joined, hashlib.sha256).digest()
         else:
             self._key = secrets.token_bytes(32)
+        self._holders = {self._holder(token): who for token, who in tokens.items()}
         self.seconds = seconds
 
-    def issue(self, name: str, role: Role, now: float | None = None) -> tuple[str, Session]:
-        """A new session and its cookie value."""
+    def issue(
+        self, name: str, role: Role, now: float | None = None, token: str | None = None
+    ) -> tuple[str, Session]:
+        """A new session and its cookie value; ``token``: the one that signed in (None for
+        the anonymous user of a token-less agent)."""
         start = time.time() if now is None else now
         session = Session(name, role, start + self.seconds, secrets.token_hex(16))
+        holder = "" if token is None else self._holder(token)
         body = json.dumps(
-            {"n": name, "r": role.value, "e": session.expires, "x": session.nonce},
+            {"n": name, "r": role.value, "e": session.expires, "x": session.nonce, "t": holder},
             separators=(",", ":"),
         ).encode()
         payload = base64.urlsafe_b64encode(body).decode().rstrip("=")
@@ -69,15 +79,25 @@ class Sessions:
         try:
             data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
             session = Session(str(data["n"]), Role(data["r"]), float(data["e"]), str(data["x"]))
-        except (ValueError, KeyError, TypeError):
+            holder = str(data.get("t", ""))
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None
-        return session if session.expires > (time.time() if now is None else now) else None
+        if session.expires <= (time.time() if now is None else now):
+            return None
+        if self._holders or holder:  # the token must still say who, and what, the session is
+            who = self._holders.get(holder)
+            if who is None or (who.name, who.role) != (session.name, session.role):
+                return None
+        return session
 
     def csrf(self, session: Session) -> str:
         return self._sign(f"csrf:{session.nonce}")
 
     def csrf_ok(self, session: Session, offered: str | None) -> bool:
         return bool(offered) and hmac.compare_digest(self.csrf(session), offered or "")
+
+    def _holder(self, token: str) -> str:
+        return self._sign(f"token:{token}")
 
     def _sign(self, text: str) -> str:
         digest = hmac.new(self._key, text.encode(), hashlib.sha256).digest()

@@ -14,14 +14,21 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-from pulling_agent.control.cluster import CONTROL_ID, ClusterCommand, ControlState, valid_version
-from pulling_agent.errors import PullingAgentError
+from pulling_agent.control.cluster import (
+    CONTROL_ID,
+    MAX_VERSION,
+    ClusterCommand,
+    ControlState,
+    valid_version,
+)
+from pulling_agent.errors import Conflict
 
 ISSUE_ROUNDS = 20
 
 
-class ControlConflict(PullingAgentError):
-    """The control document kept changing while a command was issued."""
+class ControlConflict(Conflict):
+    """The control document kept changing while a command was issued, or its versions
+    are used up (API: 409)."""
 
 
 Document = dict[str, Any]
@@ -32,25 +39,39 @@ class ClusterControlStore:
         self.collection = collection
 
     async def issue(
-        self, command: ClusterCommand, reason: str, identity: str, note: str, now: datetime
+        self,
+        command: ClusterCommand,
+        reason: str,
+        identity: str,
+        note: str,
+        now: datetime,
+        floor: int = 0,
     ) -> ControlState:
         """Set the command with the next version and append an audit entry.
 
         Versions only go up, whatever was done to the document by hand: the next one is
-        above both the document's version (if it is an integer) and the highest in the
-        audit history, so a document deleted and recreated, or without a usable version,
-        never restarts at 1 below what agents have seen. Written by compare-and-set on
-        the version as read, so concurrent commands get distinct versions."""
+        above the document's version (if usable), the highest in the audit history and
+        ``floor`` (the highest version an agent reports having applied), so a document
+        deleted, recreated or given an unusable version never issues a version the agents
+        would ignore. Written by compare-and-set on the version as read, so concurrent
+        commands get distinct versions. The timestamp is kept to the millisecond, as
+        MongoDB stores it."""
+        stamp = now.replace(microsecond=now.microsecond // 1000 * 1000)
         fields = {
             "command": command.value,
-            "timestamp": now,
+            "timestamp": stamp,
             "reason": reason,
             "updated_by": identity,
             "note": note,
         }
         for _ in range(ISSUE_ROUNDS):
             current = await self.collection.find_one({"_id": CONTROL_ID})
-            version = max(valid_version(current), await self._highest_audited()) + 1
+            version = max(valid_version(current), await self._highest_audited(), floor) + 1
+            if version > MAX_VERSION:
+                raise ControlConflict(
+                    f"control versions are used up ({MAX_VERSION}): delete the control "
+                    "document and its audit entries, then restart the agents"
+                )
             if current is None:
                 try:
                     await self.collection.insert_one(

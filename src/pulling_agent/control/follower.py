@@ -58,9 +58,9 @@ class ClusterFollower:
         self._log = get_logger(agent_id=agent_id, component="cluster")
         self.watch_mode = WatchMode.POLLING
         self.stream_healthy = False
-        self.version_seen = 0
+        self.version_seen = 0  # the highest version applied (never one that was ignored)
         self.state: ControlState | None = None
-        self._ignored: tuple[int, str] | None = None
+        self.ignored: dict[str, Any] | None = None  # the last document ignored, and why
 
     async def start(self) -> None:
         """Choose the watch mode and apply the standing command (retrying until read)."""
@@ -146,22 +146,24 @@ class ClusterFollower:
                 await asyncio.sleep(STREAM_RETRY_SECONDS)
 
     def apply(self, state: ControlState | None, at_startup: bool = False) -> None:
-        """Act on ``state`` if its version is new to this agent; log (once per version and
-        command) a document it ignores because its version does not go up."""
-        if state is None or state == self.state:
+        """Act on ``state`` if its version is usable and new to this agent. A document that
+        is not (no usable version, or one that does not go above the version applied) is
+        logged once and recorded in :attr:`ignored`, which the registry publishes: a
+        writer waiting for acknowledgements reports it as ignored, never as applied."""
+        if state is None:
+            return
+        if self.state is not None and state.identity() == self.state.identity():
+            return  # the command applied, read again
+        if state.problem:
+            self._ignore(state, f"malformed control document: {state.problem}")
             return
         if state.version <= self.version_seen:
-            if (state.version, state.command) != self._ignored:
-                self._ignored = (state.version, state.command)
-                self._log.warning(
-                    "Ignoring cluster control document: its version does not go above the "
-                    "one already applied (edited or recreated by hand? issue commands with "
-                    "pulling-agent ctl or the API)",
-                    action="cluster.ignored",
-                    command=state.command[:40],
-                    version=state.version,
-                    version_applied=self.version_seen,
-                )
+            self._ignore(
+                state,
+                f"its version {state.version} does not go above {self.version_seen}, the one "
+                "applied (edited or recreated by hand? issue commands with pulling-agent ctl "
+                "or the API)",
+            )
             return
         self.version_seen = state.version
         self.state = state
@@ -182,10 +184,27 @@ class ClusterFollower:
         elif decision.action is Action.SHUTDOWN:
             self._agent.request_shutdown(f"cluster shutdown v{state.version}: {decision.reason}")
         else:
-            self._log.warning(
-                "Ignoring cluster control value", action="cluster.invalid", reason=decision.reason
-            )
+            self._ignore(state, decision.reason)
         self._agent.notify_changed()
+
+    def _ignore(self, state: ControlState, reason: str) -> None:
+        ignored = {
+            "version": state.version or None,
+            "command": state.command[:40],
+            "reason": reason,
+        }
+        if ignored == self.ignored:
+            return
+        self.ignored = ignored
+        self._log.warning(
+            "Ignoring cluster control document",
+            action="cluster.ignored",
+            command=state.command[:40],
+            version=state.version or None,
+            version_applied=self.version_seen,
+            reason=reason,
+        )
+        self._agent.notify_changed()  # the registry says so at once
 
     async def stop(self) -> None:
         return None

@@ -13,14 +13,16 @@ from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
-from pulling_agent.control.cluster import ClusterCommand, ControlState
+from pulling_agent.control.cluster import ClusterCommand, ControlState, reported_version
 from pulling_agent.control.cluster_store import ClusterControlStore
 from pulling_agent.control.requests import Source
-from pulling_agent.encoding import as_number, id_candidates, iso, to_json
-from pulling_agent.fleet.registry import AgentRegistry
+from pulling_agent.encoding import as_dict, as_number, id_candidates, iso, to_json
+from pulling_agent.fleet.registry import AgentRegistry, is_live
 from pulling_agent.queue.database import Client
 from pulling_agent.queue.model import WorkStore
 from pulling_agent.runtime.agent import Agent
+from pulling_agent.text import safe_text
+from pulling_agent.timeouts import wait_event
 
 ACK_POLL_SECONDS = 0.1
 
@@ -34,6 +36,36 @@ async def cancel_by_raw_ids(work: WorkStore, raw_ids: list[str], by: str) -> dic
         kind = "cancelled" if result.cancelled else "requested" if result.requested else "not_found"
         answer[kind].append(raw)
     return answer
+
+
+def _acks(live: list[dict[str, Any]], version: int, expected: Collection[str]) -> dict[str, Any]:
+    """Each live agent's answer to ``version``: applied it (or a later one), ignored it
+    (with the agent's reason), or not yet; and the expected agents no longer live."""
+    acked, pending, ignored = [], [], []
+    for agent in live:
+        name = str(agent["_id"])
+        said = as_dict(agent.get("control_ignored"))
+        if said.get("version") == version:
+            ignored.append({"agent": name, "reason": safe_text(said.get("reason"), 500)})
+        elif reported_version(agent.get("version_seen")) >= version:
+            acked.append(name)
+        else:
+            pending.append(name)
+    result: dict[str, Any] = {
+        "version": version,
+        "complete": not pending and not ignored,
+        "acknowledged": sorted(acked),
+        "ignored": sorted(ignored, key=lambda i: str(i["agent"])),
+        "pending": sorted(pending),
+        "stopped": sorted(set(expected) - {str(a["_id"]) for a in live}),
+    }
+    if pending:
+        result["hint"] = (
+            "agents that follow the control document by polling apply a command "
+            "within their CONTROL_POLLING_INTERVAL (10 s by default): wait at "
+            "least that long, or use change streams (a replica set)"
+        )
+    return result
 
 
 class ClusterService:
@@ -51,49 +83,51 @@ class ClusterService:
         self.on_issued: Callable[[ControlState], None] | None = None
 
     async def command(
-        self, command: ClusterCommand, reason: str, identity: str, note: str, wait: float | None
+        self,
+        command: ClusterCommand,
+        reason: str,
+        identity: str,
+        note: str,
+        wait: float | None,
+        until: asyncio.Event | None = None,
     ) -> dict[str, Any]:
         """Issue a cluster command; with ``wait``, return once every live agent has applied
-        its version (or the time is up), saying who did, who did not, and who left (an agent
-        that stopped - as after a shutdown - removes itself from the registry)."""
-        before = {str(a["_id"]) for a in await self.registry.live(self.clock())} if wait else set()
-        state = await self.control.issue(command, reason, identity, note, self.clock())
+        its version (or the time is up, or ``until`` is set: the server answering is
+        stopping), saying who applied it, who ignored it and why, who did not yet, and who
+        left (an agent that stopped - as after a shutdown - removes itself from the
+        registry). The version goes above every version an agent reports having applied,
+        so no agent ignores it for being old."""
+        entries = await self.registry.entries()
+        floor = max((reported_version(a.get("version_seen")) for a in entries), default=0)
+        now = self.clock()
+        before = {
+            str(a["_id"]) for a in entries if is_live(a, now, self.registry.heartbeat_interval)
+        }
+        state = await self.control.issue(command, reason, identity, note, now, floor)
         if self.on_issued is not None:
             self.on_issued(state)  # the agent that served the command applies it at once
         result: dict[str, Any] = {"control": state.as_dict()}
         if wait:
-            result["acks"] = await self.wait_for_acks(state.version, wait, before)
+            result["acks"] = await self.wait_for_acks(state.version, wait, before, until)
         return result
 
     async def wait_for_acks(
-        self, version: int, seconds: float, expected: Collection[str] = ()
+        self,
+        version: int,
+        seconds: float,
+        expected: Collection[str] = (),
+        until: asyncio.Event | None = None,
     ) -> dict[str, Any]:
         deadline = time.monotonic() + seconds
         while True:
-            live = await self.registry.live(self.clock())
-            acked = sorted(
-                str(a["_id"]) for a in live if as_number(a.get("version_seen")) >= version
-            )
-            pending = sorted(
-                str(a["_id"]) for a in live if as_number(a.get("version_seen")) < version
-            )
-            gone = sorted(set(expected) - {str(a["_id"]) for a in live})
-            if not pending or time.monotonic() >= deadline:
-                result: dict[str, Any] = {
-                    "version": version,
-                    "complete": not pending,
-                    "acknowledged": acked,
-                    "pending": pending,
-                    "stopped": gone,
-                }
-                if pending:
-                    result["hint"] = (
-                        "agents that follow the control document by polling apply a command "
-                        "within their CONTROL_POLLING_INTERVAL (10 s by default): wait at "
-                        "least that long, or use change streams (a replica set)"
-                    )
-                return result
-            await asyncio.sleep(ACK_POLL_SECONDS)
+            acks = _acks(await self.registry.live(self.clock()), version, expected)
+            stop = until is not None and until.is_set()
+            if not acks["pending"] or time.monotonic() >= deadline or stop:
+                return acks
+            if until is None:
+                await asyncio.sleep(ACK_POLL_SECONDS)
+            else:
+                await wait_event(until, ACK_POLL_SECONDS)
 
     async def control_state(self) -> dict[str, Any]:
         state = await self.control.read()

@@ -48,7 +48,9 @@ class Companion(Protocol):
         """Supervised like the agent's own tasks; cancelled at shutdown."""
 
     async def stop(self) -> None:
-        """Called at the end of shutdown, after every lease was handed back."""
+        """Called at the end of shutdown, after every lease was handed back, in the reverse
+        order of start; a companion with a true ``stops_last`` attribute (the API, which
+        answers requests about the shutdown itself) after all the others."""
 
 
 class ThreadWatch(Protocol):
@@ -534,7 +536,9 @@ class Agent:
 
     async def _stop_companions(self, deadline: float | None = None) -> None:
         loop = asyncio.get_running_loop()
-        for name in reversed(self._started):
+        order = list(reversed(self._started))
+        order.sort(key=lambda name: bool(getattr(self.companions[name], "stops_last", False)))
+        for name in order:
             companion = self.companions[name]
             seconds = (
                 STEP_CAP if deadline is None else max(0.0, min(STEP_CAP, deadline - loop.time()))

@@ -133,6 +133,12 @@ class AgentMetrics:
             registry=self.registry,
             buckets=(0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
         )
+        self.auth_failures = Counter(
+            "pulling_agent_auth_failures",
+            "Failed authentications (wrong API token or console sign-in), by kind",
+            ["kind"],
+            registry=self.registry,
+        )
         self.job_lag = Histogram(
             "pulling_agent_job_lag_seconds",
             "Delay between a job's scheduled fire time and its start",
@@ -140,6 +146,10 @@ class AgentMetrics:
             registry=self.registry,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
         )
+
+    def auth_failed(self, kind: str) -> None:
+        """A wrong token (``token``) or sign-in (``sign_in``)."""
+        self.auth_failures.labels(kind=kind).inc()
 
     def backlog(self) -> dict[str, int]:
         """Documents by status, as last counted (every BACKLOG_REFRESH seconds)."""

@@ -614,6 +614,7 @@ class Pipeline:
         return released + await self._release(abandoned, undo_attempt=False)
 
     async def _release(self, claims: list[Claim], undo_attempt: bool) -> int:
+        self.rate_limit.forget(claims)
         by_token: dict[str, list[Any]] = defaultdict(list)
         for claim in claims:
             by_token[claim.token].append(claim.doc_id)

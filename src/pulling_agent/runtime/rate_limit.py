@@ -41,7 +41,7 @@ from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from pulling_agent.config import Settings
 from pulling_agent.logs import get_logger
@@ -92,21 +92,32 @@ class Throttled:
 
 
 GUESSES = 4  # alternate forms tried before the bucket is taken as malformed
-MAX_AHEAD = 3_600.0  # seconds: a tat further ahead (and beyond 1,000 slots) was not written
-MAX_AHEAD_SLOTS = 1_000  # by agents: it is reset
+# How far ahead the fleet's next slot can believably be: every agent holds at most about
+# two claims' worth of slots (it stops claiming beyond HORIZON), so a tat beyond this many
+# claims' worth (or MIN_AHEAD) was not written by agents: it is reset, with a warning.
+MAX_CLAIMS_AHEAD = 128
+MIN_AHEAD = 30.0
+FAR_CLAIMS_AHEAD = 16  # a reservation starting this many claims' worth ahead is warned about
+WARN_EVERY = 60.0
+RECHECK = 5.0  # seconds between looks at the bucket while a slot is far ahead
 
 
 class FleetBucket:
     """``FLEET_RATE_LIMIT``: one token bucket for every agent of a collection, in MongoDB."""
 
-    def __init__(self, collection: AsyncCollection[Any], name: str, rate: float) -> None:
+    def __init__(
+        self, collection: AsyncCollection[Any], name: str, rate: float, batch_size: int = 100
+    ) -> None:
         self.collection = collection
         self.bucket_id = f"rate:{name}"
         self.rate = rate
-        self.max_ahead = max(MAX_AHEAD, MAX_AHEAD_SLOTS / rate)
+        claim = claim_size(batch_size, [rate]) / rate  # seconds of slots per claim
+        self.max_ahead = max(MIN_AHEAD, MAX_CLAIMS_AHEAD * claim)
+        self.far_ahead = max(MIN_AHEAD / 3, FAR_CLAIMS_AHEAD * claim)
         self.round_trips = 0
         self._busy = False  # the form to try first
         self._warned_rate: float | None = None
+        self._warned_far = float("-inf")
         self._log = get_logger(component="fleet-rate")
 
     async def reserve(self, n: int, now: float) -> float:
@@ -116,9 +127,34 @@ class FleetBucket:
         for _ in range(GUESSES):
             start = await (self._append(span, now) if self._busy else self._restart(span, now))
             if start is not None:
+                self._far(start, now)
                 return start
             self._busy = not self._busy
         return await self._reset(span, now)
+
+    async def peek(self) -> float | None:
+        """The bucket's ``tat`` as stored (None: no bucket, or not a number)."""
+        self.round_trips += 1
+        doc = await self.collection.find_one({"_id": self.bucket_id}, {"tat": 1})
+        tat = None if doc is None else doc.get("tat")
+        if isinstance(tat, bool) or not isinstance(tat, int | float) or not math.isfinite(tat):
+            return None
+        return float(tat)
+
+    def _far(self, start: float, now: float) -> None:
+        """Warn (once a minute at most) when a reservation starts far ahead: the fleet
+        claims more than the rate lets it process, and documents wait as ``processing``."""
+        ahead = start - now
+        if ahead <= self.far_ahead or time.monotonic() - self._warned_far < WARN_EVERY:
+            return
+        self._warned_far = time.monotonic()
+        self._log.warning(
+            "fleet rate slot far ahead: claimed documents wait as processing for it (more "
+            "agents than FLEET_RATE_LIMIT needs, or the bucket was set by hand?)",
+            action="queue.fleet_rate_far",
+            bucket=self.bucket_id,
+            seconds_ahead=round(ahead, 1),
+        )
 
     async def _append(self, span: float, now: float) -> float | None:
         self.round_trips += 1
@@ -193,6 +229,11 @@ class RateLimiter:
         self._type_paces = {kind: Pace(rate) for kind, rate in settings.type_rates.items()}
         self._type_field = settings.type_field
         self._clock = clock  # seconds since the epoch
+        self._held: list[Claim] = []  # claims with a fleet slot whose handler has not started
+        self._rechecked = float("-inf")
+        self._recheck_lock = asyncio.Lock()
+        self._call: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None
+        self._log = get_logger(agent_id=settings.agent_id, component="rate-limit")
         rates = [r for r in (settings.rate_limit, fleet.rate if fleet else None) if r]
         self.claim_size = claim_size(settings.batch_size, rates)
         self.paced = bool(rates or self._type_paces)
@@ -217,25 +258,88 @@ class RateLimiter:
             return
         now = self._clock()
         if self._fleet is not None:
+            self._call = call
             start = await call(self._fleet.reserve(len(claims), now))
-            interval = 1.0 / self._fleet.rate
-            for n, claim in enumerate(claims):
-                claim.not_before, claim.paced_by = start + n * interval, "fleet"
-            self._fleet_until = start + len(claims) * interval
+            self._slot(claims, start, "fleet")
+            self._held.extend(claims)
         if self._pace is not None:
             for claim in claims:
                 slot = self._pace.assign(now)
                 if slot > claim.not_before:
                     claim.not_before, claim.paced_by = slot, "agent"
 
+    def _slot(self, claims: list[Claim], start: float, limit: str) -> None:
+        assert self._fleet is not None
+        interval = 1.0 / self._fleet.rate
+        for n, claim in enumerate(claims):
+            claim.not_before, claim.paced_by = start + n * interval, limit
+        self._fleet_until = max(self._fleet_until, start + len(claims) * interval)
+
+    def forget(self, claims: list[Claim]) -> None:
+        """Claims handed back before their handler started: their slots are not held."""
+        gone = set(map(id, claims))
+        self._held = [c for c in self._held if id(c) not in gone]
+
     async def wait_for_slot(self, claim: Claim) -> None:
         """Sleep until the rate limits let this document start: its slot from the claim
-        (``RATE_LIMIT``, ``FLEET_RATE_LIMIT``), then its type's (``TYPE_RATE_LIMIT``)."""
-        await self._sleep_until(claim.not_before, claim.paced_by)
+        (``RATE_LIMIT``, ``FLEET_RATE_LIMIT``), then its type's (``TYPE_RATE_LIMIT``).
+        While a fleet slot is more than ``RECHECK`` seconds away, the bucket is looked at
+        every ``RECHECK`` seconds: if it was reset or repaired (its ``tat`` fell below the
+        slots this agent holds), the held slots are reserved again from it."""
+        started = time.monotonic()
+        limit = claim.paced_by
+        waited = False
+        try:
+            while (delay := claim.not_before - self._clock()) > 0:
+                waited = True
+                if claim.paced_by == "fleet" and delay > RECHECK:
+                    await asyncio.sleep(RECHECK)
+                    await self._recheck()
+                else:
+                    await asyncio.sleep(delay)
+        finally:
+            if waited:
+                self.throttled.add(limit, time.monotonic() - started)
+            self.forget([claim])
         kind = claim.document.get(self._type_field)
         pace = self._type_paces.get(kind) if isinstance(kind, str) else None
         if pace is not None:
             await self._sleep_until(pace.assign(self._clock()), "type")
+
+    async def _recheck(self) -> None:
+        """Reserve the held slots again if the bucket no longer accounts for them (once per
+        ``RECHECK`` seconds, whichever worker asks; a store error is logged, not raised)."""
+        if self._fleet is None or self._call is None:
+            return
+        async with self._recheck_lock:
+            if time.monotonic() - self._rechecked < RECHECK:
+                return
+            self._rechecked = time.monotonic()
+            try:
+                tat = await self._call(self._fleet.peek())
+                if tat is not None and tat >= self._fleet_until - 1e-6:
+                    return
+                held = sorted(
+                    (c for c in self._held if c.paced_by == "fleet"), key=lambda c: c.not_before
+                )
+                if not held:
+                    return
+                self._fleet_until = 0.0
+                start = await self._call(self._fleet.reserve(len(held), self._clock()))
+            except PyMongoError as exc:
+                self._log.warning(
+                    "fleet rate bucket not checked",
+                    action="queue.fleet_rate_error",
+                    error=str(exc)[:300],
+                )
+                return
+            self._slot(held, start, "fleet")
+            self._log.warning(
+                "fleet rate bucket was reset or repaired: held slots reserved again",
+                action="queue.fleet_rate_rescheduled",
+                count=len(held),
+                seconds_ahead=round(start - self._clock(), 1),
+            )
 
     async def _sleep_until(self, when: float, limit: str) -> None:
         delay = when - self._clock()
