@@ -4,7 +4,7 @@ console tests."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +55,35 @@ async def api(node: Node) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=node.app)
     async with httpx.AsyncClient(transport=transport, base_url="http://agent") as http:
         yield http
+
+
+@pytest.fixture
+async def start_node(
+    mongo_uri: str, db_name: str, tmp_path: Path, client: AsyncMongoClient[dict[str, Any]]
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start agent nodes sharing the test's database, each with its own settings; returns
+    an in-process HTTP client on the new node's app."""
+    started: list[tuple[Node, asyncio.Task[int]]] = []
+
+    async def _start(**overrides: Any) -> httpx.AsyncClient:
+        settings = make_settings(
+            tmp_path / str(len(started)),
+            mongodb_uri=mongo_uri,
+            mongodb_database=db_name,
+            api_port=0,
+            **overrides,
+        )
+        node = build_node(settings, client, _noop)
+        task = asyncio.create_task(node.agent.run(install_signals=False))
+        started.append((node, task))
+        await async_wait_until(lambda: node.agent.state is AgentState.RUNNING)
+        assert node.app is not None
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=node.app), base_url="http://127.0.0.1:8000"
+        )
+
+    yield _start
+    for node, task in started:
+        node.agent.request_shutdown("test over")
+        await asyncio.wait_for(task, 30)
+    await client.drop_database(db_name)

@@ -4,10 +4,8 @@ past these tests."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,11 +13,8 @@ import pytest
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from pulling_agent.bootstrap import Node, build_node
 from pulling_agent.config import load_settings
 from pulling_agent.errors import ConfigError
-from pulling_agent.runtime.state import AgentState
-from tests.conftest import async_wait_until, make_settings
 
 ADMIN = "ops-token-0123456789abcdef"
 READER = "grafana-token-0123456789ab"
@@ -28,36 +23,6 @@ Client = AsyncMongoClient[dict[str, Any]]
 
 async def _noop(doc: dict[str, Any]) -> None:
     return None
-
-
-@pytest.fixture
-async def start_node(
-    mongo_uri: str, db_name: str, tmp_path: Path, client: Client
-) -> AsyncIterator[Callable[..., Any]]:
-    started: list[tuple[Node, asyncio.Task[int]]] = []
-
-    async def _start(**overrides: Any) -> httpx.AsyncClient:
-        settings = make_settings(
-            tmp_path / str(len(started)),
-            mongodb_uri=mongo_uri,
-            mongodb_database=db_name,
-            api_port=0,
-            **overrides,
-        )
-        node = build_node(settings, client, _noop)
-        task = asyncio.create_task(node.agent.run(install_signals=False))
-        started.append((node, task))
-        await async_wait_until(lambda: node.agent.state is AgentState.RUNNING)
-        assert node.app is not None
-        return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=node.app), base_url="http://127.0.0.1:8000"
-        )
-
-    yield _start
-    for node, task in started:
-        node.agent.request_shutdown("test over")
-        await asyncio.wait_for(task, 30)
-    await client.drop_database(db_name)
 
 
 async def api_routes(api: httpx.AsyncClient) -> list[tuple[str, str]]:

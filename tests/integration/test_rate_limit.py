@@ -132,7 +132,7 @@ async def test_a_bucket_just_under_an_hour_ahead_is_not_believed(
 ) -> None:
     # rate 10/s, claims of 10: 128 claims' worth is 128 s; an hour was accepted before
     await control.insert_one({"_id": "rate:work", "tat": T0 + ahead, "rate": 10.0})
-    bucket = FleetBucket(control, "work", 10.0, batch_size=100)
+    bucket = FleetBucket(control, "work", 10.0)  # BATCH_SIZE 100 by default
     with structlog.testing.capture_logs() as logs:
         start = await bucket.reserve(10, T0)
     assert T0 <= start <= T0 + 1.0, "no agent holds its documents an hour for a slot"
@@ -141,7 +141,7 @@ async def test_a_bucket_just_under_an_hour_ahead_is_not_believed(
 
 async def test_a_reservation_far_ahead_is_warned_about_once(control: Any) -> None:
     await control.insert_one({"_id": "rate:work", "tat": T0 + 60.0, "rate": 10.0})
-    bucket = FleetBucket(control, "work", 10.0, batch_size=100)  # believable: 128 s
+    bucket = FleetBucket(control, "work", 10.0)  # believable: 128 s
     with structlog.testing.capture_logs() as logs:
         first = await bucket.reserve(10, T0)
         await bucket.reserve(10, T0)
@@ -153,11 +153,11 @@ async def test_a_reservation_far_ahead_is_warned_about_once(control: Any) -> Non
 async def test_held_slots_are_reserved_again_when_the_bucket_is_repaired(
     control: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(rate_limit, "RECHECK", 0.05)
+    monkeypatch.setattr(rate_limit, "RECHECK", 0.05, raising=False)
     now = time.time()
     await control.insert_one({"_id": "rate:work", "tat": now + 100.0, "rate": 10.0})
     settings = make_settings(tmp_path, fleet_rate_limit=10.0, batch_size=100)
-    fleet = FleetBucket(control, "work", 10.0, settings.batch_size)
+    fleet = FleetBucket(control, "work", 10.0)
     limiter = rate_limit.RateLimiter(settings, fleet, time.time)
     claims = [Claim(i, "token", 1, {"_id": i}) for i in range(3)]
 

@@ -48,11 +48,14 @@ def render() -> str:
         "<token>`: a `read` or `admin` token for GET, an `admin` token for POST (401 without "
         "a bearer token, 403 with an unknown one or a `read` token on a POST). `/healthz` "
         "and `/readyz` are open; `/metrics` is open unless `METRICS_REQUIRE_TOKEN=true`. "
-        "With no tokens the API listens on 127.0.0.1 only and refuses (403) a `Host` or "
-        "`Origin` that is not loopback, and a POST without `Content-Type: application/json` "
-        "or an `X-Pulling-Agent` header (what a browser could send cross-site). Errors are "
+        "With no tokens the API listens on 127.0.0.1 only and refuses (403) a `Host` that "
+        "is not loopback, an `Origin` other than the agent's own, and a POST without "
+        "`Content-Type: application/json` or an `X-Pulling-Agent` header (what a browser "
+        "could send cross-site). Errors are "
         'JSON: `{"detail": ...}`. 503 means MongoDB is unreachable (or, for `/readyz`, '
-        "that the agent cannot work).",
+        "that the agent cannot work). Any route may also answer 413 (a body over 16 KiB: "
+        "the API takes its input in the query string), 429 with `Retry-After` (after 10 "
+        "wrong tokens from one address within a minute) and 503 (over 100 connections).",
         "",
     ]
     for path, methods in spec["paths"].items():

@@ -356,7 +356,15 @@ async def login(request: Request) -> Response:
         raise HTTPException(403, "cross-origin sign-in refused")
     ui = _ui(request)
     client = client_of(request)
-    ui.auth.check_throttle(client)
+    wait = ui.auth.throttle.retry_after(client)
+    if wait > 0:
+        body = ui.env.get_template("login.html").render(
+            error=f"Too many failed sign-ins from this address: try again in {math.ceil(wait)} s.",
+            next="overview",
+            tokens=ui.auth.enabled,
+        )
+        headers = {**SECURITY_HEADERS, "Retry-After": str(math.ceil(wait))}
+        return HTMLResponse(body, status_code=429, headers=headers)
     form = await _form(request)
     principal = ui.auth.principal(form.get("token", ""))
     target = form.get("next", "overview")
