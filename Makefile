@@ -92,6 +92,8 @@ bench: install ## the benchmarks (tables in docs/BENCHMARKS.md)
 	$(BIN)/python -m bench.rate_limit
 	$(BIN)/python -m bench.console
 	$(BIN)/python -m bench.request_limits
+	$(BIN)/python -m bench.fleet_scale
+	$(BIN)/python -m bench.claim_model
 
 # The image, built from wheels made here for the image's Python (IMAGE_PYTHON): the build
 # itself needs no network. With no registry reachable, set BASE_IMAGE to a local base image:

@@ -23,6 +23,7 @@ from pulling_agent.logs import get_logger
 from pulling_agent.queue.database import Client, close_client, open_client
 from pulling_agent.queue.model import claim_scope
 from pulling_agent.queue.mongo import MongoWorkStore
+from pulling_agent.queue.spread import Spread
 from pulling_agent.queue.wakeup import watch_for_work
 from pulling_agent.runtime.agent import Agent
 from pulling_agent.runtime.handlers import HandlerRunner, TypedHandlers
@@ -132,9 +133,9 @@ def build_node(
     if follower is not None:
         agent.companions["cluster-follower"] = follower
         cluster.on_issued = follower.apply
-    agent.companions["registry"] = Heartbeat(
-        cluster.registry, settings.agent_id, node.snapshot, agent.changed, clock
-    )
+    heartbeat = Heartbeat(cluster.registry, settings.agent_id, node.snapshot, agent.changed, clock)
+    agent.companions["registry"] = heartbeat
+    store.spread = Spread(lambda: heartbeat.share)  # agents read apart in the queue's head
     agent.companions["metrics"] = node.metrics
     agent.backlog = node.metrics.backlog
     schedules = ScheduleStore(db[settings.jobs_collection], db[settings.job_runs_collection])

@@ -5,6 +5,8 @@ throughput_per_min, minutes, started_at, heartbeat_at}`` (``minutes``: ``[minute
 epoch, processed, failed]`` for the last hour) in the ``agents`` collection, replaced
 whole at every heartbeat and whenever the agent's state or control version changes;
 deleted on clean exit; expired by a TTL index on ``heartbeat_at`` when an agent dies.
+After each beat the agent reads the live entries to know its share of the queue's head
+(:func:`share_of`, :mod:`pulling_agent.queue.spread`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure, PyMongoError
 
 from pulling_agent.logs import get_logger
+from pulling_agent.queue.spread import Share
 from pulling_agent.timeouts import wait_event
 
 Document = dict[str, Any]
@@ -66,6 +69,18 @@ class AgentRegistry:
         return [d for d in await self.entries() if is_live(d, now, self.heartbeat_interval)]
 
 
+def share_of(agent_id: str, types: Any, live: list[Document]) -> Share:
+    """``agent_id``'s rank among the running live agents that claim the same types (by
+    agent id), and how many they are: where it reads fresh work (:mod:`queue.spread`)."""
+    peers = {
+        str(entry["_id"])
+        for entry in live
+        if entry.get("state") == "running" and entry.get("types") == types
+    }
+    ranked = sorted(peers | {agent_id})
+    return Share(ranked.index(agent_id), len(ranked))
+
+
 class Heartbeat:
     """Keeps this agent's registry document current (a companion of the agent)."""
 
@@ -88,6 +103,7 @@ class Heartbeat:
         self._minutes: dict[int, list[int]] = {}  # minute since the epoch -> [processed, failed]
         self._last_counts: tuple[int, int] | None = None
         self._log = get_logger(agent_id=agent_id, component="registry")
+        self.share = Share()  # this agent's rank among the running agents of its types
 
     def document(self) -> Document:
         now = self._clock()
@@ -134,12 +150,16 @@ class Heartbeat:
             await self._beat()
 
     async def _beat(self) -> None:
+        doc = self.document()
         try:
-            await self._registry.beat(self.document())
+            await self._registry.beat(doc)
+            live = await self._registry.live(self._clock())
         except PyMongoError as exc:
             self._log.warning(
                 "heartbeat not recorded", action="registry.error", error=str(exc)[:300]
             )
+            return
+        self.share = share_of(self._agent_id, doc.get("types"), live)
 
     async def stop(self) -> None:
         try:

@@ -33,6 +33,7 @@ from pulling_agent.queue.model import (
     Status,
     new_lease,
 )
+from pulling_agent.queue.spread import Spread, window
 
 
 def _ignore(rejection: Rejection) -> None:
@@ -52,6 +53,7 @@ class MemoryWorkStore:
         self._ids = itertools.count(1)
         self.calls: list[str] = []
         self.lost_race = False  # one event loop: never
+        self.spread = Spread()  # where fresh documents are read (the fleet sets a share)
         self.insert(documents)
 
     def insert(self, documents: Iterable[Document]) -> list[Any]:
@@ -113,10 +115,8 @@ class MemoryWorkStore:
         claims: list[Claim] = []
         for kind in kinds:
             docs: Iterable[Document] = self._docs.values()
-            if kind is ClaimKind.FRESH and any("priority" in d for d in self._docs.values()):
-                eligible = [d for d in docs if self._eligible(d, kind, now)]
-                # equivalent to a stable sort, descending: equal ones oldest first
-                docs = heapq.nlargest(limit - len(claims), eligible, key=priority_rank)
+            if kind is ClaimKind.FRESH:
+                docs = self._fresh(limit - len(claims), now)
             for doc in docs:
                 if len(claims) >= limit:
                     return claims
@@ -132,6 +132,20 @@ class MemoryWorkStore:
                         Claim(doc["_id"], lease["token"], doc["attempts"], copy.deepcopy(doc), kind)
                     )
         return claims
+
+    def _fresh(self, limit: int, now: datetime) -> list[Document]:
+        """Fresh documents in claim order (priority, then insertion), from where this
+        store's share of the fleet puts it (as the MongoDB store's find with ``skip``)."""
+        read = window(limit)
+        skip = self.spread.offset(read)
+        eligible = [d for d in self._docs.values() if self._eligible(d, ClaimKind.FRESH, now)]
+        if any("priority" in d for d in eligible):
+            # equivalent to a stable sort, descending: equal ones oldest first
+            eligible = heapq.nlargest(skip + read, eligible, key=priority_rank)
+        found = eligible[skip : skip + read]
+        if skip and len(found) < limit:  # the slice is past the end: the head
+            found = eligible[:read]
+        return found
 
     def _leased(self, doc_id: Any, token: str) -> Document | None:
         doc = self._docs.get(doc_id)

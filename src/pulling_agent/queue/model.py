@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from pulling_agent.queue.spread import Spread
+
 Document = dict[str, Any]
 MALFORMED = "MalformedDocument"  # the error type of a dead-lettered malformed document
 
@@ -174,6 +176,9 @@ class WorkStore(Protocol):
     lost_race: bool
     """The last ``claim`` came back short because other agents won its candidates in
     every round: there is work, look again soon rather than after ``POLL_INTERVAL``."""
+
+    spread: Spread
+    """Where fresh work is read: this agent's slice of the queue's head (queue.spread)."""
 
     async def ensure_indexes(self) -> list[str]:
         """Create the indexes the queue needs (idempotent). Returns warnings, never raises

@@ -49,8 +49,8 @@ from pulling_agent.queue.model import (
     cancel_update,
     new_lease,
 )
+from pulling_agent.queue.spread import Spread, window
 
-SPARE_FACTOR = 2  # fresh candidates read per find, in batches: the spare feeds the next claim
 SPARE_MAX_AGE = 1.0  # seconds a spare candidate list stays usable
 CONTENTION_ROUNDS = 3  # look again at once when other agents won some of the candidates
 
@@ -175,6 +175,7 @@ class MongoWorkStore:
         self._spare_at = 0.0
         self._poison: set[Any] = set()  # malformed, and even the dead-letter write failed
         self.lost_race = False  # the last claim gave up with candidates lost to other agents
+        self.spread = Spread()  # where fresh candidates are read (the fleet sets a share)
 
     async def ensure_indexes(self) -> list[str]:
         warnings = []
@@ -329,23 +330,36 @@ class MongoWorkStore:
     ) -> tuple[list[Document], bool]:
         """Up to ``limit`` candidates, and whether they came from the spare list.
 
-        A fresh-work find reads ``SPARE_FACTOR`` batches; the next claim uses the spare ones
-        without a find while they are younger than ``SPARE_MAX_AGE``. The conditional
-        update re-checks every candidate, so a stale one is merely lost, never double-claimed.
+        A fresh-work find reads ``WINDOW_BATCHES`` batches, from where this agent's share of
+        the fleet puts it (:mod:`.spread`); the next claim uses the spare ones without a find
+        while they are younger than ``SPARE_MAX_AGE``. The conditional update re-checks
+        every candidate, so a stale one is merely lost, never double-claimed.
         """
         if kind is ClaimKind.FRESH and self._spare:
             if time.monotonic() - self._spare_at < SPARE_MAX_AGE:
                 taken, self._spare = self._spare[:limit], self._spare[limit:]
                 return taken, True
             self._spare = []
-        read = limit * SPARE_FACTOR if kind is ClaimKind.FRESH else limit
-        query = {**match, "_id": {"$nin": list(self._poison)}} if self._poison else match
-        order = FRESH_ORDER if kind is ClaimKind.FRESH else None
-        cursor = self.collection.find(query, limit=read, batch_size=read, sort=order)
-        found = await cursor.to_list(length=read)
-        if kind is ClaimKind.FRESH:
-            self._spare, self._spare_at = found[limit:], time.monotonic()
+        if kind is not ClaimKind.FRESH:
+            return await self._find(match, limit), False
+        read = window(limit)
+        skip = self.spread.offset(read)
+        found = await self._find(match, read, skip, FRESH_ORDER)
+        if skip and len(found) < limit:  # the agent's slice is past the end: the head
+            found = await self._find(match, read, 0, FRESH_ORDER)
+        self._spare, self._spare_at = found[limit:], time.monotonic()
         return found[:limit], False
+
+    async def _find(
+        self,
+        match: Document,
+        read: int,
+        skip: int = 0,
+        order: list[tuple[str, int]] | None = None,
+    ) -> list[Document]:
+        query = {**match, "_id": {"$nin": list(self._poison)}} if self._poison else match
+        cursor = self.collection.find(query, limit=read, batch_size=read, skip=skip, sort=order)
+        return await cursor.to_list(length=read)
 
     async def renew(
         self,
