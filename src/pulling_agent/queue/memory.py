@@ -138,13 +138,16 @@ class MemoryWorkStore:
         store's share of the fleet puts it (as the MongoDB store's find with ``skip``)."""
         read = window(limit)
         skip = self.spread.offset(read)
-        eligible = [d for d in self._docs.values() if self._eligible(d, ClaimKind.FRESH, now)]
-        if any("priority" in d for d in eligible):
+        docs = self._docs.values()
+        eligible = (d for d in docs if self._eligible(d, ClaimKind.FRESH, now))
+        if any("priority" in d for d in docs):
             # equivalent to a stable sort, descending: equal ones oldest first
-            eligible = heapq.nlargest(skip + read, eligible, key=priority_rank)
-        found = eligible[skip : skip + read]
+            ranked = heapq.nlargest(skip + read, eligible, key=priority_rank)
+        else:  # insertion order: read no further than needed
+            ranked = list(itertools.islice(eligible, skip + read))
+        found = ranked[skip : skip + read]
         if skip and len(found) < limit:  # the slice is past the end: the head
-            found = eligible[:read]
+            found = ranked[:read]
         return found
 
     def _leased(self, doc_id: Any, token: str) -> Document | None:
