@@ -205,17 +205,19 @@ async def run_agent(
     install_signals: bool = True,
     jobs: Sequence[JobDefinition] = (),
 ) -> int:
-    """Run one agent against ``MONGODB_URI`` until it is shut down; returns the exit code."""
-    get_logger(agent_id=settings.agent_id).info(
-        "Connecting to MongoDB",
-        action="agent.connect",
-        uri=settings.redacted_uri,
-        database=settings.mongodb_database,
-        collection=settings.mongodb_collection,
-    )
-    client = open_client(settings)
+    """Run one agent against ``MONGODB_URI`` until it is shut down; returns the exit code.
+    Raises :class:`ConfigError` for a URI the driver cannot use (before anything is logged)."""
+    client = open_client(settings)  # parses the URI; connects lazily
     try:
         node = build_node(settings, client, run_handler, jobs=jobs)
+        node.agent.prepare_health()  # a bad HEALTH_DIR is one line, before any log
+        get_logger(agent_id=settings.agent_id).info(
+            "Connecting to MongoDB",
+            action="agent.connect",
+            uri=settings.redacted_uri,
+            database=settings.mongodb_database,
+            collection=settings.mongodb_collection,
+        )
         return await node.agent.run(install_signals=install_signals)
     finally:
         if not await close_client(client):

@@ -54,6 +54,7 @@ COLLECTION_FIELDS = (
 )
 
 _SECRET_FIELDS = frozenset({"mongodb_uri", "api_tokens"})
+BAD_DATABASE_CHARS = '/\\. "$*<>:|?\0'  # what MongoDB refuses in a database name
 
 _HINTS: dict[str, str] = {
     "mongodb_uri": "set it to a connection string such as mongodb://host:27017/?replicaSet=rs0",
@@ -151,6 +152,27 @@ class Settings(BaseSettings):
     def _blank_host(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("mongodb_database")
+    @classmethod
+    def _database_name(cls, value: str) -> str:
+        bad = sorted(set(value) & set(BAD_DATABASE_CHARS))
+        if bad:
+            raise ValueError(f"a database name cannot contain {bad[0]!r}")
+        if len(value.encode()) > 63:
+            raise ValueError("a database name has at most 63 bytes")
+        return value
+
+    @field_validator(*COLLECTION_FIELDS)
+    @classmethod
+    def _collection_name(cls, value: str) -> str:
+        if "$" in value or "\0" in value:
+            raise ValueError("a collection name cannot contain '$' or a NUL character")
+        if value.startswith(("system.", ".")) or value.endswith("."):
+            raise ValueError(
+                "a collection name cannot start with 'system.' or '.', or end with '.'"
+            )
+        return value
+
     @field_validator("handlers")
     @classmethod
     def _handlers_parse(cls, value: str) -> str:
@@ -168,7 +190,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _type_limits_known(self) -> Settings:
-        limits = parse_pairs(self.type_concurrency)
+        limits = _named_pairs("TYPE_CONCURRENCY", self.type_concurrency, "email=2,invoice=1")
         registry = self.handlers_registry is not None  # its types are known once imported
         handlers = self.handler_map
         for kind, raw in limits.items():
@@ -179,7 +201,8 @@ class Settings(BaseSettings):
                 )
             if not raw.isdigit() or int(raw) < 1:
                 raise ValueError(f"TYPE_CONCURRENCY={kind}={raw}: use a whole number >= 1")
-        for kind, raw in parse_pairs(self.type_rate_limit).items():
+        rates = _named_pairs("TYPE_RATE_LIMIT", self.type_rate_limit, "email=5,invoice=0.5")
+        for kind, raw in rates.items():
             if kind not in handlers and not registry:
                 raise ValueError(
                     f"TYPE_RATE_LIMIT names {kind!r}, which HANDLERS does not: "
@@ -346,6 +369,14 @@ def parse_pairs(raw: str) -> dict[str, str]:
             raise ValueError(f"type {key!r} is given twice")
         pairs[key] = value
     return pairs
+
+
+def _named_pairs(variable: str, raw: str, example: str) -> dict[str, str]:
+    """:func:`parse_pairs` whose error names the variable and shows the form."""
+    try:
+        return parse_pairs(raw)
+    except ValueError as exc:
+        raise ValueError(f"{variable}: {exc}; use type=value entries, e.g. {example}") from None
 
 
 def is_loopback(host: str) -> bool:

@@ -97,6 +97,8 @@ def test_an_unreachable_server_at_start_up_is_reported_at_once_in_one_line(spawn
         assert report["hosts"] == f"127.0.0.1:{port}"
         assert report["retry_in"] > 0
         assert len(report["error"]) < 400 and "Topology" not in report["error"]
+    # the cause the driver knows, not only that nothing answered in time
+    assert any("refused" in r["error"] or "Connect call failed" in r["error"] for r in reports())
     agent.signal(signal.SIGTERM)
     assert agent.wait(timeout=30) == 0
 

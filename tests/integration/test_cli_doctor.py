@@ -34,7 +34,8 @@ def test_doctor_is_quiet_on_a_healthy_collection(cli_env: dict[str, str | None],
 
 
 @pytest.mark.parametrize(
-    "args", [["doctor"], ["dlq", "list"], ["ctl", "status", "--mongodb-uri", "URI"]]
+    "args",
+    [["doctor"], ["dlq", "list"], ["ctl", "status", "--mongodb-uri", "URI"], ["demo"]],
 )
 def test_commands_give_up_on_an_unreachable_server_with_one_line(
     cli_env: dict[str, str | None], args: list[str]
@@ -50,3 +51,15 @@ def test_commands_give_up_on_an_unreachable_server_with_one_line(
 
 
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J[bold]x[/bold]\nready=yes\u202e"
+
+
+def test_credentials_the_server_cannot_use_are_one_line_with_the_hint(
+    cli_env: dict[str, str | None], mongo_uri: str
+) -> None:
+    uri = mongo_uri.replace("mongodb://", "mongodb://someone:pw-0123456789@", 1)
+    for args in (["dlq", "list"], ["demo", "--documents", "5"]):
+        result = invoke({**cli_env, "MONGODB_URI": uri}, *args)
+        assert result.returncode == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "credentials" in lines[0], result.stderr
+        assert "pw-0123456789" not in result.stderr + result.stdout

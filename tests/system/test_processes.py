@@ -176,6 +176,49 @@ def test_bad_environment_exits_2_with_one_line_naming_the_variable(
     assert "T0pS3cret" not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize(
+    ("overrides", "args", "says"),
+    [
+        ({"MONGODB_URI": "mongodb://ops:S3cr@t@127.0.0.1:1/"}, [], "MONGODB_URI"),
+        ({"MONGODB_URI": "mongodb://127.0.0.1:port/"}, [], "MONGODB_URI"),
+        ({"MONGODB_URI": "mongodb://127.0.0.1:1/?replicaSet"}, [], "MONGODB_URI"),
+        ({"MONGODB_DATABASE": "my/db"}, [], "MONGODB_DATABASE"),
+        ({"MONGODB_COLLECTION": "bad.name$"}, [], "MONGODB_COLLECTION"),
+        ({"HEALTH_DIR": "{file}/health"}, [], "HEALTH_DIR"),
+        ({}, ["--embedded", "{file}"], "that is a file"),
+        ({"HANDLER": "broken_handler:handle"}, [], "broken_handler.py:2"),
+    ],
+    ids=[
+        "at-in-password",
+        "port",
+        "replicaset",
+        "database",
+        "collection",
+        "health-dir",
+        "embedded-file",
+        "syntax-error",
+    ],
+)
+def test_what_was_a_traceback_is_one_line_and_exit_2(
+    agent_env: dict[str, str],
+    tmp_path: Path,
+    overrides: dict[str, str],
+    args: list[str],
+    says: str,
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    (tmp_path / "broken_handler.py").write_text("def handle(doc):\n    return (\n")
+    env = {**agent_env, "PYTHONPATH": f"{tmp_path}:{agent_env['PYTHONPATH']}"}
+    env.update({k: v.replace("{file}", str(a_file)) for k, v in overrides.items()})
+    result = run_cli(env, "run", *[a.replace("{file}", str(a_file)) for a in args])
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert says in lines[0] and "Traceback" not in result.stderr
+    assert "S3cr" not in result.stderr + result.stdout
+
+
 def test_password_in_uri_never_reaches_the_logs(spawn: Any, tmp_path: Path) -> None:
     closed = 1  # nothing listens on port 1: every attempt fails and is logged
     uri = f"mongodb://admin:Sup3rS3cretPw@127.0.0.1:{closed}/?serverSelectionTimeoutMS=200"

@@ -46,6 +46,8 @@ def test_demo_validates_its_options(args: list[str]) -> None:
         ({"HANDLER": "m:f", "BATCH_SIZE": "lots"}, ["run"], "BATCH_SIZE"),
         ({"HANDLER": "no_such_module_here:f"}, ["run"], "cannot import"),
         ({"HANDLER": "m:f", "JOBS_FILE": "/nonexistent/jobs.yaml"}, ["run"], "JOBS_FILE"),
+        ({"HANDLERS": "email=m:f", "TYPE_CONCURRENCY": "email"}, ["run"], "TYPE_CONCURRENCY:"),
+        ({"HANDLERS": "email=m:f", "TYPE_RATE_LIMIT": "x"}, ["run"], "TYPE_RATE_LIMIT:"),
     ],
 )
 def test_run_refuses_bad_settings_with_one_line_and_exit_2(
@@ -60,3 +62,12 @@ def test_health_reports_a_missing_agent(tmp_path: Path) -> None:
     result = invoke(ENV, "health", "--dir", str(tmp_path))
     assert result.returncode == 1
     assert result.stdout.strip()
+
+
+def test_a_broken_jobs_file_says_where_in_readable_words(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("jobs:\n  - id: a\n    func: json:dumps\n   trigger: [\n")
+    result = invoke({**ENV, "HANDLER": "json:dumps", "JOBS_FILE": str(jobs)}, "run")
+    assert result.returncode == 2
+    assert "not valid YAML at line 4, column 4" in result.stderr
+    assert "\\x0a" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -34,6 +34,8 @@ def run(
     """Run one agent with the configuration from the environment (see README)."""
     if data is not None and not embedded:
         raise fail(f"a data directory ({data}) is only for --embedded")
+    if data is not None and data.exists() and not data.is_dir():
+        raise fail(f"run --embedded {data}: that is a file; give a directory (made if missing)")
     server = None
     overrides: dict[str, Any] = {}
     if embedded:
@@ -99,6 +101,8 @@ def _run(overrides: dict[str, Any], server: Any) -> int:
     assert runner is not None  # HANDLER or HANDLERS is set
     try:
         return run_bounded(run_agent(loaded, runner, jobs=jobs))
+    except ConfigError as exc:  # found once the agent starts: the URI, the health directory
+        raise fail(str(exc)) from None
     finally:
         runner.close()
 
@@ -117,6 +121,8 @@ def demo(
 
     try:
         code = run_demo(documents=documents, agents=agents)
+    except ConfigError as exc:  # MONGODB_URI the driver cannot parse
+        raise fail(str(exc)) from None
     except PullingAgentError as exc:
         raise fail(str(exc), 1) from None
     raise typer.Exit(code)

@@ -22,9 +22,9 @@ from rich.live import Live
 from rich.table import Table
 
 from pulling_agent.config import ChangeStreams, LogFormat, Settings, load_settings
-from pulling_agent.errors import PullingAgentError
+from pulling_agent.errors import PullingAgentError, StoreUnavailable
 from pulling_agent.logs import configure_logging
-from pulling_agent.queue.database import open_client
+from pulling_agent.queue.database import describe_failure, open_client
 from pulling_agent.queue.mongo import MongoWorkStore
 from pulling_agent.runtime.agent import Agent
 from pulling_agent.runtime.handlers import Document, HandlerRunner
@@ -106,11 +106,14 @@ def _progress(counts: dict[str, int], agents: list[Agent], elapsed: float) -> Ta
 
 async def _run(uri: str, documents: int, agent_count: int, workdir: Path, console: Console) -> int:
     settings = [_agent_settings(uri, i, workdir) for i in range(agent_count)]
-    client = open_client(settings[0])
+    client = open_client(settings[0], quick=True)  # an unreachable server: 5 s, not 30
     try:
         collection = client[DEMO_DATABASE][DEMO_COLLECTION]
-        await collection.drop()
-        await collection.insert_many(sample_documents(documents))
+        try:
+            await collection.drop()
+            await collection.insert_many(sample_documents(documents))
+        except Exception as exc:  # one line, with what to check
+            raise StoreUnavailable(describe_failure(exc, settings[0].secrets())) from None
         store = MongoWorkStore(collection)
         runners = [HandlerRunner(demo_handler, s.concurrency, None) for s in settings]
         agents = [

@@ -7,11 +7,16 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient
-from pymongo.errors import ServerSelectionTimeoutError
+from pymongo.errors import (
+    ConfigurationError,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 
 from pulling_agent import __version__
 from pulling_agent.config import ChangeStreams, Settings
-from pulling_agent.errors import StoreUnavailable
+from pulling_agent.errors import ConfigError, StoreUnavailable
 from pulling_agent.text import one_line
 
 Client = AsyncMongoClient[dict[str, Any]]
@@ -26,9 +31,16 @@ def open_client(settings: Settings, *, quick: bool = False, **options: Any) -> C
     if quick:
         options.setdefault("serverSelectionTimeoutMS", QUICK_TIMEOUT_MS)
         options.setdefault("connectTimeoutMS", QUICK_TIMEOUT_MS)
-    return AsyncMongoClient(
-        settings.uri, tz_aware=True, appname=f"pulling-agent/{__version__}", **options
-    )
+    try:
+        return AsyncMongoClient(
+            settings.uri, tz_aware=True, appname=f"pulling-agent/{__version__}", **options
+        )
+    except (ConfigurationError, ValueError) as exc:  # the driver could not parse the URI
+        raise ConfigError(
+            f"MONGODB_URI cannot be used ({describe_error(exc, settings.secrets())}): "
+            "check host:port and options (key=value), and escape '@', ':' and '/' in the "
+            "user and password (p@ss is p%40ss)"
+        ) from None
 
 
 CLOSE_SECONDS = 1.0
@@ -67,10 +79,29 @@ def run_with_client(settings: Settings, action: Callable[[Client], Awaitable[T]]
 
     try:
         return asyncio.run(go())
+    except ConfigError as exc:
+        raise StoreUnavailable(str(exc)) from None
     except Exception as exc:  # a driver error's text carries no password; scrub anyway
-        raise StoreUnavailable(
-            f"MongoDB error: {describe_error(exc, settings.secrets())}"
-        ) from None
+        raise StoreUnavailable(describe_failure(exc, settings.secrets())) from None
+
+
+AUTHENTICATION_FAILED = 18
+
+
+def describe_failure(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+    """One line for a command that failed against ``MONGODB_URI``, with what to check."""
+    text = describe_error(exc, secrets)
+    if isinstance(exc, OperationFailure) and exc.code == AUTHENTICATION_FAILED:
+        return (
+            f"MongoDB refused the credentials ({text}): check the user, password and "
+            "authSource in MONGODB_URI"
+        )
+    if isinstance(exc, PyMongoError):
+        return f"MongoDB error: {text}"
+    return (
+        f"MongoDB's answer could not be used ({text}): if MONGODB_URI carries credentials, "
+        "does the server support authentication?"
+    )
 
 
 async def supports_change_streams(client: Client) -> bool:

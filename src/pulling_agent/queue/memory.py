@@ -231,6 +231,9 @@ class MemoryWorkStore:
     async def ping(self) -> None:
         self.calls.append("ping")
 
+    def connection_problem(self) -> str | None:
+        return None
+
     async def sweep(self, now: datetime) -> int:
         self.calls.append("sweep")
         changed = 0

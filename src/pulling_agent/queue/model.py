@@ -198,6 +198,10 @@ class WorkStore(Protocol):
     async def ping(self) -> None:
         """One cheap round trip: does the store answer? (the breaker's half-open probe)"""
 
+    def connection_problem(self) -> str | None:
+        """Why the store's servers could not be reached last time, if the driver knows
+        (e.g. connection refused), for a start-up that timed out before the driver gave up."""
+
     async def sweep(self, now: datetime) -> int:
         """Deal with documents no claim filter can match as they stand: a non-date
         ``available_at`` (an ISO-8601 string that fell due is cleared, anything else is

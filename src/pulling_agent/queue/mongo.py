@@ -50,6 +50,7 @@ from pulling_agent.queue.model import (
     new_lease,
 )
 from pulling_agent.queue.spread import Spread, window
+from pulling_agent.text import one_line
 
 SPARE_MAX_AGE = 1.0  # seconds a spare candidate list stays usable
 CONTENTION_ROUNDS = 3  # look again at once when other agents won some of the candidates
@@ -479,6 +480,13 @@ class MongoWorkStore:
 
     async def ping(self) -> None:
         await self.collection.database.command("ping")
+
+    def connection_problem(self) -> str | None:
+        topology = self.collection.database.client.topology_description
+        for server in topology.server_descriptions().values():
+            if server.error is not None:  # without pymongo's list of configured timeouts
+                return one_line(str(server.error).split(" (configured timeouts", 1)[0], 200)
+        return None
 
     async def sweep(self, now: datetime) -> int:
         changed = 0

@@ -282,7 +282,10 @@ class Agent:
     def _startup_failed(self, exc: BaseException) -> None:
         """One concise line per attempt (a steady interval), never a topology dump."""
         if isinstance(exc, TimeoutError):
-            exc = TimeoutError(f"no answer within {STARTUP_ATTEMPT:g}s")
+            cause = self._store.connection_problem()
+            exc = TimeoutError(
+                f"no answer within {STARTUP_ATTEMPT:g}s" + (f" ({cause})" if cause else "")
+            )
             self.breaker.failed(exc)
         self._log.warning(
             "MongoDB unreachable at start-up, retrying",
@@ -321,8 +324,23 @@ class Agent:
 
     # ----------------------------------------------------------------- lifecycle
 
+    def prepare_health(self) -> None:
+        """Create the health directory and write the first liveness file; a
+        :class:`ConfigError` naming ``HEALTH_DIR`` when that is not possible."""
+        try:
+            self.health.prepare()
+            self._write_health()
+        except OSError as exc:
+            raise ConfigError(
+                f"HEALTH_DIR={self.settings.health_dir}: cannot write the health files "
+                f"({exc.strerror or type(exc).__name__}): set HEALTH_DIR to a writable "
+                "directory (an emptyDir in Kubernetes)"
+            ) from None
+
     async def run(self, install_signals: bool = True) -> int:
-        """Run until shut down. Returns the exit code (0 after a graceful shutdown)."""
+        """Run until shut down. Returns the exit code (0 after a graceful shutdown); raises
+        :class:`ConfigError` when the health files cannot be written (before any log)."""
+        self.prepare_health()
         self._log.info(
             "Starting agent",
             action="agent.start",
@@ -331,8 +349,6 @@ class Agent:
             concurrency=self.settings.concurrency,
             lease_seconds=self.settings.lease_seconds,
         )
-        self.health.prepare()
-        self._write_health()
         if install_signals:
             self._install_signals()
         try:

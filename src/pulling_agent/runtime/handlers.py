@@ -51,6 +51,15 @@ def load_object(spec: str, what: str) -> Any:
             f"{what} {spec!r}: cannot import {module_name!r} ({exc}); "
             "is it installed or on PYTHONPATH?"
         ) from None
+    except SyntaxError as exc:
+        raise HandlerLoadError(
+            f"{what} {spec!r}: {exc.filename}:{exc.lineno}: {exc.msg}: fix the syntax error"
+        ) from None
+    except Exception as exc:  # the module raised while it was imported
+        raise HandlerLoadError(
+            f"{what} {spec!r}: importing {module_name!r} raised "
+            f"{type(exc).__name__}: {safe_text(exc, 300)}"
+        ) from None
     for part in attr_path.split("."):
         try:
             target = getattr(target, part)

@@ -190,7 +190,13 @@ def load_jobs_file(path: Path) -> list[JobDefinition]:
     except OSError as exc:
         raise JobConfigError(f"JOBS_FILE {path}: cannot read it ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise JobConfigError(f"JOBS_FILE {path}: not valid YAML ({exc})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise JobConfigError(
+            f"JOBS_FILE {path}: not valid YAML{where}: {problem} (check the indentation "
+            "there: each job is a '- id: …' entry under 'jobs:')"
+        ) from None
     if isinstance(data, dict) and "jobs" in data:
         data = data["jobs"]
     return parse_jobs(data or [], f"JOBS_FILE {path}")
