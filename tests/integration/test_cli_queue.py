@@ -5,7 +5,7 @@ with one line and nothing written."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -151,3 +151,41 @@ def test_enqueue_refuses_a_key_another_type_holds(
     assert "belongs to a document of type 'email'" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     assert work.count_documents({}) == 1
+
+
+def test_at_80_columns_ids_stay_whole_and_values_keep_their_type(
+    cli_env: dict[str, str | None], work: Any
+) -> None:
+    ids = work.insert_many(
+        [
+            {
+                "status": "failed",
+                "attempts": 3,
+                "failed_at": datetime.now(UTC),
+                "error": {"type": "ValueError", "message": "x" * 300},
+            }
+            for _ in range(3)
+        ]
+    ).inserted_ids
+    narrow = {**cli_env, "COLUMNS": "80"}
+    listed = invoke(narrow, "dlq", "list").stdout
+    for doc_id in ids:
+        assert str(doc_id) in listed, "an id on one line, whole: dlq requeue takes it"
+    work.insert_one(
+        {
+            "_id": "typed",
+            "status": "failed",
+            "attempts": "3",
+            "error": {"type": "E", "message": "m"},
+        }
+    )
+    shown = invoke(narrow, "get", "typed").stdout
+    assert '"3"' in shown, "a string is shown as a string"
+    assert "E: m" in shown and "{'type'" not in shown, "the error in words, not a dict"
+
+
+def test_the_cancelled_list_says_what_it_lists(cli_env: dict[str, str | None], work: Any) -> None:
+    work.insert_one({"_id": "s", "status": "cancelled", "cancel_reason": "duplicate order"})
+    listed = invoke({**cli_env, "COLUMNS": "120"}, "dlq", "list", "--cancelled").stdout
+    assert "Cancelled (1 shown)" in listed and "cancelled_at" in listed
+    assert "Dead letter" not in listed and "failed_at" not in listed

@@ -18,6 +18,7 @@ from pulling_agent.control.cluster import CONTROL_ID, ClusterCommand
 from pulling_agent.control.cluster_store import ClusterControlStore
 from pulling_agent.control.follower import ClusterFollower
 from pulling_agent.control.requests import Source
+from pulling_agent.queue.database import supports_change_streams
 from pulling_agent.queue.memory import MemoryWorkStore
 from pulling_agent.runtime.agent import Agent
 from pulling_agent.runtime.state import AgentState
@@ -216,3 +217,37 @@ async def test_an_agent_ignores_a_version_that_does_not_go_up_and_says_why(
     state = await control.issue(ClusterCommand.PAUSE, "properly", "ops", "", NOW)
     assert state.version == 4
     await async_wait_until(lambda: fleet.agent.state is AgentState.PAUSED)
+
+
+async def test_change_streams_asked_for_on_a_standalone_are_said_unavailable(
+    control: ClusterControlStore, client: Client
+) -> None:
+    """Seed 004's line, at WARNING, when ENABLE_CHANGE_STREAMS=true meets a server without
+    them (a standalone: nx-27017 says it is one); on a replica set the follower watches and
+    says nothing of it."""
+    follower = ClusterFollower(control, client, ChangeStreams.AUTO, 0.05, _Quiet(), "a")
+    with structlog.testing.capture_logs() as logs:
+        await follower.start()
+    said = [e for e in logs if e.get("action") == "cluster.change_streams_unavailable"]
+    if await supports_change_streams(client):
+        assert said == [] and follower.watch_mode == "change_streams"
+        return
+    [warning] = said
+    assert warning["log_level"] == "warning" and follower.watch_mode == "polling"
+    assert warning["event"] == (
+        "MongoDB Change Streams not available: Replica set required. Using polling fallback."
+    )
+
+
+class _Quiet:
+    def request_pause(self, source: Source, reason: str, by: str) -> None:
+        return None
+
+    def request_resume(self, source: Source) -> None:
+        return None
+
+    def request_shutdown(self, reason: str) -> None:
+        return None
+
+    def notify_changed(self) -> None:
+        return None

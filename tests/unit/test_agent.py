@@ -478,6 +478,23 @@ async def test_progress_is_logged_at_a_steady_interval(start: Callable[..., Runn
     assert all(e["log_level"] == "info" for e in lines)
 
 
+async def test_the_first_outcomes_are_said_at_once_not_a_progress_interval_later(
+    start: Callable[..., Running],
+) -> None:
+    store = MemoryWorkStore(pending(3))
+    with structlog.testing.capture_logs() as logs:
+        run = start(store, progress_interval=3_600)  # the steady line would come in an hour
+        await async_wait_until(
+            lambda: any(e.get("action") == "agent.progress" for e in logs), what="a first line"
+        )
+        await async_wait_until(lambda: statuses(store) == {"processed": 3})
+        for _ in range(3):  # more heartbeats: no second early line
+            await asyncio.sleep(run.agent.settings.heartbeat_interval)
+        await run.stop()
+    lines = [e for e in logs if e.get("action") == "agent.progress"]
+    assert len(lines) == 1 and lines[0]["processed"] >= 1
+
+
 class LosesFirstRace(MemoryWorkStore):
     """A store whose first fresh claim loses every candidate to another agent."""
 

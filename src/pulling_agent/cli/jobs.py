@@ -9,7 +9,7 @@ import typer
 
 from pulling_agent.cli.options import DEFAULT_URL, AsJson, MongoUri, Token, Url
 from pulling_agent.cli.remote import CtlError, Direct, direct, http
-from pulling_agent.cli.terminal import echo_json, show, table
+from pulling_agent.cli.terminal import echo_json, short_time, show, table
 from pulling_agent.text import cell, print_error
 
 app = typer.Typer(help="Scheduled jobs: each fire runs once across the fleet.")
@@ -60,7 +60,7 @@ def list_jobs(
         listed.add_row(
             cell(job.get("id")),
             cell(job.get("trigger")),
-            cell(job.get("next_fire_time")),
+            cell(short_time(job.get("next_fire_time"))),
             cell(job.get("last_outcome") or "-"),
             "yes" if job.get("paused") else "",
             "yes" if job.get("orphaned") else "",
@@ -120,7 +120,7 @@ def history(
     for r in runs:
         error = (r.get("result") or {}).get("error") or ""
         shown.add_row(
-            cell(r.get("fire_time")),
+            cell(short_time(r.get("fire_time"))),
             cell(r.get("agent")),
             cell(r.get("outcome")),
             cell(r.get("attempts", 1)),

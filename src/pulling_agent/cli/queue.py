@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pulling_agent.cli.options import command_jobs, fail, settings
 from pulling_agent.cli.remote import identity, with_store
-from pulling_agent.cli.terminal import echo_json, error_summary, show, table
+from pulling_agent.cli.terminal import (
+    echo_json,
+    error_summary,
+    id_column,
+    short_time,
+    show,
+    table,
+    value_text,
+)
 from pulling_agent.encoding import id_candidates, to_json
 from pulling_agent.errors import InvalidJob
 from pulling_agent.text import cell, print_error, safe_text
@@ -65,18 +72,23 @@ def dlq_list(
         for doc in docs:
             echo_json(to_json(doc))
         return
-    shown = table(f"Dead letter ({len(docs)} shown)")
-    shown.add_column("_id", overflow="fold")  # never cut: it is what dlq requeue takes
-    for column in ("attempts", "failed_at", "error"):
+    title = "Cancelled" if cancelled else "Dead letter"
+    shown = table(f"{title} ({len(docs)} shown)")
+    id_column(shown, [doc.get("_id") for doc in docs])
+    when_column = "cancelled_at" if cancelled else "failed_at"
+    for column in ("attempts", when_column, "reason" if cancelled else "error"):
         shown.add_column(column)
     for doc in docs:
-        failed_at = doc.get("failed_at")
-        when = failed_at.isoformat() if isinstance(failed_at, datetime) else failed_at
         shown.add_row(
             cell(doc.get("_id"), 10_000),
             cell(doc.get("attempts", "")),
-            cell(when or ""),
-            cell(error_summary(doc.get("error")), 120),
+            cell(short_time(doc.get(when_column))),
+            cell(
+                safe_text(doc.get("cancel_reason") or "")
+                if cancelled
+                else error_summary(doc.get("error")),
+                120,
+            ),
         )
     show(shown)
 
@@ -221,8 +233,10 @@ def get(
     shown.add_column("field")
     shown.add_column("value", overflow="fold")
     for name in SHOWN:
-        if name in doc:
-            shown.add_row(name, cell(to_json(doc[name]), 600))
+        if name == "error" and isinstance(doc.get("error"), dict):
+            shown.add_row(name, cell(error_summary(doc["error"]), 600))
+        elif name in doc:
+            shown.add_row(name, cell(value_text(doc[name]), 600))
     errors = doc.get("errors")
     if isinstance(errors, list) and errors:
         shown.add_row("errors", cell(f"{len(errors)} recorded (--json shows them)"))

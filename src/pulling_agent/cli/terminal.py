@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC
 from typing import Any
 
 import typer
@@ -16,6 +17,7 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from pulling_agent.encoding import parse_time, to_json
 from pulling_agent.text import safe_text
 
 WIDTH_OFF_TERMINAL = 160  # a pipe or a file gets this many columns (a terminal: its own)
@@ -48,6 +50,32 @@ def show(renderable: RenderableType) -> None:
 def echo_json(value: Any, indent: int | None = None) -> None:
     """One JSON value on stdout (one line unless ``indent``)."""
     typer.echo(json.dumps(value, indent=indent))
+
+
+ID_WIDTH = 40  # ids up to this long (ObjectId 24, UUID 36) are never wrapped
+
+
+def id_column(shown: Table, ids: list[Any], name: str = "_id") -> None:
+    """A column for ids that keeps each whole on one line when it can (they are what other
+    commands take), and folds only ids too long for any terminal."""
+    longest = max((len(safe_text(i, 10_000)) for i in ids), default=len(name))
+    if longest <= ID_WIDTH:
+        shown.add_column(name, no_wrap=True, min_width=max(longest, len(name)))
+    else:
+        shown.add_column(name, overflow="fold")
+
+
+def short_time(value: Any) -> str:
+    """An ISO-8601 time (or datetime) as ``2026-12-02 07:16:22Z``: fits at 80 columns."""
+    parsed = parse_time(value)
+    if parsed is None:
+        return safe_text(value if value is not None else "-", 60)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def value_text(value: Any) -> str:
+    """A stored value as JSON (strings quoted, so ``"3"`` is not shown as the number 3)."""
+    return json.dumps(to_json(value), ensure_ascii=False)
 
 
 def error_summary(error: Any) -> str:

@@ -76,6 +76,13 @@ class ClusterFollower:
                 watch_mode=self.watch_mode,
             )
         else:
+            if self._mode is ChangeStreams.AUTO:  # asked for, not available: say so (seed 004)
+                self._log.warning(
+                    "MongoDB Change Streams not available: Replica set required. "
+                    "Using polling fallback.",
+                    action="cluster.change_streams_unavailable",
+                    polling_interval=self._interval,
+                )
             self._log.info(
                 f"Using polling fallback (interval: {self._interval:g}s)",
                 action="cluster.watch_mode",

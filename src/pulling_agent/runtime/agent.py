@@ -131,6 +131,7 @@ class Agent:
         self._started: list[str] = []  # companions whose start() completed, in order
         self.backlog: Callable[[], dict[str, int]] | None = None  # as last counted
         self._last_progress: tuple[dict[str, int], float] = ({}, 0.0)
+        self._progress_logged = False
         self.changed = asyncio.Event()  # state or control changed: tell the registry now
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -206,10 +207,15 @@ class Agent:
     def _tick(self) -> None:
         self.breaker.evaluate()
         self._write_health()
+        if not self._progress_logged:  # the first outcomes are said at once, not a minute on
+            counters = self.pipeline.counters
+            if counters.processed or counters.failed or counters.retried:
+                self._progress()
 
     def _progress(self) -> None:
         """One info line at a steady interval while the agent works: what it did since
         the last line, and the backlog as last counted."""
+        self._progress_logged = True
         now = asyncio.get_running_loop().time()
         counters = self.pipeline.counters.as_dict()
         last, last_at = self._last_progress
