@@ -29,7 +29,8 @@ ok() { printf '%s✓ %s%s\n' "$GREEN" "$*" "$RESET"; }
 warn() { printf '%s%s%s\n' "$YELLOW" "$*" "$RESET"; }
 
 usage() {
-  sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+  # the header comment, up to the first line of code
+  awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
   exit 2
 }
 
@@ -117,7 +118,14 @@ do_status() {
   for pod in $(pods); do
     info ""
     info "== $pod: $(pod_state "$pod" | tr '[:lower:]' '[:upper:]')"
-    "${K[@]}" exec "$pod" -- sh -c 'cat /tmp/health/liveness; test -f /tmp/health/readiness && echo ready=yes || echo ready=no' || warn "health files unreadable"
+    local health
+    if health="$("${K[@]}" exec "$pod" -- sh -c 'cat /tmp/health/liveness; test -f /tmp/health/readiness && echo ready=yes || echo ready=no')"; then
+      printf '%s\n' "$health"
+      # the seed's "status | grep documents": this pod's document counters on one line
+      info "documents: $(printf '%s\n' "$health" | grep -E '^(claimed|processed|retried|failed|released)=' | tr '\n' ' ')"
+    else
+      warn "health files unreadable"
+    fi
     "${K[@]}" logs "$pod" --tail=200 | grep -i -E 'paus|resum' | tail -n 3 || true
   done
 }

@@ -8,6 +8,7 @@ A missing tool skips its test with the install hint on a developer's machine; in
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -291,3 +292,18 @@ def test_the_manifests_work_collection_is_not_one_of_the_agents_own() -> None:
     load_settings(mongodb_uri="mongodb://h/", mongodb_database="d", mongodb_collection=work)
     keda = (ROOT / "deploy" / "k8s" / "components" / "keda" / "scaledobject.yaml").read_text()
     assert f"collection: {work}" in keda
+
+
+def test_the_guides_cronjob_commands_name_the_shipped_cronjobs() -> None:
+    """Seed 002's Method 5 commands, as the guide gives them, act on CronJobs that exist."""
+    shipped = {
+        doc["metadata"]["name"]
+        for doc in yaml.safe_load_all(
+            (ROOT / "deploy/k8s/components/control-jobs/cronjobs.yaml").read_text()
+        )
+        if doc and doc.get("kind") == "CronJob"
+    }
+    lines = (ROOT / "docs/PAUSE-UNPAUSE-GUIDE.md").read_text().splitlines()
+    commands = [line.split("#", 1)[0] for line in lines if line.startswith("kubectl")]
+    named = {n for line in commands for n in re.findall(r"cronjob[/ ]([a-z0-9-]+)", line)}
+    assert named and named <= shipped, named - shipped

@@ -20,6 +20,7 @@ case "$*" in
   *"config view"*) echo ;;
   *"get pods"*) printf 'agent-a\nagent-b\n' ;;
   *"exec agent-"*"head -n 1"*) cat "$FAKE_STATE" ;;
+  *"exec agent-"*"cat /tmp/health/liveness"*) printf 'running\nclaimed=7\nprocessed=5\nfailed=1\nready=yes\n' ;;
   *"create configmap agent-control"*) echo "kind: ConfigMap" ;;
   *"apply -f -"*) cat >/dev/null ;;
   *"exec agent-"*"kill -USR1 1"*) echo paused > "$FAKE_STATE" ;;
@@ -96,6 +97,14 @@ def test_unknown_command_prints_usage(fake: dict[str, str]) -> None:
     result = run(fake, "explode")
     assert result.returncode == 2
     assert "pause|resume|status|restart" in result.stdout
+    assert "set -euo pipefail" not in result.stdout, "the usage, not the script's first line"
+
+
+def test_status_lists_each_pods_documents_on_a_line_grep_finds(fake: dict[str, str]) -> None:
+    result = run(fake, "status")
+    assert result.returncode == 0, result.stderr
+    documents = [line for line in result.stdout.splitlines() if "documents" in line]
+    assert documents == ["documents: claimed=7 processed=5 failed=1 "] * 2, "one per pod"
 
 
 def run_health_check(health: Path) -> subprocess.CompletedProcess[str]:

@@ -16,6 +16,8 @@ from pulling_agent.errors import ConfigError, PullingAgentError
 from pulling_agent.logs import get_logger
 from pulling_agent.timeouts import run_bounded
 
+DEV_SWEEP_SECONDS = 1.0
+
 
 def run(
     embedded: Annotated[
@@ -49,6 +51,9 @@ def run(
             "mongodb_uri": server.uri,
             "mongodb_database": os.environ.get("MONGODB_DATABASE") or "pulling_agent_dev",
             "mongodb_collection": os.environ.get("MONGODB_COLLECTION") or "work",
+            # nx-27017 keeps a date written with $set as text: retries and delays wait for
+            # the sweep, so in development it runs every second, not every minute
+            "sweep_interval": float(os.environ.get("SWEEP_INTERVAL") or DEV_SWEEP_SECONDS),
         }
     try:
         code = _run(overrides, server)

@@ -69,6 +69,7 @@ def _agent_settings(uri: str, index: int, workdir: Path) -> Settings:
         retry_base_seconds=0.2,
         retry_max_seconds=1.0,
         poll_interval=0.25,
+        sweep_interval=1.0,  # nx-27017 keeps retried documents' dates as text: sweep often
         lease_seconds=10,
         shutdown_timeout=5,
         heartbeat_interval=1,

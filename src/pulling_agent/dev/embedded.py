@@ -26,6 +26,9 @@ START_TIMEOUT = 20.0
 PORT_RANGE = (20_000, 32_000)  # below Linux's ephemeral range (32768-60999)
 
 
+PORT_FILE = "port"
+
+
 def free_port() -> int:
     """A free loopback port *outside* the ephemeral range, so that no outgoing connection
     (whose source port is ephemeral) can take it while the server restarts, and no
@@ -60,10 +63,28 @@ class EmbeddedServer:
         self._own_dir = directory is None
         self.temporary = self._own_dir  # the data directory is deleted at stop
         self.directory = directory or Path(tempfile.mkdtemp(prefix="pulling-agent-nx-"))
-        self.port = free_port()
+        self.port = self._kept_port() or free_port()
         self.pid_file = self.directory / "nx.pid"
         self.log_file = self.directory / "nx.log"
         self._process: subprocess.Popen[bytes] | None = None
+
+    def _kept_port(self) -> int | None:
+        """A kept data directory keeps its address: the port it had last time (in
+        ``PORT_FILE``), if that port is free now - so other shells keep working."""
+        if self._own_dir:
+            return None
+        try:
+            port = int((self.directory / PORT_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return None
+        if not PORT_RANGE[0] <= port <= PORT_RANGE[1]:
+            return None
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                return None
+        return port
 
     @property
     def uri(self) -> str:
@@ -93,6 +114,8 @@ class EmbeddedServer:
                 raise EmbeddedServerError(f"nx-27017 exited at start; see {self.log_file}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    if not self._own_dir:
+                        (self.directory / PORT_FILE).write_text(f"{self.port}\n")
                     return self
             except OSError:
                 time.sleep(0.05)
