@@ -20,7 +20,8 @@ case "$*" in
   *"config view"*) echo ;;
   *"get pods"*) printf 'agent-a\nagent-b\n' ;;
   *"exec agent-"*"head -n 1"*) cat "$FAKE_STATE" ;;
-  *"exec agent-"*"cat /tmp/health/liveness"*) printf 'running\nclaimed=7\nprocessed=5\nfailed=1\nready=yes\n' ;;
+  *"exec agent-"*"cat /tmp/health/liveness"*)
+    printf 'running\nclaimed=7\nprocessed=5\nfailed=1\nready=yes\n' ;;
   *"create configmap agent-control"*) echo "kind: ConfigMap" ;;
   *"apply -f -"*) cat >/dev/null ;;
   *"exec agent-"*"kill -USR1 1"*) echo paused > "$FAKE_STATE" ;;
