@@ -8,7 +8,8 @@ IMAGE ?= pulling-agent:dev
 NAMESPACE ?= pulling-agent
 OVERLAY ?= production
 
-.PHONY: help browser docker-engine install tools demo test test-unit lint format bench clean docker-build dev-token \
+.PHONY: help browser docker-engine install tools demo run test test-unit test-coverage lint format bench clean \
+	docker-build dev-token \
 	docker-run security lock k8s-render k8s-validate k8s-deploy k8s-logs k8s-status k8s-pause k8s-resume
 
 help: ## list the targets
@@ -54,6 +55,17 @@ test: install tools browser docker-engine ## the whole suite, what CI runs
 # the fast loop while editing: no server, no apt installs, a few seconds
 test-unit: install ## the unit tests only
 	$(BIN)/python -m pytest tests/unit -q
+
+# line coverage of src/ over the unit and integration tests (the system tests run the agent
+# in other processes, which coverage does not follow); htmlcov/index.html for the details
+test-coverage: install ## coverage of the unit and integration tests
+	$(BIN)/python -m pytest tests/unit tests/integration -q --cov=pulling_agent \
+		--cov-report=term-missing:skip-covered --cov-report=html
+
+# one agent against the embedded development server, its data in .devdata (kept, and its
+# address too): HANDLER=myapp.jobs:handle make run
+run: install ## run one agent on the embedded server (development; HANDLER=... make run)
+	$(BIN)/pulling-agent run --embedded .devdata
 
 lint: install ## ruff and mypy --strict
 	$(BIN)/ruff check src tests bench examples
@@ -155,4 +167,5 @@ k8s-resume: ## resume the fleet
 	NAMESPACE=$(NAMESPACE) scripts/control-agent.sh resume
 
 clean: ## remove the venvs and build output
-	rm -rf $(VENV) $(TOOLS) $(SECURITY) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(SECURITY) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \
+		htmlcov .coverage

@@ -122,3 +122,17 @@ def test_an_exposed_api_needs_tokens(env: pytest.MonkeyPatch) -> None:
     env.setenv("API_HOST", "0.0.0.0")
     env.setenv("API_TOKENS", "ops:0123456789abcdef0123")
     assert load_settings().api_bind_host == "0.0.0.0"
+
+
+def test_the_env_example_lists_every_setting() -> None:
+    """.env.example (Cronzimus's promise) names every variable the agent reads, the three
+    required ones set, the rest commented out at their default."""
+    from pathlib import Path
+
+    from pulling_agent.config import Settings
+
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    for field in Settings.model_fields:
+        assert f"{field.upper()}=" in text, f"{field.upper()} is missing from .env.example"
+    for required in ("MONGODB_URI=", "MONGODB_DATABASE=", "MONGODB_COLLECTION="):
+        assert f"\n{required}" in text

@@ -16,7 +16,7 @@ import os
 import signal
 from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from pymongo.errors import OperationFailure, PyMongoError
 
@@ -29,6 +29,7 @@ from pulling_agent.queue.database import describe_error
 from pulling_agent.queue.model import WorkStore
 from pulling_agent.runtime import signals as early_signals
 from pulling_agent.runtime.breaker import StoreBreaker
+from pulling_agent.runtime.companion import Companion, Draining, ThreadWatch
 from pulling_agent.runtime.health import HealthFiles
 from pulling_agent.runtime.pipeline import Clock, Pipeline, RunHandler, utcnow
 from pulling_agent.runtime.rate_limit import FleetBucket
@@ -36,39 +37,6 @@ from pulling_agent.runtime.state import AgentState, check_transition, is_ready
 from pulling_agent.timeouts import cancel_and_wait, wait_event
 
 Wakeup = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
-
-
-class Companion(Protocol):
-    """A part that lives as long as the agent (cluster follower, registry, metrics, API)."""
-
-    async def start(self) -> None:
-        """Called before the agent's first claim; may apply standing control state."""
-
-    async def run(self) -> None:
-        """Supervised like the agent's own tasks; cancelled at shutdown."""
-
-    async def stop(self) -> None:
-        """Called at the end of shutdown, after every lease was handed back, in the reverse
-        order of start; a companion with a true ``stops_last`` attribute (the API, which
-        answers requests about the shutdown itself) after all the others."""
-
-
-class ThreadWatch(Protocol):
-    """The handler runner's count of threads stuck past ``HANDLER_TIMEOUT``."""
-
-    @property
-    def abandoned(self) -> int: ...
-
-    @property
-    def max_abandoned(self) -> int: ...
-
-
-@runtime_checkable
-class Draining(Protocol):
-    """A companion with work of its own to let finish at shutdown (the scheduler)."""
-
-    async def drain(self, seconds: float) -> None:
-        """Wait up to ``seconds`` for running work; called alongside the queue's drain."""
 
 
 EXIT_OK = 0
