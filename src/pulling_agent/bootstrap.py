@@ -138,6 +138,7 @@ def build_node(
     store.spread = Spread(lambda: heartbeat.share)  # agents read apart in the queue's head
     agent.companions["metrics"] = node.metrics
     agent.backlog = node.metrics.backlog
+    agent.backlog_age = node.metrics.backlog_age
     schedules = ScheduleStore(db[settings.jobs_collection], db[settings.job_runs_collection])
     if jobs:
         node.scheduler = Scheduler(

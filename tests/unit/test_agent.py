@@ -475,6 +475,7 @@ async def test_progress_is_logged_at_a_steady_interval(start: Callable[..., Runn
     lines = [e for e in logs if e.get("action") == "agent.progress"]
     assert sum(e["processed"] for e in lines) == 7, "each line counts what is new since the last"
     assert {"processed", "retried", "failed", "per_second", "backlog", "store"} <= set(lines[0])
+    assert "backlog_counted_seconds_ago" in lines[0], "how old the backlog figure is"
     assert all(e["log_level"] == "info" for e in lines)
 
 

@@ -39,6 +39,10 @@ from pulling_agent.timeouts import cancel_and_wait, wait_event
 Wakeup = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
+
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
@@ -98,6 +102,7 @@ class Agent:
         self.companions: dict[str, Companion] = {}
         self._started: list[str] = []  # companions whose start() completed, in order
         self.backlog: Callable[[], dict[str, int]] | None = None  # as last counted
+        self.backlog_age: Callable[[], float | None] | None = None  # seconds since then
         self._last_progress: tuple[dict[str, int], float] = ({}, 0.0)
         self._progress_logged = False
         self.changed = asyncio.Event()  # state or control changed: tell the registry now
@@ -198,6 +203,7 @@ class Agent:
             malformed=counters["malformed"] - last.get("malformed", 0),
             per_second=round(done["processed"] / seconds, 1),
             backlog=self.backlog() if self.backlog else None,
+            backlog_counted_seconds_ago=_rounded(self.backlog_age() if self.backlog_age else None),
             store=self.breaker.summary(),
         )
 

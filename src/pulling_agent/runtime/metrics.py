@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -112,6 +113,7 @@ class AgentMetrics:
         self.registry = CollectorRegistry()
         self._count = count
         self._backlog: dict[str, int] = {}
+        self._backlog_at: float | None = None  # monotonic time of the last count
         self.registry.register(AgentCollector(snapshot, lambda: self._backlog))
         self.handler_seconds = Histogram(
             "pulling_agent_handler_seconds",
@@ -151,6 +153,10 @@ class AgentMetrics:
         """A wrong token (``token``) or sign-in (``sign_in``)."""
         self.auth_failures.labels(kind=kind).inc()
 
+    def backlog_age(self) -> float | None:
+        """Seconds since the backlog was counted (None: not yet)."""
+        return None if self._backlog_at is None else time.monotonic() - self._backlog_at
+
     def backlog(self) -> dict[str, int]:
         """Documents by status, as last counted (every BACKLOG_REFRESH seconds)."""
         return dict(self._backlog)
@@ -178,6 +184,7 @@ class AgentMetrics:
     async def _refresh(self) -> None:
         with contextlib.suppress(PyMongoError):
             self._backlog = await self._count()
+            self._backlog_at = time.monotonic()
 
     async def stop(self) -> None:
         return None
