@@ -126,6 +126,7 @@ class Settings(BaseSettings):
     api_tokens: SecretStr = SecretStr("")
     metrics_require_token: bool = False
     jobs_file: Path | None = None
+    jobs: str = ""  # module:attribute, a list of JobFactory jobs
     jobs_collection: str = Field(default="agent_jobs", min_length=1)
     job_runs_collection: str = Field(default="agent_job_runs", min_length=1)
     job_history_days: float = Field(default=14, gt=0)

@@ -91,14 +91,10 @@ def _run(overrides: dict[str, Any], server: Any) -> int:
         )
     if os.getcwd() not in sys.path:  # like uvicorn and celery: the working directory imports
         sys.path.insert(0, os.getcwd())
-    jobs = []
-    if loaded.jobs_file is not None:
-        from pulling_agent.scheduler.definitions import load_jobs_file
-
-        try:
-            jobs = load_jobs_file(loaded.jobs_file)
-        except ConfigError as exc:
-            raise fail(str(exc)) from None
+    try:
+        jobs = _jobs(loaded)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
     try:
         runner = build_handlers(loaded)
     except PullingAgentError as exc:
@@ -110,6 +106,27 @@ def _run(overrides: dict[str, Any], server: Any) -> int:
         raise fail(str(exc)) from None
     finally:
         runner.close()
+
+
+def _jobs(loaded: Any) -> list[Any]:
+    """The scheduled jobs of ``JOBS_FILE`` and ``JOBS`` (ids unique across both)."""
+    jobs: list[Any] = []
+    if loaded.jobs_file is not None:
+        from pulling_agent.scheduler.definitions import load_jobs_file
+
+        jobs += load_jobs_file(loaded.jobs_file)
+    if loaded.jobs:
+        from pulling_agent.scheduler.factory import load_jobs_object
+
+        declared = {job.id for job in jobs}
+        for job in load_jobs_object(loaded.jobs):
+            if job.id in declared:
+                raise ConfigError(
+                    f"JOBS={loaded.jobs}: job {job.id!r} is declared in JOBS_FILE too: "
+                    "give each job one place"
+                )
+            jobs.append(job)
+    return jobs
 
 
 def demo(
