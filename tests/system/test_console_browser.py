@@ -239,6 +239,16 @@ def test_every_view_shows_the_database_and_acts_on_it(
             ".map(e => e.tagName + '.' + e.className).slice(0, 5)"
         )
         assert small.evaluate("document.documentElement.scrollWidth") <= 390, (view, wide)
+        # the menu stays one row (it was a 250 px column), the rows-as-cards keep labels
+        assert small.evaluate("document.querySelector('.top nav').offsetHeight") < 60, view
+        unlabelled = small.evaluate(
+            "[...document.querySelectorAll('table.grid')].flatMap(t => {"
+            " const names = [...t.querySelectorAll('thead th')].map(th => th.textContent.trim());"
+            " return [...t.querySelectorAll('tbody tr')].flatMap(r => [...r.children]"
+            "  .filter((td, i) => names[i] && !td.hasAttribute('colspan') && !td.dataset.label));"
+            "}).length"
+        )
+        assert unlabelled == 0, view
     small.screenshot(path=str(shots / "phone-control.png"), full_page=True)
     phone.close()
 

@@ -22,6 +22,18 @@ function signInAgain() {
   location.assign("/ui/login?next=" + encodeURIComponent(view));
 }
 
+// On a phone a table's rows become cards (console.css): each cell shows its column's name
+function labelCells(root) {
+  root.querySelectorAll("table.grid").forEach((table) => {
+    const names = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    table.querySelectorAll("tbody tr").forEach((row) => {
+      [...row.children].forEach((cell, i) => {
+        if (names[i] && !cell.hasAttribute("colspan")) cell.dataset.label = names[i];
+      });
+    });
+  });
+}
+
 async function refresh(section) {
   const url = section.dataset.refresh + location.search;
   let response;
@@ -44,6 +56,7 @@ async function refresh(section) {
     box.checked = checked.has(box.value);
   });
   section.querySelectorAll("details").forEach((d, i) => { if (open.has(i)) d.open = true; });
+  labelCells(section);
   section.dataset.refreshedAt = String(Date.now());
 }
 
@@ -126,4 +139,7 @@ document.addEventListener("change", (event) => {
     table.querySelectorAll('input[name="ids"]').forEach((box) => { box.checked = event.target.checked; });
   }
 });
-document.addEventListener("DOMContentLoaded", startRefreshing);
+document.addEventListener("DOMContentLoaded", () => {
+  labelCells(document);
+  startRefreshing();
+});
