@@ -224,7 +224,14 @@ def test_every_view_shows_the_database_and_acts_on_it(
     processed = work.count_documents({"status": "processed"})
     poll(page, lambda: page.text_content("#count-processed") == str(processed), "fresh counts")
     page.screenshot(path=str(shots / "overview-after.png"), full_page=True)
-    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):
+    if os.environ.get("UPDATE_DOCS_SCREENSHOT"):  # the README's picture, without test strings
+        work.database["agent_control"].delete_many({})  # the audit trail with them
+        page.goto(f"{base}/ui/control")
+        page.fill('input[name="reason"]', "nightly database maintenance")
+        page.click("text=Pause fleet")
+        poll(page, lambda: "acknowledged by 2" in (page.text_content("#flash") or ""), "acks")
+        page.goto(f"{base}/ui/overview")
+        poll(page, lambda: "maintenance" in (page.text_content("#audit") or ""), "shown")
         page.screenshot(path=str(ROOT / "docs" / "console-overview.png"))
 
     # a phone: the same pages, nothing wider than the screen
