@@ -282,3 +282,12 @@ async def test_an_agent_that_stopped_heartbeating_is_shown_lost(
     assert lost is not None and 'class="badge lost"' in lost.group(0)
     # the serving agent is listed too (live or not: its 0.05 s test heartbeat may be late)
     assert 'data-agent="agent-test"' in html
+
+
+async def test_a_young_fleets_chart_covers_its_life_not_an_empty_hour(
+    api: httpx.AsyncClient, node: Node
+) -> None:
+    await sign_in(api, READER)
+    html = (await api.get("/ui/partials/overview")).text
+    # the node's own agent started seconds ago: ten minutes shown, not sixty
+    assert html.count('<rect class="ok"') == 10 and "last 10 minutes" in html

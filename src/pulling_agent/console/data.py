@@ -127,10 +127,18 @@ class ConsoleData:
         return docs
 
     async def throughput(self, agents: list[Document]) -> list[tuple[int, int, int]]:
-        """Processed and failed per minute over the last hour, summed over the agents'
-        own per-minute counts (``minutes`` in their registry entries)."""
+        """Processed and failed per minute over the last hour (or since the oldest live
+        agent started, at least 10 minutes), summed over the agents' own per-minute counts
+        (``minutes`` in their registry entries)."""
         now_minute = int(self.clock().timestamp() // 60)
-        totals = {m: [0, 0] for m in range(now_minute - 59, now_minute + 1)}
+        # a young fleet's chart covers its life (at least 10 minutes), not an empty hour
+        started = [
+            int(a["started_at"].timestamp() // 60)
+            for a in agents
+            if isinstance(a.get("started_at"), datetime)
+        ]
+        first = max(now_minute - 59, min([*started, now_minute - 9]))
+        totals = {m: [0, 0] for m in range(first, now_minute + 1)}
         for agent in agents:
             for row in agent.get("minutes") or []:
                 if not isinstance(row, list) or len(row) != 3:
