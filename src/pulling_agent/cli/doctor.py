@@ -23,9 +23,8 @@ def doctor(
     limit: Annotated[int, typer.Option(help="List at most this many documents.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
-    """List documents the agents will never process as they stand, why, and the fix.
-
-    Exit 0 when there are none, 1 when there are (or MongoDB cannot be read)."""
+    """List documents the agents will never process as they stand, why, and the fix. Exit
+    0 when there are none, 1 when there are (or MongoDB cannot be read)."""
     from rich.console import Console
 
     from pulling_agent.fleet.registry import AgentRegistry

@@ -135,10 +135,9 @@ def demo(
     ] = 600,
     agents: Annotated[int, typer.Option(min=1, max=20, help="Agents to run side by side.")] = 3,
 ) -> None:
-    """Start an embedded MongoDB-wire server, run agents on sample work, show the result.
-
-    With MONGODB_URI set, the demo uses that server instead: database pulling_agent_demo,
-    whose work collection it replaces."""
+    """Start an embedded MongoDB-wire server, run agents on sample work, show the result
+    (with MONGODB_URI set, the demo uses that server instead: database pulling_agent_demo,
+    whose work collection it replaces)."""
     from pulling_agent.dev.demo import run_demo
 
     try:
