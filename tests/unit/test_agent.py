@@ -496,6 +496,28 @@ async def test_the_first_outcomes_are_said_at_once_not_a_progress_interval_later
     assert len(lines) == 1 and lines[0]["processed"] >= 1
 
 
+class SweepsOne(MemoryWorkStore):
+    """A store whose every sweep fixes one document (as nx-27017's text dates make it)."""
+
+    async def sweep(self, now: datetime) -> int:
+        await super().sweep(now)
+        return 1
+
+
+@pytest.mark.parametrize(("interval", "level"), [(1.0, "debug"), (3.0, "info")])
+async def test_a_development_servers_frequent_sweeps_are_not_said_at_info(
+    start: Callable[..., Running], interval: float, level: str
+) -> None:
+    with structlog.testing.capture_logs() as logs:
+        run = start(SweepsOne(), sweep_interval=interval)
+        await async_wait_until(
+            lambda: any(e.get("action") == "queue.sweep" for e in logs), what="a sweep"
+        )
+        await run.stop()
+    [sweep, *_] = [e for e in logs if e.get("action") == "queue.sweep"]
+    assert sweep["log_level"] == level
+
+
 class LosesFirstRace(MemoryWorkStore):
     """A store whose first fresh claim loses every candidate to another agent."""
 

@@ -66,6 +66,7 @@ PACED_FLUSH_LINGER = 0.25
 # 20 ms cost four no-op agents 50 % more round trips per document on nx-27017; 0.25 s
 # about 15 %, with all of them working (bench/throughput.py, docs/BENCHMARKS.md)
 CONTENDED_WAIT = 0.25
+ROUTINE_SWEEP = 2.0  # seconds: a SWEEP_INTERVAL this short (run --embedded, demo) is routine
 ERROR_BACKOFF = (0.5, 1.0, 2.0, 5.0)  # seconds between retries of a failing store call
 FRESH_ONLY = (ClaimKind.FRESH,)
 RECOVERY = (ClaimKind.EXPIRED, ClaimKind.ORPHANED, ClaimKind.DUE_RETRY)
@@ -310,8 +311,13 @@ class Pipeline:
                 "sweep failed; trying again later", action="queue.sweep_error", error=str(exc)[:300]
             )
             return
-        if changed:
-            self._log.info("swept unclaimable documents", action="queue.sweep", count=changed)
+        if changed:  # routine with a development server's frequent sweeps: not worth INFO
+            say = (
+                self._log.debug
+                if self._settings.sweep_interval <= ROUTINE_SWEEP
+                else self._log.info
+            )
+            say("swept unclaimable documents", action="queue.sweep", count=changed)
 
     def _register(self, claims: list[Claim]) -> None:
         self.counters.claimed += len(claims)
