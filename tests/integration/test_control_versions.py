@@ -8,6 +8,7 @@ ack means the agent applied the version, an agent that ignored it is reported as
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +25,20 @@ from tests.integration.conftest import TOKEN
 
 Client = AsyncMongoClient[dict[str, Any]]
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def count_reads(node: Node) -> Callable[[], int]:
+    """Count the follower's reads of the control document (each poll is one)."""
+    reads = 0
+    read = node.cluster.control.read
+
+    async def counted() -> Any:
+        nonlocal reads
+        reads += 1
+        return await read()
+
+    node.cluster.control.read = counted  # type: ignore[method-assign]
+    return lambda: reads
 
 
 def collection(node: Node, client: Client, name: str) -> Any:
@@ -66,18 +81,10 @@ async def test_a_malformed_version_is_logged_once_and_never_applied(
     doc: dict[str, Any] = {"_id": CONTROL_ID, "command": "pause", "reason": "by hand"}
     if version is not None:
         doc["version"] = version
-    polls = 0
-    read = node.cluster.control.read
-
-    async def counted() -> Any:
-        nonlocal polls
-        polls += 1
-        return await read()
-
-    node.cluster.control.read = counted  # type: ignore[method-assign]
+    polls = count_reads(node)
     with structlog.testing.capture_logs() as logs:
         await control.insert_one(doc)
-        await async_wait_until(lambda: polls >= 5, what="the document polled five times")
+        await async_wait_until(lambda: polls() >= 5, what="the document polled five times")
     ignored = [e for e in logs if e.get("action") == "cluster.ignored"]
     assert len(ignored) == 1 and says in ignored[0]["reason"], ignored
     assert node.agent.state is AgentState.RUNNING, "never applied"
@@ -131,20 +138,12 @@ async def test_an_agent_that_ignored_the_command_is_reported_as_ignored(
 async def test_the_serving_agent_does_not_warn_about_its_own_command(
     node: Node, api: httpx.AsyncClient
 ) -> None:
-    polls = 0
-    read = node.cluster.control.read
-
-    async def counted() -> Any:
-        nonlocal polls
-        polls += 1
-        return await read()
-
-    node.cluster.control.read = counted  # type: ignore[method-assign]
+    polls = count_reads(node)
     with structlog.testing.capture_logs() as logs:
         answer = await api.post("/api/cluster/pause", params={"reason": "deploy"}, headers=ADMIN)
         assert answer.status_code == 200
-        seen = polls
-        await async_wait_until(lambda: polls >= seen + 5, what="the document polled again")
+        seen = polls()
+        await async_wait_until(lambda: polls() >= seen + 5, what="the document polled again")
     assert [e for e in logs if e.get("action") == "cluster.ignored"] == []
 
 
