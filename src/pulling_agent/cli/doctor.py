@@ -41,7 +41,7 @@ def doctor(
         result.unserved = await unserved_types(store.collection, live, loaded.type_field)
         return result
 
-    result = with_store(action)
+    result = with_store(action, loaded)
     if as_json:
         typer.echo(json.dumps(to_json(result.as_dict())))
         raise typer.Exit(1 if result.found or result.unserved else 0)

@@ -191,7 +191,7 @@ def enqueue(
     async def action(store: MongoWorkStore) -> list[Enqueued]:
         return await enqueue_many(store.collection, jobs, type_field=loaded.type_field)
 
-    results = with_store(action)  # a refusal by MongoDB: one line, exit 1
+    results = with_store(action, loaded)  # a refusal by MongoDB: one line, exit 1
     for result in results:
         if as_json:
             echo_json(to_json({"_id": result.id, "created": result.created, "key": result.key}))
@@ -218,7 +218,7 @@ def get(
         )
         return found
 
-    doc = with_store(action)
+    doc = with_store(action, loaded)
     if doc is None:
         print_error(f"pulling-agent: no document has the _id {doc_id!r}")
         raise typer.Exit(1)

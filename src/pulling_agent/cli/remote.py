@@ -23,6 +23,7 @@ from pulling_agent.errors import ConfigError, PullingAgentError, StoreUnavailabl
 from pulling_agent.tokens import admin_token
 
 if TYPE_CHECKING:  # loaded by the commands that use them: --help and HTTP calls stay light
+    from pulling_agent.config import Settings
     from pulling_agent.fleet.service import ClusterService
     from pulling_agent.queue.database import Client
     from pulling_agent.queue.mongo import MongoWorkStore
@@ -97,13 +98,16 @@ def direct(action: Callable[[Direct], Awaitable[T]], uri: str) -> T:
         raise CtlError(str(exc)) from None
 
 
-def with_store(action: Callable[[MongoWorkStore], Awaitable[T]]) -> T:
-    """Run ``action`` on the work collection of ``MONGODB_URI``; an unreachable server or a
-    refusal exits 1 with one line (the password never shown)."""
+def with_store(
+    action: Callable[[MongoWorkStore], Awaitable[T]], loaded: Settings | None = None
+) -> T:
+    """Run ``action`` on the work collection of ``MONGODB_URI`` (``loaded``: the settings the
+    command read already); an unreachable server or a refusal exits 1 with one line (the
+    password never shown)."""
     from pulling_agent.queue.database import run_with_client
     from pulling_agent.queue.mongo import MongoWorkStore
 
-    loaded = settings()
+    loaded = loaded or settings()
 
     async def go(client: Client) -> T:
         collection = client[loaded.mongodb_database][loaded.mongodb_collection]

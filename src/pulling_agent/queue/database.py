@@ -89,18 +89,19 @@ AUTHENTICATION_FAILED = 18
 
 
 def describe_failure(exc: BaseException, secrets: Iterable[str] = ()) -> str:
-    """One line for a command that failed against ``MONGODB_URI``, with what to check."""
+    """One line, naming ``MONGODB_URI``, for a command that failed against it, with what to
+    check: the agent's start-up and every CLI command say the same."""
     text = describe_error(exc, secrets)
     if isinstance(exc, OperationFailure) and exc.code == AUTHENTICATION_FAILED:
         return (
-            f"MongoDB refused the credentials ({text}): check the user, password and "
-            "authSource in MONGODB_URI"
+            f"MONGODB_URI: MongoDB refused the credentials ({text}); check the user, password "
+            "and authSource"
         )
     if isinstance(exc, PyMongoError):
-        return f"MongoDB error: {text}"
+        return f"MONGODB_URI: MongoDB error: {text}"
     return (
-        f"MongoDB's answer could not be used ({text}): if MONGODB_URI carries credentials, "
-        "does the server support authentication?"
+        f"MONGODB_URI: the server's answer could not be used ({text}); if the URI carries "
+        "credentials, does the server support authentication?"
     )
 
 

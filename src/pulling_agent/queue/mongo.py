@@ -28,6 +28,7 @@ from pymongo.errors import BulkWriteError, OperationFailure, WriteError
 from pymongo.results import BulkWriteResult, UpdateResult
 
 from pulling_agent.encoding import parse_time
+from pulling_agent.queue.database import AUTHENTICATION_FAILED
 from pulling_agent.queue.documents import (
     NON_DATE_TYPES,
     attempts_of,
@@ -115,7 +116,6 @@ def dead_letter_update(problem: Problem, now: datetime) -> Document:
 ENCODING_ERRORS = (InvalidDocument, OverflowError, ValueError, TypeError)
 REJECTED = (WriteError, *ENCODING_ERRORS)
 POISON_MAX = 1_000
-AUTHENTICATION_FAILED = 18
 SWEEP_MAX = 500  # documents fixed per type per sweep (the next sweep takes the rest)
 
 

@@ -25,7 +25,7 @@ from pulling_agent.control import file as control_file
 from pulling_agent.control.requests import PauseRequest, PauseRequests, Source
 from pulling_agent.errors import ConfigError, PullingAgentError
 from pulling_agent.logs import get_logger
-from pulling_agent.queue.database import describe_error
+from pulling_agent.queue.database import AUTHENTICATION_FAILED, describe_error, describe_failure
 from pulling_agent.queue.model import WorkStore
 from pulling_agent.runtime import signals as early_signals
 from pulling_agent.runtime.breaker import StoreBreaker
@@ -48,7 +48,6 @@ EXIT_FAILED = 1
 EXIT_CONFIG = 2
 STARTUP_ATTEMPT = 3.0  # an unreachable server is reported after this long, not after 30 s
 STARTUP_RETRY = 5.0
-AUTH_FAILED = frozenset({18})  # AuthenticationFailed
 # Shutdown ends within SHUTDOWN_TIMEOUT + SHUTDOWN_MARGIN whatever MongoDB or a companion
 # does: the steps around the drain share the margin, each with its own cap. Closing the
 # client (database.CLOSE_SECONDS) and the loop (timeouts.EXIT_GRACE, twice) add at most
@@ -369,25 +368,17 @@ class Agent:
                 async with asyncio.timeout(STARTUP_ATTEMPT):
                     warnings = await self.breaker.call(self._store.ensure_indexes())
             except OperationFailure as exc:
-                if exc.code not in AUTH_FAILED:
+                if exc.code != AUTHENTICATION_FAILED:
                     self._startup_failed(exc)
                     await wait_event(self._stop, STARTUP_RETRY)
                     continue
-                raise ConfigError(
-                    "MONGODB_URI: MongoDB refused the credentials "
-                    f"({describe_error(exc, self.settings.secrets())}); check the user, "
-                    "password and authSource"
-                ) from None
+                raise ConfigError(describe_failure(exc, self.settings.secrets())) from None
             except (PyMongoError, TimeoutError) as exc:
                 self._startup_failed(exc)
                 await wait_event(self._stop, STARTUP_RETRY)
                 continue
             except Exception as exc:  # the driver could not use the server's answer
-                raise ConfigError(
-                    "MONGODB_URI: the server's answer could not be used "
-                    f"({describe_error(exc, self.settings.secrets())}); if the URI carries "
-                    "credentials, does the server support authentication?"
-                ) from None
+                raise ConfigError(describe_failure(exc, self.settings.secrets())) from None
             for warning in warnings:
                 self._log.warning("queue index missing", action="queue.index", detail=warning)
             break
