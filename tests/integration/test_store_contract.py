@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
+from pulling_agent.queue.indexes import INDEXES
 from pulling_agent.queue.memory import MemoryWorkStore
 from pulling_agent.queue.model import ClaimKind, Completion, ErrorInfo, OutcomeKind, WorkStore
-from pulling_agent.queue.mongo import INDEXES, MongoWorkStore
+from pulling_agent.queue.mongo import MongoWorkStore
 from tests.deviations import (
     BOOL_SORTS_AS_NUMBER,
     INDEX_NAMES_NOT_KEPT,

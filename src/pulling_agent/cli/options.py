@@ -102,15 +102,18 @@ def command_jobs(
     delay: str | None,
     priority: int | None,
     type_field: str,
+    after: list[Any] | None = None,
+    on_dependency_failure: str = "cancel",
 ) -> list[Job]:
     """The jobs of one ``pulling-agent enqueue``, checked (:class:`InvalidJob` before any
     I/O): ``payload`` is a JSON object, or ``-`` for the JSON lines in ``stdin``."""
-    from pulling_agent.client.jobs import Job, prepare  # pymongo: only for this command
+    from pulling_agent.client.enqueue import prepare  # pymongo: only for this command
+    from pulling_agent.client.jobs import Job
 
     payloads = parse_lines(stdin.splitlines()) if stdin is not None else [parse_payload(payload)]
     if key is not None and len(payloads) > 1:
         raise InvalidJob("--key names one document: enqueue keyed documents one at a time")
     wait = parse_duration(delay) if delay is not None else None
-    jobs = [Job(p, key, kind, wait, None, priority) for p in payloads]
-    prepare(jobs, type_field)
+    jobs = [Job(p, key, kind, wait, None, priority, after, on_dependency_failure) for p in payloads]
+    prepare(jobs, type_field, None)
     return jobs

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -42,6 +43,11 @@ SHOWN = (
     "cancel_reason",
     "cancel_requested",
     "error",
+    "after",
+    "waiting",
+    "on_dependency_failure",
+    "batch_id",
+    "batch",
 )
 
 
@@ -165,6 +171,17 @@ def enqueue(
     priority: Annotated[
         int | None, typer.Option(help="0 to 1000000; higher fresh documents are claimed first.")
     ] = None,
+    after: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Run only after the document with this _id is processed (repeatable). "
+            "If it fails or is cancelled, this one is cancelled."
+        ),
+    ] = None,
+    run_anyway: Annotated[
+        bool,
+        typer.Option(help="With --after: run even if a dependency fails or is cancelled."),
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per document: _id, created, key.")
     ] = False,
@@ -174,6 +191,8 @@ def enqueue(
     from pulling_agent.client.aio import enqueue_many
 
     loaded = settings()
+    if run_anyway and not after:
+        raise fail("--run-anyway goes with --after")
     try:
         text = sys.stdin.read() if payload == "-" else None
         jobs = command_jobs(
@@ -184,20 +203,44 @@ def enqueue(
             delay=delay,
             priority=priority,
             type_field=loaded.type_field,
+            on_dependency_failure="run" if run_anyway else "cancel",
         )
     except InvalidJob as exc:
         raise fail(str(exc)) from None
 
     async def action(store: MongoWorkStore) -> list[Enqueued]:
+        if after:
+            ids = await _existing_ids(store, after)
+            jobs[:] = [replace(job, after=ids) for job in jobs]
         return await enqueue_many(store.collection, jobs, type_field=loaded.type_field)
 
-    results = with_store(action, loaded)  # a refusal by MongoDB: one line, exit 1
+    try:
+        results = with_store(action, loaded)  # a refusal by MongoDB: one line, exit 1
+    except InvalidJob as exc:
+        raise fail(str(exc)) from None
     for result in results:
         if as_json:
             echo_json(to_json({"_id": result.id, "created": result.created, "key": result.key}))
         else:
             state = "enqueued" if result.created else "already there"
             typer.echo(safe_text(f"{state}: {to_json(result.id)}", 300))
+
+
+async def _existing_ids(store: MongoWorkStore, raws: list[str]) -> list[Any]:
+    """The ``_id`` each ``--after`` value names (a string, an ObjectId hex or an integer);
+    :class:`InvalidJob` when one names no document, or more than one."""
+    wanted = {raw: id_candidates(raw) for raw in raws}
+    candidates = [c for options in wanted.values() for c in options]
+    cursor = store.collection.find({"_id": {"$in": candidates}}, {"_id": 1})
+    found = [doc["_id"] async for doc in cursor]
+    ids = []
+    for raw, options in wanted.items():
+        matches = [f for f in found if any(type(f) is type(o) and f == o for o in options)]
+        if len(matches) != 1:
+            problem = "no document has" if not matches else "several documents have"
+            raise InvalidJob(f"--after {safe_text(raw, 60)!r}: {problem} this _id")
+        ids.append(matches[0])
+    return ids
 
 
 def get(

@@ -10,27 +10,24 @@ PyMongo ``AsyncCollection`` and awaited.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection as Collection
-from pymongo.errors import BulkWriteError, OperationFailure
 
+from pulling_agent.client.enqueue import Batch, enqueue_flow, prepare
 from pulling_agent.client.jobs import (
-    KEY_INDEX,
-    KEY_SPEC,
     Enqueued,
     EnqueueError,
     InvalidJob,
     Job,
-    index_error,
     key_index_made,
     needs_key_index,
-    prepare,
 )
+from pulling_agent.queue.ops import run_async
 
-__all__ = ["EnqueueError", "Enqueued", "InvalidJob", "Job", "enqueue", "enqueue_many"]
+__all__ = ["Batch", "EnqueueError", "Enqueued", "InvalidJob", "Job", "enqueue", "enqueue_many"]
 
 
 async def enqueue(
@@ -42,10 +39,12 @@ async def enqueue(
     delay: float | timedelta | None = None,
     run_at: datetime | None = None,
     priority: int | None = None,
+    after: Sequence[Any] | None = None,
+    on_dependency_failure: str = "cancel",
     type_field: str = "type",
 ) -> Enqueued:
-    """Enqueue one document (see :func:`pulling_agent.client.enqueue`)."""
-    job = Job(payload, key, type, delay, run_at, priority)
+    """Enqueue one document (see :func:`pulling_agent.client.enqueue` for the options)."""
+    job = Job(payload, key, type, delay, run_at, priority, after, on_dependency_failure)
     return (await enqueue_many(collection, [job], type_field=type_field))[0]
 
 
@@ -53,25 +52,20 @@ async def enqueue_many(
     collection: Collection[Any],
     jobs: Iterable[Job | Mapping[str, Any]],
     *,
+    then: Job | None = None,
     type_field: str = "type",
 ) -> list[Enqueued]:
     """Enqueue many documents in one ``insert_many``, each item a :class:`Job` or a plain
     payload; results in input order. Invalid jobs raise :class:`InvalidJob` before anything
     is written; documents MongoDB refuses (other than as duplicates) raise
-    :class:`EnqueueError`, whose ``results`` say which went in."""
-    batch = prepare(jobs, type_field)
+    :class:`EnqueueError`, whose ``results`` say which went in. With ``then``, the call is a
+    batch: ``then`` runs once after every document of the call has ended, and the result
+    is a :class:`Batch` (the same list, with ``batch_id`` and ``then``)."""
+    batch, after, then_doc = prepare(jobs, type_field, then)
     if not batch.docs:
         return []
-    if needs_key_index(batch, collection):
-        try:
-            await collection.create_index(KEY_SPEC.keys, name=KEY_INDEX, **KEY_SPEC.options)
-        except OperationFailure as exc:
-            raise index_error(exc) from None
+    make_index = needs_key_index(batch, collection)
+    results = await run_async(enqueue_flow(batch, after, then_doc, make_index), collection)
+    if make_index:
         key_index_made(collection)
-    try:
-        await collection.insert_many(batch.docs, ordered=False)
-    except BulkWriteError as exc:
-        batch.refusals(exc.details)
-    query = batch.lookup()
-    found = [] if query is None else await collection.find(query, batch.projection()).to_list()
-    return batch.results(found)
+    return results

@@ -5,17 +5,18 @@ Pure, no I/O: :mod:`pulling_agent.client` (sync) and :mod:`pulling_agent.client.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo.errors import OperationFailure
 
 from pulling_agent.errors import InvalidJob as InvalidJob  # re-exported: raised here
 from pulling_agent.errors import PullingAgentError
+from pulling_agent.queue import workflow
+from pulling_agent.queue.indexes import INDEXES, KEY_FIELD, PRIORITY_FIELD, IndexSpec
 from pulling_agent.queue.model import Document, Status
-from pulling_agent.queue.mongo import INDEXES, KEY_FIELD, PRIORITY_FIELD, IndexSpec
 from pulling_agent.text import safe_text
 
 KEY_INDEX = "pulling_agent_enqueue_key"
@@ -43,6 +44,7 @@ RESERVED = frozenset(
         "enqueued_at",
         KEY_FIELD,
         PRIORITY_FIELD,
+        *workflow.FIELDS,
     }
 )
 
@@ -66,6 +68,8 @@ class Job:
     delay: float | timedelta | None = None
     run_at: datetime | None = None
     priority: int | None = None
+    after: Sequence[Any] | None = None  # ids of documents that must be processed first
+    on_dependency_failure: str = "cancel"  # or "run": a failed dependency does not cancel it
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,14 +176,6 @@ def needs_key_index(batch: Inserted, collection: Any) -> bool:
 
 def key_index_made(collection: Any) -> None:
     _indexed.add((id(collection.database.client), collection.full_name))
-
-
-def prepare(items: Iterable[Job | Mapping[str, Any]], type_field: str) -> Inserted:
-    """Every job's document, checked (raises :class:`InvalidJob` before any I/O); the
-    result is completed with :meth:`Inserted.refusals` after the insert."""
-    now = datetime.now(UTC)
-    docs = [build(job, now, type_field) for job in as_jobs(items)]
-    return Inserted(docs, ["_id" in doc for doc in docs], type_field)
 
 
 def index_error(exc: OperationFailure) -> EnqueueError:

@@ -34,6 +34,26 @@ from pulling_agent.queue.model import (
     new_lease,
 )
 from pulling_agent.queue.spread import Spread, window
+from pulling_agent.queue.workflow import (
+    BATCH,
+    BATCH_ID,
+    IF_FAILED,
+    OUTCOMES,
+    RUN,
+    WAITING,
+    WAITING_ON,
+    Ended,
+    cascade_update,
+    dep_key,
+    ended_of,
+    waits_of,
+)
+
+FINAL = {
+    OutcomeKind.PROCESSED: Status.PROCESSED.value,
+    OutcomeKind.FAILED: Status.FAILED.value,
+    OutcomeKind.CANCELLED: Status.CANCELLED.value,
+}
 
 
 def _ignore(rejection: Rejection) -> None:
@@ -177,33 +197,123 @@ class MemoryWorkStore:
     async def complete(self, completions: Sequence[Completion], now: datetime) -> int:
         self.calls.append("complete")
         applied = 0
+        ended = []
         for c in completions:
             doc = self._leased(c.doc_id, c.token)
             if doc is None:
                 continue
             applied += 1
-            doc.pop("lease", None)
-            doc.pop("cancel_requested", None)
-            if c.kind is OutcomeKind.PROCESSED:
-                doc.update(status=Status.PROCESSED.value, processed_at=now)
-                doc.pop("available_at", None)
-                doc.pop("error", None)
-                continue
-            if c.kind is OutcomeKind.CANCELLED:
-                doc.update(status=Status.CANCELLED.value, cancelled_at=now, cancel_reason=c.reason)
-                doc.pop("available_at", None)
-                continue
-            if c.error is not None:
-                doc.update(error=c.error.as_document(), errors=[dict(e) for e in c.errors])
-            if c.kind is OutcomeKind.RESCHEDULE:
-                doc.update(status=Status.PENDING.value, available_at=c.available_at)
-                doc["attempts"] = attempts_of(doc) - 1
-            elif c.kind is OutcomeKind.RETRY:
-                doc.update(status=Status.PENDING.value, available_at=c.available_at)
-            else:
-                doc.update(status=Status.FAILED.value, failed_at=now)
-                doc.pop("available_at", None)
+            if c.kind in FINAL:  # as the document is now: no stale copy in one event loop
+                ended.append(ended_of(doc, FINAL[c.kind]))
+            self._outcome(doc, c, now)
+        self._settle(ended, now)
         return applied
+
+    def _outcome(self, doc: Document, c: Completion, now: datetime) -> None:
+        doc.pop("lease", None)
+        doc.pop("cancel_requested", None)
+        if c.kind is OutcomeKind.PROCESSED:
+            doc.update(status=Status.PROCESSED.value, processed_at=now)
+            doc.pop("available_at", None)
+            doc.pop("error", None)
+            return
+        if c.kind is OutcomeKind.CANCELLED:
+            doc.update(status=Status.CANCELLED.value, cancelled_at=now, cancel_reason=c.reason)
+            doc.pop("available_at", None)
+            return
+        if c.error is not None:
+            doc.update(error=c.error.as_document(), errors=[dict(e) for e in c.errors])
+        if c.kind is OutcomeKind.RESCHEDULE:
+            doc.update(status=Status.PENDING.value, available_at=c.available_at)
+            doc["attempts"] = attempts_of(doc) - 1
+        elif c.kind is OutcomeKind.RETRY:
+            doc.update(status=Status.PENDING.value, available_at=c.available_at)
+        else:
+            doc.update(status=Status.FAILED.value, failed_at=now)
+            doc.pop("available_at", None)
+
+    # ------------------------------------------------------------ workflows (queue.workflow)
+
+    def _settle(self, ended: list[Ended], now: datetime) -> None:
+        """What ``queue.workflow.settle`` does with MongoDB, on the dictionaries."""
+        counts: dict[str, dict[str, int]] = {}
+        level = list(ended)
+        while level:
+            after: list[Ended] = []
+            for e in level:
+                if e.batch_id is not None:
+                    batch = counts.setdefault(e.batch_id, {})
+                    batch[e.outcome] = batch.get(e.outcome, 0) + 1
+                if e.dependents:
+                    after.extend(self._dependents_of(e, now))
+            level = after
+        self._promote()
+        for batch_id, outcomes in counts.items():
+            then = next((d for d in self._waiting() if _batch_id(d) == batch_id), None)
+            if then is None:
+                continue
+            batch = then[BATCH]
+            for outcome, n in outcomes.items():
+                batch[outcome] = batch.get(outcome, 0) + n
+            if sum(_whole(batch.get(o)) for o in OUTCOMES) >= _whole(batch.get("size")):
+                self._close(then, now)
+
+    def _waiting(self) -> list[Document]:
+        return [d for d in self._docs.values() if d.get("status") == Status.WAITING]
+
+    def _dependents_of(self, source: Ended, now: datetime) -> list[Ended]:
+        """Release (or cancel) the waiting dependents of ``source``; the cancelled ones."""
+        key = dep_key(source.doc_id)
+        cancelled = []
+        for doc in self._waiting():
+            if key not in waits_of(doc):
+                continue
+            if source.outcome == Status.PROCESSED or doc.get(IF_FAILED) == RUN:
+                del doc[WAITING_ON][key]
+                doc[WAITING] = _whole(doc.get(WAITING)) - 1
+                continue
+            update = cascade_update(source, now)
+            doc.update(update["$set"])
+            for name in update["$unset"]:
+                doc.pop(name, None)
+            cancelled.append(ended_of(doc, Status.CANCELLED.value))
+        return cancelled
+
+    def _promote(self) -> None:
+        for doc in self._waiting():
+            if doc.get(WAITING) == 0:
+                doc["status"] = Status.PENDING.value
+                doc.pop(WAITING, None)
+                doc.pop(WAITING_ON, None)
+
+    def _close(self, then: Document, now: datetime) -> None:
+        batch = then.get(BATCH)
+        if not isinstance(batch, dict) or batch.get("sealed") is not True:
+            return
+        members = [d for d in self._docs.values() if d.get(BATCH_ID) == batch.get("id")]
+        if any(d.get("status") not in OUTCOMES for d in members):
+            return
+        size = _whole(batch.get("size"))
+        summary: Document = {"id": batch["id"], "size": size, "sealed": True}
+        summary.update({o: sum(d.get("status") == o for d in members) for o in OUTCOMES})
+        summary.update(missing=max(0, size - len(members)), ended_at=now)
+        then.update(status=Status.PENDING.value, batch=summary)
+
+    def _repair(self, now: datetime) -> None:
+        """The sweep's share, as ``queue.workflow.repair``."""
+        for doc in self._waiting():
+            for key, dep_id in list(waits_of(doc).items()):
+                dep = self._docs.get(dep_id)
+                status = None if dep is None else dep.get("status")
+                if status == Status.PROCESSED or (status in OUTCOMES and doc.get(IF_FAILED) == RUN):
+                    del doc[WAITING_ON][key]
+                    doc[WAITING] = _whole(doc.get(WAITING)) - 1
+                elif dep is not None and status in OUTCOMES and doc.get("status") == Status.WAITING:
+                    self._settle([Ended(dep_id, str(status), None, True)], now)
+        self._promote()
+        for then in self._waiting():
+            if isinstance(then.get(BATCH), dict):
+                self._close(then, now)
 
     async def written(self, completions: Sequence[Completion], now: datetime) -> int:
         self.calls.append("written")
@@ -259,6 +369,7 @@ class MemoryWorkStore:
                     doc.pop("lease")
                     doc["status"] = Status.PENDING.value
                     changed += 1
+        self._repair(now)
         return changed
 
     async def cancel(self, doc_ids: Sequence[Any], by: str, now: datetime) -> CancelResult:
@@ -266,15 +377,16 @@ class MemoryWorkStore:
         for doc_id in doc_ids:
             doc = self._docs.get(doc_id)
             status = None if doc is None else doc.get("status")
-            if doc is not None and status == Status.PENDING:
-                doc.pop("available_at", None)
-                doc.pop("lease", None)
+            if doc is not None and status in (Status.PENDING, Status.WAITING):
+                for name in ("available_at", "lease", WAITING, WAITING_ON):
+                    doc.pop(name, None)
                 doc.update(
                     status=Status.CANCELLED.value,
                     cancelled_at=now,
                     cancel_reason=f"cancelled by {by}",
                 )
                 result.cancelled.append(doc_id)
+                self._settle([ended_of(doc, Status.CANCELLED.value)], now)
             elif doc is not None and status == Status.PROCESSING:
                 doc["cancel_requested"] = {"by": by, "at": now}
                 result.requested.append(doc_id)
@@ -318,3 +430,12 @@ class MemoryWorkStore:
 
     async def close(self) -> None:
         return None
+
+
+def _whole(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _batch_id(doc: Document) -> Any:
+    batch = doc.get(BATCH)
+    return batch.get("id") if isinstance(batch, dict) else None

@@ -27,9 +27,11 @@ class Status(StrEnum):
     PROCESSED = "processed"
     FAILED = "failed"
     CANCELLED = "cancelled"  # a handler's Skip/Cancel: final, kept and listable
+    WAITING = "waiting"  # for its dependencies or its batch (queue.workflow); never claimed
 
 
 FINISHED = (Status.PROCESSED, Status.FAILED, Status.CANCELLED)
+UNFINISHED = (Status.PENDING, Status.PROCESSING, Status.WAITING)
 
 
 class ClaimKind(StrEnum):
@@ -91,6 +93,8 @@ class Completion:
     errors: tuple[Document, ...] = field(default=())
     available_at: datetime | None = None
     reason: str = ""  # why a handler cancelled
+    batch_id: str | None = None  # the batch the document belongs to (queue.workflow)
+    dependents: bool = False  # documents wait for this one (as the claim read it)
 
 
 @dataclass(slots=True)

@@ -17,12 +17,12 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from bson.errors import InvalidDocument
-from pymongo import ASCENDING, DESCENDING, UpdateMany, UpdateOne
+from pymongo import ASCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, OperationFailure, WriteError
 from pymongo.results import BulkWriteResult, UpdateResult
@@ -37,6 +37,7 @@ from pulling_agent.queue.documents import (
     rejection_reason,
     shows_outcome,
 )
+from pulling_agent.queue.indexes import FRESH_ORDER, INDEXES
 from pulling_agent.queue.model import (
     CancelResult,
     Claim,
@@ -50,66 +51,30 @@ from pulling_agent.queue.model import (
     cancel_update,
     new_lease,
 )
+from pulling_agent.queue.ops import run_async
+from pulling_agent.queue.queries import (
+    FINAL,
+    claim_filter,
+    completion_update,
+    dead_letter_update,
+    leased_filter,
+    outcome_filter,
+)
 from pulling_agent.queue.spread import Spread, window
+from pulling_agent.queue.workflow import (
+    BATCH_ID,
+    DEPENDENTS,
+    WAITING,
+    WAITING_ON,
+    Ended,
+    ended_of,
+    repair,
+    settle,
+)
 from pulling_agent.text import one_line
 
 SPARE_MAX_AGE = 1.0  # seconds a spare candidate list stays usable
 CONTENTION_ROUNDS = 3  # look again at once when other agents won some of the candidates
-
-PRIORITY_FIELD = "priority"
-KEY_FIELD = "enqueue_key"  # a producer's idempotency key (pulling_agent.client)
-FRESH_ORDER = [(PRIORITY_FIELD, DESCENDING)]  # highest first; no priority: after all that have one
-
-
-@dataclass(frozen=True)
-class IndexSpec:
-    keys: list[tuple[str, int]]
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-INDEXES: dict[str, IndexSpec] = {
-    # fresh and due-retry claims. Fresh work is read in priority order straight from the
-    # index (equality on status and available_at, then priority): no in-memory sort. Equal
-    # priorities come back in the index's record order, which on WiredTiger follows
-    # insertion: roughly oldest first.
-    "pulling_agent_claim_priority": IndexSpec(
-        [("status", ASCENDING), ("available_at", ASCENDING), (PRIORITY_FIELD, DESCENDING)]
-    ),
-    # expired-lease recovery; renewals find a lease's documents among the few processing
-    # ones through its status prefix (completions and re-reads go by _id), so the lease
-    # token needs no index of its own - one less index to maintain on every write
-    "pulling_agent_expiry": IndexSpec([("status", ASCENDING), ("lease.expires_at", ASCENDING)]),
-    # producers' idempotency keys: the same key twice is one document
-    "pulling_agent_enqueue_key": IndexSpec(
-        [(KEY_FIELD, ASCENDING)],
-        {"unique": True, "partialFilterExpression": {KEY_FIELD: {"$type": "string"}}},
-    ),
-}
-
-
-def claim_filter(kind: ClaimKind, now: datetime) -> Document:
-    """The filter that makes a document claimable as ``kind`` at ``now``."""
-    if kind is ClaimKind.FRESH:
-        return {"status": Status.PENDING.value, "available_at": None}
-    if kind is ClaimKind.DUE_RETRY:
-        return {"status": Status.PENDING.value, "available_at": {"$lte": now}}
-    if kind is ClaimKind.ORPHANED:  # no lease, or a lease without an expiry: never renewed
-        return {"status": Status.PROCESSING.value, "lease.expires_at": None}
-    return {"status": Status.PROCESSING.value, "lease.expires_at": {"$lt": now}}
-
-
-def dead_letter_update(problem: Problem, now: datetime) -> Document:
-    """Fail a malformed document. Touches none of the fields that may be malformed
-    (``attempts``, ``available_at``, ``errors``), so it cannot be refused the same way."""
-    return {
-        "$set": {
-            "status": Status.FAILED.value,
-            "failed_at": now,
-            "error": problem.as_error(now),
-        },
-        "$unset": {"lease": ""},
-    }
-
 
 # What the BSON encoder raises for a value it cannot write (an int beyond 64 bits, a key
 # it refuses...): the document's fault, not the store's.
@@ -117,45 +82,6 @@ ENCODING_ERRORS = (InvalidDocument, OverflowError, ValueError, TypeError)
 REJECTED = (WriteError, *ENCODING_ERRORS)
 POISON_MAX = 1_000
 SWEEP_MAX = 500  # documents fixed per type per sweep (the next sweep takes the rest)
-
-
-def leased_filter(doc_id: Any, token: str) -> Document:
-    """The fence every completion and release carries: the document is still processing
-    under this lease. ``doc_id`` may be a list, for a batch of documents of one lease."""
-    match = {"$in": list(doc_id)} if isinstance(doc_id, list) else doc_id
-    return {"_id": match, "lease.token": token, "status": Status.PROCESSING.value}
-
-
-def completion_update(c: Completion, now: datetime) -> Document:
-    if c.kind is OutcomeKind.PROCESSED:
-        return {
-            "$set": {"status": Status.PROCESSED.value, "processed_at": now},
-            "$unset": {"lease": "", "available_at": "", "error": "", "cancel_requested": ""},
-        }
-    if c.kind is OutcomeKind.CANCELLED:
-        return {
-            "$set": {
-                "status": Status.CANCELLED.value,
-                "cancelled_at": now,
-                "cancel_reason": c.reason,
-            },
-            "$unset": {"lease": "", "available_at": "", "cancel_requested": ""},
-        }
-    fields: Document = {}
-    if c.error is not None:
-        fields.update(error=c.error.as_document(), errors=list(c.errors))
-    if c.kind is OutcomeKind.RESCHEDULE:  # the handler's Retry: the attempt is not consumed
-        fields.update(status=Status.PENDING.value, available_at=c.available_at)
-        return {
-            "$set": fields,
-            "$unset": {"lease": "", "cancel_requested": ""},
-            "$inc": {"attempts": -1},
-        }
-    if c.kind is OutcomeKind.RETRY:
-        fields.update(status=Status.PENDING.value, available_at=c.available_at)
-        return {"$set": fields, "$unset": {"lease": "", "cancel_requested": ""}}
-    fields.update(status=Status.FAILED.value, failed_at=now)
-    return {"$set": fields, "$unset": {"lease": "", "available_at": "", "cancel_requested": ""}}
 
 
 def _ignore(rejection: Rejection) -> None:
@@ -177,6 +103,7 @@ class MongoWorkStore:
         self._poison: set[Any] = set()  # malformed, and even the dead-letter write failed
         self.lost_race = False  # the last claim gave up with candidates lost to other agents
         self.spread = Spread()  # where fresh candidates are read (the fleet sets a share)
+        self._repair_offset = 0  # where the sweep goes on looking at waiting documents
 
     async def ensure_indexes(self) -> list[str]:
         warnings = []
@@ -406,21 +333,66 @@ class MongoWorkStore:
     async def complete(self, completions: Sequence[Completion], now: datetime) -> int:
         if not completions:
             return 0
+        applied = await self._write_outcomes(completions, now)
+        if applied < len(completions):  # lost leases, or dependents arrived meanwhile
+            late = await self._late_dependents(completions)
+            if late:
+                applied += await self.complete(late, now)
+                completions = [c for c in completions if c not in late]
+        flagged = [c for c in completions if c.kind in FINAL and (c.batch_id or c.dependents)]
+        if flagged:
+            ended = await self._ended(flagged, all_applied=applied == len(completions))
+            await run_async(settle(ended, now), self.collection)
+        return applied
+
+    async def _late_dependents(self, completions: Sequence[Completion]) -> list[Completion]:
+        """Final outcomes whose write missed only because dependents were enqueued after
+        the claim read the document (queries.outcome_filter): complete them again as
+        dependencies. One find, only after a flush that did not apply in full."""
+        unflagged = {c.doc_id: c for c in completions if c.kind in FINAL and not c.dependents}
+        if not unflagged:
+            return []
+        held = self.collection.find(
+            {"_id": {"$in": list(unflagged)}, "status": Status.PROCESSING.value, DEPENDENTS: True},
+            {"lease": 1},
+        )
+        late = []
+        async for doc in held:
+            c = unflagged.get(doc["_id"])
+            lease = doc.get("lease")
+            if c is not None and isinstance(lease, dict) and lease.get("token") == c.token:
+                late.append(replace(c, dependents=True))
+        return late
+
+    async def _ended(self, flagged: Sequence[Completion], all_applied: bool) -> list[Ended]:
+        """The documents among ``flagged`` that ended: all of them when the flush applied
+        in full; else those the store shows in their final status without a lease."""
+        if all_applied:
+            return [Ended(c.doc_id, FINAL[c.kind], c.batch_id, c.dependents) for c in flagged]
+        wanted = {c.doc_id: c for c in flagged}
+        found = self.collection.find({"_id": {"$in": list(wanted)}}, {"status": 1, "lease": 1})
+        return [
+            Ended(doc["_id"], FINAL[c.kind], c.batch_id, c.dependents)
+            async for doc in found
+            if (c := wanted[doc["_id"]])
+            and doc.get("status") == FINAL[c.kind]
+            and "lease" not in doc
+        ]
+
+    async def _write_outcomes(self, completions: Sequence[Completion], now: datetime) -> int:
         requests: list[UpdateOne | UpdateMany] = []
         covers: list[list[Completion]] = []  # the completions each request writes
-        processed: dict[str, list[Completion]] = defaultdict(list)
+        processed: dict[tuple[str, bool], list[Completion]] = defaultdict(list)
         for c in completions:
             if c.kind is OutcomeKind.PROCESSED:
-                processed[c.token].append(c)
+                processed[c.token, c.dependents].append(c)
             else:
-                requests.append(
-                    UpdateOne(leased_filter(c.doc_id, c.token), completion_update(c, now))
-                )
+                requests.append(UpdateOne(outcome_filter(c), completion_update(c, now)))
                 covers.append([c])
-        done = Completion(None, "", OutcomeKind.PROCESSED)
-        for token, group in processed.items():
+        for (token, dependents), group in processed.items():
+            done = Completion(None, token, OutcomeKind.PROCESSED, dependents=dependents)
             ids = [c.doc_id for c in group]
-            requests.append(UpdateMany(leased_filter(ids, token), completion_update(done, now)))
+            requests.append(UpdateMany(outcome_filter(done, ids), completion_update(done, now)))
             covers.append(group)
         try:
             result = await self.collection.bulk_write(requests, ordered=False)
@@ -439,7 +411,7 @@ class MongoWorkStore:
         encoder refuses dead-letters its document instead (still fenced on the lease)."""
         applied = 0
         for c in completions:
-            request = UpdateOne(leased_filter(c.doc_id, c.token), completion_update(c, now))
+            request = UpdateOne(outcome_filter(c), completion_update(c, now))
             modified, refused = await self._each([(c.doc_id, request)])
             applied += modified
             lease_fence = {"lease.token": c.token, "status": Status.PROCESSING.value}
@@ -509,7 +481,10 @@ class MongoWorkStore:
                     {"$set": {"status": Status.PENDING.value}, "$unset": {"lease": ""}},
                 )
                 changed += result.modified_count
-        return changed
+        repaired, self._repair_offset = await run_async(
+            repair(self._repair_offset, now), self.collection
+        )
+        return changed + repaired
 
     async def _sweep_pending(self, doc: Document, now: datetime) -> int:
         value = doc.get("available_at")
@@ -527,11 +502,10 @@ class MongoWorkStore:
 
     async def cancel(self, doc_ids: Sequence[Any], by: str, now: datetime) -> CancelResult:
         result = CancelResult()
-        for doc_id in doc_ids:  # an operator's few ids: one or two conditional writes each
-            pending = await self.collection.update_one(
-                {"_id": doc_id, "status": Status.PENDING.value}, cancel_update(by, now)
-            )
-            if pending.modified_count:
+        update = cancel_update(by, now)
+        update["$unset"].update({WAITING: "", WAITING_ON: ""})
+        for doc_id in doc_ids:  # an operator's few ids: a few conditional writes each
+            if await self._cancel_one(doc_id, update):
                 result.cancelled.append(doc_id)
                 continue
             running = await self.collection.update_one(
@@ -539,7 +513,21 @@ class MongoWorkStore:
                 {"$set": {"cancel_requested": {"by": by, "at": now}}},
             )
             (result.requested if running.matched_count else result.not_found).append(doc_id)
+        if result.cancelled:  # their dependents and batches learn of it
+            found = self.collection.find(
+                {"_id": {"$in": result.cancelled}}, {BATCH_ID: 1, DEPENDENTS: 1}
+            )
+            ended = [ended_of(doc, Status.CANCELLED.value) async for doc in found]
+            await run_async(settle(ended, now), self.collection)
         return result
+
+    async def _cancel_one(self, doc_id: Any, update: Document) -> bool:
+        """Cancel a document that has not started (pending, or waiting in a workflow)."""
+        for status in (Status.PENDING, Status.WAITING):  # one plain filter each
+            done = await self.collection.update_one({"_id": doc_id, "status": status.value}, update)
+            if done.modified_count:
+                return True
+        return False
 
     async def cancel_requested(self, token: str) -> list[Any]:
         cursor = self.collection.find(

@@ -46,6 +46,7 @@ from pulling_agent.queue.retry import (
     error_info,
     failure_outcome,
 )
+from pulling_agent.queue.workflow import annotate
 from pulling_agent.runtime.breaker import StoreBreaker
 from pulling_agent.runtime.outcomes import Outbox
 from pulling_agent.runtime.rate_limit import HORIZON, FleetBucket, RateLimiter
@@ -348,7 +349,7 @@ class Pipeline:
                 raise
             finally:
                 self._running.discard(claim)
-            self._outbox.add(completion)
+            self._outbox.add(annotate(completion, claim.document))
             if len(self._outbox) >= self._settings.batch_size or not self._busy():
                 self._outbox.flush_soon()
 

@@ -1,0 +1,162 @@
+"""Multi-step queue operations written once, run by the async store and by both clients.
+
+A *flow* is a generator that yields one operation at a time and receives its result, so
+the logic of a multi-round-trip operation (settling a workflow, enqueueing after other
+documents) has no I/O of its own: :func:`run_async` runs it on a PyMongo
+``AsyncCollection`` (the agents, the async client), :func:`run_sync` on a ``Collection``
+(the sync client), and a test can drive it by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pymongo import ASCENDING, ReturnDocument, UpdateMany, UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.collection import Collection
+from pymongo.errors import BulkWriteError, OperationFailure
+
+Document = dict[str, Any]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Find:
+    """-> list of documents"""
+
+    filter: Document
+    projection: Document | None = None
+    limit: int = 0
+    skip: int = 0
+    sort: str | None = None  # one field, ascending
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """-> how many documents it modified"""
+
+    filter: Document
+    update: Document
+    many: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Bulk:
+    """-> how many documents it modified (ordered: one request after the other)"""
+
+    requests: Sequence[UpdateOne | UpdateMany]
+
+
+@dataclass(frozen=True, slots=True)
+class Bump:
+    """``find_one_and_update`` -> the document after the update (projected), or None"""
+
+    filter: Document
+    update: Document
+    projection: Document
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """-> list of result documents"""
+
+    pipeline: list[Document]
+
+
+@dataclass(frozen=True, slots=True)
+class Insert:
+    """``insert_many(ordered=False)`` -> None, or the ``BulkWriteError``'s details"""
+
+    documents: list[Document]
+
+
+@dataclass(frozen=True, slots=True)
+class CreateIndex:
+    """-> None, or the ``OperationFailure`` that refused it"""
+
+    keys: list[tuple[str, int]]
+    name: str
+    options: Mapping[str, Any]
+
+
+Op = Find | Update | Bulk | Bump | Aggregate | Insert | CreateIndex
+Flow = Generator[Op, Any, T]
+
+
+async def _perform_async(op: Op, collection: AsyncCollection[Document]) -> Any:
+    if isinstance(op, Find):
+        sort = [(op.sort, ASCENDING)] if op.sort else None
+        cursor = collection.find(op.filter, op.projection, limit=op.limit, skip=op.skip, sort=sort)
+        return await cursor.to_list()
+    if isinstance(op, Update):
+        write = collection.update_many if op.many else collection.update_one
+        return (await write(op.filter, op.update)).modified_count
+    if isinstance(op, Bulk):
+        return (await collection.bulk_write(list(op.requests), ordered=True)).modified_count
+    if isinstance(op, Bump):
+        return await collection.find_one_and_update(
+            op.filter, op.update, op.projection, return_document=ReturnDocument.AFTER
+        )
+    if isinstance(op, Aggregate):
+        return await (await collection.aggregate(op.pipeline)).to_list()
+    try:
+        if isinstance(op, Insert):
+            await collection.insert_many(op.documents, ordered=False)
+        else:
+            await collection.create_index(op.keys, name=op.name, **op.options)
+    except BulkWriteError as exc:
+        return exc.details
+    except OperationFailure as exc:
+        return exc
+    return None
+
+
+def _perform_sync(op: Op, collection: Collection[Document]) -> Any:
+    if isinstance(op, Find):
+        sort = [(op.sort, ASCENDING)] if op.sort else None
+        return collection.find(
+            op.filter, op.projection, limit=op.limit, skip=op.skip, sort=sort
+        ).to_list()
+    if isinstance(op, Update):
+        write = collection.update_many if op.many else collection.update_one
+        return write(op.filter, op.update).modified_count
+    if isinstance(op, Bulk):
+        return collection.bulk_write(list(op.requests), ordered=True).modified_count
+    if isinstance(op, Bump):
+        return collection.find_one_and_update(
+            op.filter, op.update, op.projection, return_document=ReturnDocument.AFTER
+        )
+    if isinstance(op, Aggregate):
+        return collection.aggregate(op.pipeline).to_list()
+    try:
+        if isinstance(op, Insert):
+            collection.insert_many(op.documents, ordered=False)
+        else:
+            collection.create_index(op.keys, name=op.name, **op.options)
+    except BulkWriteError as exc:
+        return exc.details
+    except OperationFailure as exc:
+        return exc
+    return None
+
+
+async def run_async(flow: Flow[T], collection: AsyncCollection[Document]) -> T:
+    reply: Any = None
+    while True:
+        try:
+            op = flow.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        reply = await _perform_async(op, collection)
+
+
+def run_sync(flow: Flow[T], collection: Collection[Document]) -> T:
+    reply: Any = None
+    while True:
+        try:
+            op = flow.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        reply = _perform_sync(op, collection)

@@ -1,0 +1,264 @@
+"""Dependencies and batches: state in the work collection, settled by the writers of outcomes.
+
+A document enqueued ``after`` others is inserted ``waiting`` with ``waiting_on``, a
+sub-document ``{key: id}`` of the dependencies not yet processed, and ``waiting``, how many.
+Every dependency carries ``dependents: true``. When a dependency ends, the agent that wrote
+its outcome *settles* it in the same flush: one ordered ``bulk_write`` unsets its key in its
+dependents (fenced on the key being there, so twice is once) and promotes every waiting
+document whose count reached 0 to ``pending``. A dependency that ends failed or cancelled
+cancels its waiting dependents instead (transitively), except those enqueued with
+``on_dependency_failure="run"``, which it releases like a processed one.
+
+A batch (``enqueue_many(..., then=job)``) is its members, each with ``batch_id``, and the
+*then* document, inserted first as ``waiting`` with ``batch: {id, size, sealed, processed,
+failed, cancelled}``. Each flush adds its members' outcomes to those counters with one
+``find_one_and_update`` per batch (progress); when the counters reach the size, the batch is
+closed if no member is unfinished: the counts are taken again from the members themselves
+and the then document becomes ``pending`` with them, fenced on ``status: waiting`` - exactly
+once, whoever gets there first.
+
+Keys are hashes of the BSON value of the id (``waiting_on.<key>``), so the release is a
+plain ``$exists`` on a path, idempotent, and a counter says when nothing is left - no
+array matching, ``$size`` or pipeline update (which nx-27017 lacks as well).
+
+A crash between an outcome and its settling leaves dependents waiting and counters short:
+every agent's sweep repairs both (:func:`repair`), so nothing waits longer than
+``SWEEP_INTERVAL`` after its agent died. The flows here are generators of :mod:`.ops`,
+run by the async store and by both producer clients alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+import bson
+from pymongo import UpdateMany, UpdateOne
+
+from pulling_agent.queue.model import FINISHED, UNFINISHED, Completion, Document, Status
+from pulling_agent.queue.ops import Aggregate, Bulk, Bump, Find, Flow, Update
+from pulling_agent.text import safe_text
+
+AFTER = "after"  # the dependencies as enqueued (kept for display)
+WAITING_ON = "waiting_on"  # {key: id} of the dependencies not processed yet
+WAITING = "waiting"  # how many keys are left in waiting_on
+DEPENDENTS = "dependents"  # true on a document others wait for
+IF_FAILED = "on_dependency_failure"  # "run": a failed dependency releases instead of cancelling
+RUN = "run"
+CANCELLED_BY = "cancelled_by_dependency"  # the key of the dependency whose failure cancelled it
+BATCH_ID = "batch_id"  # on every member of a batch
+BATCH = "batch"  # on a batch's then document: {id, size, sealed, processed, failed, cancelled}
+OUTCOMES = tuple(s.value for s in FINISHED)
+OPEN = [s.value for s in UNFINISHED]
+REPAIR_MAX = 500  # waiting documents (and open batches) looked at per sweep
+READY = {"status": Status.WAITING.value, WAITING: 0}
+PROMOTE = {"$set": {"status": Status.PENDING.value}, "$unset": {WAITING: "", WAITING_ON: ""}}
+FIELDS = (AFTER, WAITING_ON, WAITING, DEPENDENTS, IF_FAILED, CANCELLED_BY, BATCH_ID, BATCH)
+
+
+def dep_key(doc_id: Any) -> str:
+    """The field name standing for ``doc_id`` in ``waiting_on``: type-aware (5 and "5"
+    differ), equal for the numbers MongoDB's ``_id`` treats as equal (5, 5.0, Int64(5))."""
+    value = doc_id
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = int(value)  # Int64 -> int: one encoding per number
+    return "d" + hashlib.blake2b(bson.encode({"v": value}), digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """A document that reached a final status, with what settling it needs."""
+
+    doc_id: Any
+    outcome: str  # processed, failed or cancelled
+    batch_id: str | None = None
+    dependents: bool = False
+
+
+def annotate(completion: Completion, document: Mapping[str, Any]) -> Completion:
+    """``completion`` with what the claimed ``document`` says about its workflow (the same
+    object when nothing: no cost for documents outside workflows)."""
+    batch_id = document.get(BATCH_ID)
+    dependents = document.get(DEPENDENTS) is True
+    if not dependents and not isinstance(batch_id, str):
+        return completion
+    return replace(
+        completion,
+        batch_id=batch_id if isinstance(batch_id, str) else None,
+        dependents=dependents,
+    )
+
+
+def ended_of(document: Mapping[str, Any], outcome: str) -> Ended:
+    batch_id = document.get(BATCH_ID)
+    return Ended(
+        document.get("_id"),
+        outcome,
+        batch_id if isinstance(batch_id, str) else None,
+        document.get(DEPENDENTS) is True,
+    )
+
+
+def waits_of(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``waiting_on`` of a document, whatever was stored there ({} if not a mapping)."""
+    value = document.get(WAITING_ON)
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def release(key: str) -> Document:
+    return {"$unset": {f"{WAITING_ON}.{key}": ""}, "$inc": {WAITING: -1}}
+
+
+def waiting_for(key: str) -> Document:
+    return {"status": Status.WAITING.value, f"{WAITING_ON}.{key}": {"$exists": True}}
+
+
+def cascade_update(source: Ended, now: datetime) -> Document:
+    return {
+        "$set": {
+            "status": Status.CANCELLED.value,
+            "cancelled_at": now,
+            "cancel_reason": (f"dependency {safe_text(source.doc_id, 200)} ended {source.outcome}"),
+            CANCELLED_BY: dep_key(source.doc_id),
+        },
+        "$unset": {WAITING: "", WAITING_ON: "", "available_at": ""},
+    }
+
+
+def settle(ended: Sequence[Ended], now: datetime) -> Flow[int]:
+    """Settle documents that ended: release or cancel their dependents (transitively), count
+    them in their batches, close the batches they completed. Returns how many waiting
+    documents it changed (released ones are counted when promoted)."""
+    changed = 0
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    seen: set[str] = set()  # cancelled here already: a cycle made by hand ends
+    level = list(ended)
+    while level:
+        for e in level:
+            if e.batch_id is not None:
+                counts[e.batch_id][e.outcome] += 1
+        sources = [e for e in level if e.dependents]
+        level = []
+        if not sources:
+            break
+        requests: list[UpdateOne | UpdateMany] = []
+        for e in sources:
+            where = waiting_for(dep_key(e.doc_id))
+            if e.outcome != Status.PROCESSED.value:
+                where[IF_FAILED] = RUN
+            requests.append(UpdateMany(where, release(dep_key(e.doc_id))))
+        requests.append(UpdateMany(READY, PROMOTE))
+        changed += yield Bulk(requests)
+        for e in sources:
+            if e.outcome == Status.PROCESSED.value:
+                continue
+            victims = yield Find(waiting_for(dep_key(e.doc_id)), {BATCH_ID: 1, DEPENDENTS: 1})
+            fresh = [v for v in victims if dep_key(v.get("_id")) not in seen]
+            if not fresh:
+                continue
+            seen.update(dep_key(v.get("_id")) for v in fresh)
+            ids = [v.get("_id") for v in fresh]
+            where = {"_id": {"$in": ids}, "status": Status.WAITING.value}
+            changed += yield Update(where, cascade_update(e, now), many=True)
+            level.extend(ended_of(v, Status.CANCELLED.value) for v in fresh)
+    for batch_id, outcomes in counts.items():
+        changed += yield from count(batch_id, outcomes, now)
+    return changed
+
+
+def _whole(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def count(batch_id: str, outcomes: Mapping[str, int], now: datetime) -> Flow[int]:
+    """Add one flush's outcomes to a batch's counters; close it when they reach its size."""
+    inc = {f"{BATCH}.{o}": n for o, n in outcomes.items() if o in OUTCOMES}
+    where = {f"{BATCH}.id": batch_id, "status": Status.WAITING.value}
+    then = yield Bump(where, {"$inc": inc}, {BATCH: 1})
+    if then is None:
+        return 0
+    batch = then.get(BATCH)
+    if not isinstance(batch, Mapping) or batch.get("sealed") is not True:
+        return 0
+    if sum(_whole(batch.get(o)) for o in OUTCOMES) < _whole(batch.get("size")):
+        return 0
+    return (yield from close(then["_id"], batch, now))
+
+
+def close(then_id: Any, batch: Mapping[str, Any], now: datetime) -> Flow[int]:
+    """Make a sealed batch's then document pending if none of its members is unfinished,
+    with the members' counts taken from the members themselves. Exactly once: the write is
+    fenced on ``status: waiting``. Returns 1 when this call closed it."""
+    batch_id = batch.get("id")
+    if not isinstance(batch_id, str) or batch.get("sealed") is not True:
+        return 0
+    unfinished = yield Find({BATCH_ID: batch_id, "status": {"$in": OPEN}}, {"_id": 1}, limit=1)
+    if unfinished:
+        return 0
+    rows = yield Aggregate(
+        [{"$match": {BATCH_ID: batch_id}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+    )
+    by_status = {row.get("_id"): _whole(row.get("n")) for row in rows}
+    size = _whole(batch.get("size"))
+    summary: Document = {"id": batch_id, "size": size, "sealed": True}
+    summary.update({o: by_status.get(o, 0) for o in OUTCOMES})
+    summary["missing"] = max(0, size - sum(by_status.values()))  # deleted before it ended
+    summary["ended_at"] = now
+    where = {"_id": then_id, "status": Status.WAITING.value, f"{BATCH}.sealed": True}
+    closed: int = yield Update(where, {"$set": {"status": Status.PENDING.value, BATCH: summary}})
+    return closed
+
+
+def resolve(waiting: Iterable[Mapping[str, Any]], now: datetime) -> Flow[int]:
+    """Look again at waiting documents' dependencies: release the processed ones, cancel
+    (or release, for ``run``) on a failed or cancelled one, promote what is ready. After
+    an enqueue (a dependency may have ended while it ran) and in the sweep (an agent may
+    have died between an outcome and its settling)."""
+    docs = [d for d in waiting if waits_of(d)]
+    deps: dict[str, Any] = {}
+    for doc in docs:
+        deps.update(waits_of(doc))
+    found = (yield Find({"_id": {"$in": list(deps.values())}}, {"status": 1})) if deps else []
+    status_of = {dep_key(f.get("_id")): f.get("status") for f in found}
+    requests: list[UpdateOne | UpdateMany] = []
+    for doc in docs:
+        run_anyway = doc.get(IF_FAILED) == RUN
+        for key in waits_of(doc):
+            status = status_of.get(key)
+            if status == Status.PROCESSED.value or (run_anyway and status in OUTCOMES):
+                where = {"_id": doc.get("_id"), **waiting_for(key)}
+                requests.append(UpdateOne(where, release(key)))
+    requests.append(UpdateMany(READY, PROMOTE))
+    changed: int = yield Bulk(requests)
+    failed = [
+        Ended(f.get("_id"), str(f.get("status")), None, True)
+        for f in found
+        if f.get("status") in (Status.FAILED.value, Status.CANCELLED.value)
+    ]
+    if failed:
+        changed += yield from settle(failed, now)
+    return changed
+
+
+def repair(offset: int, now: datetime) -> Flow[tuple[int, int]]:
+    """The sweep's share: resolve up to ``REPAIR_MAX`` waiting documents from ``offset``
+    (the next sweep goes on from there, wrapping round) and close the open batches whose
+    members have all ended. Returns (documents changed, next offset)."""
+    where = {"status": Status.WAITING.value, WAITING: {"$gt": 0}}
+    waiting = yield Find(where, {WAITING_ON: 1, IF_FAILED: 1}, REPAIR_MAX, offset, "_id")
+    changed = yield from resolve(waiting, now)
+    nxt = offset + len(waiting) if len(waiting) == REPAIR_MAX else 0
+    batches = yield Find(
+        {"status": Status.WAITING.value, f"{BATCH}.sealed": True}, {BATCH: 1}, REPAIR_MAX
+    )
+    for then in batches:
+        batch = then.get(BATCH)
+        if isinstance(batch, Mapping):
+            changed += yield from close(then.get("_id"), batch, now)
+    return changed, nxt
