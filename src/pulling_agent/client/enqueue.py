@@ -96,7 +96,7 @@ def prepare(
         then_doc = build(then, now, type_field)
         then_doc["status"] = Status.WAITING.value
         batch_id = uuid.uuid4().hex
-        then_doc[wf.BATCH] = {"id": batch_id, "size": len(docs), "sealed": False}
+        then_doc[wf.BATCH] = {"id": batch_id, "size": len(docs), wf.STATE: wf.OPEN_BATCH}
         then_doc[wf.BATCH].update(dict.fromkeys(wf.OUTCOMES, 0))
         for doc in docs:
             doc[wf.BATCH_ID] = batch_id
@@ -178,7 +178,7 @@ def _seal(
     """Fix the batch's size to the members really inserted, then close it if they have all
     ended already (or none was new)."""
     size = sum(_created(batch, i) for i in range(len(batch.docs)))
-    sealed = {**then[wf.BATCH], "size": size, "sealed": True}
+    sealed = {**then[wf.BATCH], "size": size, wf.STATE: wf.SEALED}
     if size == 0:  # e.g. a retried call whose keyed members are all there already
         yield Update(
             {"_id": then["_id"], "status": Status.WAITING.value},
@@ -195,7 +195,7 @@ def _seal(
         return Batch(results, sealed["id"], Enqueued(then["_id"], False))
     yield Update(
         {"_id": then["_id"], "status": Status.WAITING.value},
-        {"$set": {f"{wf.BATCH}.size": size, f"{wf.BATCH}.sealed": True}},
+        {"$set": {f"{wf.BATCH}.size": size, f"{wf.BATCH}.{wf.STATE}": wf.SEALED}},
     )
     yield from wf.close(then["_id"], sealed, now)
     return Batch(results, sealed["id"], Enqueued(then["_id"], True))

@@ -33,13 +33,17 @@ from pulling_agent.queue.model import (
     Status,
     new_lease,
 )
+from pulling_agent.queue.queries import FINAL
 from pulling_agent.queue.spread import Spread, window
 from pulling_agent.queue.workflow import (
     BATCH,
     BATCH_ID,
+    CLOSED,
     IF_FAILED,
     OUTCOMES,
     RUN,
+    SEALED,
+    STATE,
     WAITING,
     WAITING_ON,
     Ended,
@@ -48,12 +52,6 @@ from pulling_agent.queue.workflow import (
     ended_of,
     waits_of,
 )
-
-FINAL = {
-    OutcomeKind.PROCESSED: Status.PROCESSED.value,
-    OutcomeKind.FAILED: Status.FAILED.value,
-    OutcomeKind.CANCELLED: Status.CANCELLED.value,
-}
 
 
 def _ignore(rejection: Rejection) -> None:
@@ -288,13 +286,15 @@ class MemoryWorkStore:
 
     def _close(self, then: Document, now: datetime) -> None:
         batch = then.get(BATCH)
-        if not isinstance(batch, dict) or batch.get("sealed") is not True:
+        if not isinstance(batch, dict) or batch.get(STATE) != SEALED:
             return
+        if not isinstance(batch.get("size"), int) or isinstance(batch.get("size"), bool):
+            return  # written by hand: doctor reports it
         members = [d for d in self._docs.values() if d.get(BATCH_ID) == batch.get("id")]
         if any(d.get("status") not in OUTCOMES for d in members):
             return
         size = _whole(batch.get("size"))
-        summary: Document = {"id": batch["id"], "size": size, "sealed": True}
+        summary: Document = {"id": batch["id"], "size": size, STATE: CLOSED}
         summary.update({o: sum(d.get("status") == o for d in members) for o in OUTCOMES})
         summary.update(missing=max(0, size - len(members)), ended_at=now)
         then.update(status=Status.PENDING.value, batch=summary)

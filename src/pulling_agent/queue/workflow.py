@@ -10,7 +10,7 @@ cancels its waiting dependents instead (transitively), except those enqueued wit
 ``on_dependency_failure="run"``, which it releases like a processed one.
 
 A batch (``enqueue_many(..., then=job)``) is its members, each with ``batch_id``, and the
-*then* document, inserted first as ``waiting`` with ``batch: {id, size, sealed, processed,
+*then* document, inserted first as ``waiting`` with ``batch: {id, size, state, processed,
 failed, cancelled}``. Each flush adds its members' outcomes to those counters with one
 ``find_one_and_update`` per batch (progress); when the counters reach the size, the batch is
 closed if no member is unfinished: the counts are taken again from the members themselves
@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import Any
 
 import bson
+from bson.errors import InvalidDocument
 from pymongo import UpdateMany, UpdateOne
 
 from pulling_agent.queue.model import FINISHED, UNFINISHED, Completion, Document, Status
@@ -51,7 +52,9 @@ IF_FAILED = "on_dependency_failure"  # "run": a failed dependency releases inste
 RUN = "run"
 CANCELLED_BY = "cancelled_by_dependency"  # the key of the dependency whose failure cancelled it
 BATCH_ID = "batch_id"  # on every member of a batch
-BATCH = "batch"  # on a batch's then document: {id, size, sealed, processed, failed, cancelled}
+BATCH = "batch"  # on a batch's then document: {id, size, state, processed, failed, cancelled}
+STATE = "state"  # of a batch: open (members being enqueued), sealed (size final), closed
+OPEN_BATCH, SEALED, CLOSED = "open", "sealed", "closed"
 OUTCOMES = tuple(s.value for s in FINISHED)
 OPEN = [s.value for s in UNFINISHED]
 REPAIR_MAX = 500  # waiting documents (and open batches) looked at per sweep
@@ -85,7 +88,7 @@ def annotate(completion: Completion, document: Mapping[str, Any]) -> Completion:
     """``completion`` with what the claimed ``document`` says about its workflow (the same
     object when nothing: no cost for documents outside workflows)."""
     batch_id = document.get(BATCH_ID)
-    dependents = document.get(DEPENDENTS) is True
+    dependents = DEPENDENTS in document
     if not dependents and not isinstance(batch_id, str):
         return completion
     return replace(
@@ -101,14 +104,24 @@ def ended_of(document: Mapping[str, Any], outcome: str) -> Ended:
         document.get("_id"),
         outcome,
         batch_id if isinstance(batch_id, str) else None,
-        document.get(DEPENDENTS) is True,
+        DEPENDENTS in document,
     )
 
 
 def waits_of(document: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``waiting_on`` of a document, whatever was stored there ({} if not a mapping)."""
+    """The ``waiting_on`` of a document: only the entries whose key is the key of their id
+    (anything else was written by hand, and ``doctor`` reports it)."""
     value = document.get(WAITING_ON)
-    return dict(value) if isinstance(value, Mapping) else {}
+    if not isinstance(value, Mapping):
+        return {}
+    return {k: v for k, v in value.items() if _keyed(k, v)}
+
+
+def _keyed(key: Any, doc_id: Any) -> bool:
+    try:
+        return bool(key == dep_key(doc_id))
+    except (InvalidDocument, TypeError, ValueError, OverflowError):
+        return False
 
 
 def release(key: str) -> Document:
@@ -184,7 +197,7 @@ def count(batch_id: str, outcomes: Mapping[str, int], now: datetime) -> Flow[int
     if then is None:
         return 0
     batch = then.get(BATCH)
-    if not isinstance(batch, Mapping) or batch.get("sealed") is not True:
+    if not isinstance(batch, Mapping) or batch.get(STATE) != SEALED:
         return 0
     if sum(_whole(batch.get(o)) for o in OUTCOMES) < _whole(batch.get("size")):
         return 0
@@ -195,9 +208,11 @@ def close(then_id: Any, batch: Mapping[str, Any], now: datetime) -> Flow[int]:
     """Make a sealed batch's then document pending if none of its members is unfinished,
     with the members' counts taken from the members themselves. Exactly once: the write is
     fenced on ``status: waiting``. Returns 1 when this call closed it."""
-    batch_id = batch.get("id")
-    if not isinstance(batch_id, str) or batch.get("sealed") is not True:
+    batch_id, size = batch.get("id"), batch.get("size")
+    if not isinstance(batch_id, str) or batch.get(STATE) != SEALED:
         return 0
+    if not isinstance(size, int) or isinstance(size, bool):
+        return 0  # written by hand: doctor reports it
     unfinished = yield Find({BATCH_ID: batch_id, "status": {"$in": OPEN}}, {"_id": 1}, limit=1)
     if unfinished:
         return 0
@@ -205,12 +220,11 @@ def close(then_id: Any, batch: Mapping[str, Any], now: datetime) -> Flow[int]:
         [{"$match": {BATCH_ID: batch_id}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
     )
     by_status = {row.get("_id"): _whole(row.get("n")) for row in rows}
-    size = _whole(batch.get("size"))
-    summary: Document = {"id": batch_id, "size": size, "sealed": True}
+    summary: Document = {"id": batch_id, "size": size, STATE: CLOSED}
     summary.update({o: by_status.get(o, 0) for o in OUTCOMES})
     summary["missing"] = max(0, size - sum(by_status.values()))  # deleted before it ended
     summary["ended_at"] = now
-    where = {"_id": then_id, "status": Status.WAITING.value, f"{BATCH}.sealed": True}
+    where = {"_id": then_id, "status": Status.WAITING.value, f"{BATCH}.{STATE}": SEALED}
     closed: int = yield Update(where, {"$set": {"status": Status.PENDING.value, BATCH: summary}})
     return closed
 
@@ -255,7 +269,7 @@ def repair(offset: int, now: datetime) -> Flow[tuple[int, int]]:
     changed = yield from resolve(waiting, now)
     nxt = offset + len(waiting) if len(waiting) == REPAIR_MAX else 0
     batches = yield Find(
-        {"status": Status.WAITING.value, f"{BATCH}.sealed": True}, {BATCH: 1}, REPAIR_MAX
+        {"status": Status.WAITING.value, f"{BATCH}.{STATE}": SEALED}, {BATCH: 1}, REPAIR_MAX
     )
     for then in batches:
         batch = then.get(BATCH)
