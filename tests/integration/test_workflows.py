@@ -19,7 +19,7 @@ from pulling_agent.queue import workflow as wf
 from pulling_agent.queue.memory import MemoryWorkStore
 from pulling_agent.queue.model import Claim, ClaimKind, Completion, OutcomeKind, WorkStore
 from pulling_agent.queue.mongo import MongoWorkStore
-from pulling_agent.queue.ops import _perform_async
+from pulling_agent.queue.ops import Update, _perform_async, run_async
 
 ALL = (ClaimKind.EXPIRED, ClaimKind.DUE_RETRY, ClaimKind.FRESH)
 
@@ -232,6 +232,25 @@ async def test_two_agents_finishing_the_last_members_promote_the_then_job_once(
 
 
 # ------------------------------------------------------------------ MongoDB races
+
+
+async def test_two_closers_racing_promote_the_then_job_once(mongo: Flowing) -> None:
+    """Two agents both see the batch's last member end and both try to close it; the one
+    that writes second (its look at the members made before the first closed it) must
+    change nothing, even though the then job is already running."""
+    [member, then] = await mongo.enqueue([{"n": 1}], then=Job({"report": True}))
+    await mongo.collection.update_one({"_id": member}, {"$set": {"status": "processed"}})
+    batch = (await mongo.get(then))[wf.BATCH]
+    late = wf.close(then, batch, now())
+    reply: Any = None
+    op = late.send(reply)
+    while not isinstance(op, Update):  # up to its write
+        op = late.send(await _perform_async(op, mongo.collection))
+    assert await run_async(wf.close(then, batch, now()), mongo.collection) == 1
+    [running] = await mongo.claim()
+    assert running.doc_id == then
+    assert await _perform_async(op, mongo.collection) == 0, "the late closer changed nothing"
+    assert (await mongo.get(then))["lease"]["token"] == running.token
 
 
 async def test_a_dependency_ending_at_any_point_of_an_enqueue_is_never_lost(
