@@ -54,7 +54,7 @@ def test_a_batch_and_a_chain_survive_a_kill_storm(spawn: Any, work: Any, tmp_pat
     assert all(position[n] < first_then for n in range(MEMBERS)), "then ran early"
     then_runs = [pid for n, pid in runs if n == THEN]
     assert all(pid in victims for pid in then_runs[:-1]), "then ran again without a kill"
-    firsts = {}
+    firsts: dict[int, int] = {}
     for i, (n, _) in enumerate(runs):
         firsts.setdefault(n, i)
     for k in range(1, CHAIN):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from pymongo.collection import Collection
 
@@ -62,13 +62,33 @@ def enqueue(
     return (enqueue_many(collection, [job], type_field=type_field))[0]
 
 
+@overload
+def enqueue_many(
+    collection: Collection[Any],
+    jobs: Iterable[Job | Mapping[str, Any]],
+    *,
+    then: None = None,
+    type_field: str = "type",
+) -> list[Enqueued]: ...
+
+
+@overload
+def enqueue_many(
+    collection: Collection[Any],
+    jobs: Iterable[Job | Mapping[str, Any]],
+    *,
+    then: Job,
+    type_field: str = "type",
+) -> Batch: ...
+
+
 def enqueue_many(
     collection: Collection[Any],
     jobs: Iterable[Job | Mapping[str, Any]],
     *,
     then: Job | None = None,
     type_field: str = "type",
-) -> list[Enqueued]:
+) -> list[Enqueued] | Batch:
     """Enqueue many documents in one ``insert_many``, each item a :class:`Job` or a plain
     payload; results in input order. Invalid jobs raise :class:`InvalidJob` before anything
     is written; documents MongoDB refuses (other than as duplicates) raise

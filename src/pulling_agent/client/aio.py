@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from pymongo.asynchronous.collection import AsyncCollection as Collection
 
@@ -48,13 +48,33 @@ async def enqueue(
     return (await enqueue_many(collection, [job], type_field=type_field))[0]
 
 
+@overload
+async def enqueue_many(
+    collection: Collection[Any],
+    jobs: Iterable[Job | Mapping[str, Any]],
+    *,
+    then: None = None,
+    type_field: str = "type",
+) -> list[Enqueued]: ...
+
+
+@overload
+async def enqueue_many(
+    collection: Collection[Any],
+    jobs: Iterable[Job | Mapping[str, Any]],
+    *,
+    then: Job,
+    type_field: str = "type",
+) -> Batch: ...
+
+
 async def enqueue_many(
     collection: Collection[Any],
     jobs: Iterable[Job | Mapping[str, Any]],
     *,
     then: Job | None = None,
     type_field: str = "type",
-) -> list[Enqueued]:
+) -> list[Enqueued] | Batch:
     """Enqueue many documents in one ``insert_many``, each item a :class:`Job` or a plain
     payload; results in input order. Invalid jobs raise :class:`InvalidJob` before anything
     is written; documents MongoDB refuses (other than as duplicates) raise
