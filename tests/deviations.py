@@ -22,6 +22,12 @@ INDEX_NAMES_NOT_KEPT = (
     "nx-27017 accepts create_index with a name but lists the index under its own name (idx_...)"
 )
 
+PARTIAL_INDEX_IS_FULL = (
+    "nx-27017 accepts partialFilterExpression and drops it: the index covers every document"
+)
+COLLMOD_IGNORED = (
+    "nx-27017 answers collMod ok and changes nothing (expireAfterSeconds stays as created)"
+)
 NAN_NOT_STORED = "nx-27017 refuses to store NaN and infinity ('Invalid JSON document')"
 NO_TYPE_BRACKETING = (
     "nx-27017 compares values of different types in $lte/$lt (a number, bool, object, array "
@@ -75,6 +81,13 @@ def apply(item: pytest.Item) -> None:
 # - An $or inside a change stream's $match delivers nothing, and change events carry no
 #   updateDescription; the wake-up filter uses $in/$nin, which on nx-27017 merely wakes on
 #   more events than on MongoDB.
+# - A $set of true stores 1: the workflow fields that act as flags are read by existence
+#   (dependents) or are strings (batch.state: open, sealed, closed), as they would be anyway.
+# - A wildcard index (waiting_on.$**) is refused ("Invalid identifier"): the agent warns at
+#   start-up that releasing dependents scans the waiting documents (writes scan on nx anyway).
+# - update_one with a string _id and status {$in: [...]} reports a match it does not apply
+#   (and a string _id equals an integer one): cancel tries one plain status filter at a time.
+# - count_documents is wrong for some filters: the workflow storm polls with find().
 # - A find with an `_id` range and a sort on `_id` (the dead letter's page after the first)
 #   scans: 2.6 s at 100,000 failed documents, against 7 ms for the first page
 #   (bench/console.py); MongoDB walks the `_id` index. Measured, not asserted (no timings

@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pulling_agent.encoding import parse_duration
 from pulling_agent.errors import ConfigError
 from pulling_agent.tokens import Principal, parse_tokens
 from pulling_agent.uri import redact_uri, uri_hosts, uri_secrets
@@ -45,6 +46,10 @@ def _default_agent_id() -> str:
 
 
 PositiveFloat = Annotated[float, Field(gt=0)]
+# Retention below an hour would let MongoDB's TTL monitor delete a dependency before a sweep
+# (SWEEP_INTERVAL, a minute by default) repaired an agent's crash between its outcome and
+# its dependents (queue.workflow); 10 years is the longest delay a producer may ask for.
+MIN_RETAIN, MAX_RETAIN = 3_600, 3_650 * 86_400
 COLLECTION_FIELDS = (
     "mongodb_collection",
     "control_collection",
@@ -72,6 +77,11 @@ _HINTS: dict[str, str] = {
     "log_level": "use DEBUG, INFO, WARNING or ERROR",
     "log_format": "use auto, json or console",
     "enable_change_streams": "use true (auto-detect), false or always",
+    **dict.fromkeys(
+        ("retain_processed", "retain_failed", "retain_cancelled"),
+        "use a duration such as 7d or 12h (at least 1h), or leave it unset to keep "
+        "finished documents for ever",
+    ),
     "api_tokens": "use name:token[:read|admin] entries separated by commas, tokens of 16+ "
     "characters without ':'",
 }
@@ -131,6 +141,9 @@ class Settings(BaseSettings):
     job_runs_collection: str = Field(default="agent_job_runs", min_length=1)
     job_history_days: float = Field(default=14, gt=0)
     job_lease_seconds: float = Field(default=30, ge=1)
+    retain_processed: float | None = None  # seconds; None: keep for ever (queue.retention)
+    retain_failed: float | None = None
+    retain_cancelled: float | None = None
 
     @field_validator("api_tokens")
     @classmethod
@@ -306,6 +319,16 @@ class Settings(BaseSettings):
             return "true" if value else "false"
         return value
 
+    @field_validator("retain_processed", "retain_failed", "retain_cancelled", mode="before")
+    @classmethod
+    def _retention(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        seconds = parse_duration(value) if isinstance(value, str) else value
+        if not isinstance(seconds, int | float) or not MIN_RETAIN <= seconds <= MAX_RETAIN:
+            raise ValueError("must be a duration from 1h to 3650d")
+        return float(seconds)
+
     @field_validator("handler_timeout", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
@@ -320,6 +343,15 @@ class Settings(BaseSettings):
         if base is not None and value < base:
             raise ValueError("must be at least RETRY_BASE_SECONDS")
         return value
+
+    @property
+    def retention(self) -> dict[str, float | None]:
+        """Seconds each finished status is kept (None: for ever), for queue.retention."""
+        return {
+            "processed": self.retain_processed,
+            "failed": self.retain_failed,
+            "cancelled": self.retain_cancelled,
+        }
 
     @property
     def uri(self) -> str:

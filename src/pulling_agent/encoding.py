@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -15,6 +16,26 @@ from typing import Any
 from bson import Binary, Decimal128, ObjectId, Timestamp
 
 from pulling_agent.text import safe_text
+
+DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400}
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in ``90``, ``90s``, ``5m``, ``2h`` or ``1.5d``; None when it is none of those."""
+    match = DURATION.fullmatch(text)
+    if match is None or not math.isfinite(float(match[1])):
+        return None
+    return float(match[1]) * DURATION_UNITS[match[2]]
+
+
+def duration_text(seconds: float) -> str:
+    """``7d``, ``12h``, ``90m``, ``45s``: the largest whole unit (as RETAIN_* is written)."""
+    for unit in ("d", "h", "m"):
+        size = DURATION_UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -142,6 +142,10 @@ class Context:
     handler runs, so it never runs out under a live agent)."""
     namespace: str  # database.collection, for the idempotency key
     make_log: Callable[[], Any] = field(repr=False)
+    batch: dict[str, Any] | None = None
+    """For a batch's then job (``enqueue_many(..., then=job)``): the batch's summary, e.g.
+    ``{"id": ..., "size": 50000, "processed": 49990, "failed": 8, "cancelled": 2,
+    "missing": 0}``, the same as the document's ``batch`` field. None otherwise."""
     cancelled: bool = False
     """Set when someone cancelled this document (``pulling-agent cancel``). An async
     handler is cancelled at its next ``await``; a sync one should check this and return:

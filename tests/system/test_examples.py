@@ -18,9 +18,9 @@ from tests.system.conftest import run_cli as cli
 pytestmark = pytest.mark.system
 
 
-def produce(env: dict[str, str]) -> str:
+def produce(env: dict[str, str], module: str = "examples.producer") -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "examples.producer"],
+        [sys.executable, "-m", module],
         env=env,
         capture_output=True,
         text=True,
@@ -72,5 +72,29 @@ def test_the_producer_feeds_a_worker_registry(
     assert registry["types"] == ["email", "invoice"], "the registry's types are published"
     report = cli(agent_env, "doctor", "--json")
     assert json.loads(report.stdout)["unserved_types"] == {"sms": 1}
+    agent.signal(signal.SIGTERM)
+    assert agent.wait(timeout=30) == 0
+
+
+def test_the_workflow_example_runs_in_order_and_reports_once(
+    spawn: Any, agent_env: dict[str, str], work: Any
+) -> None:
+    out = produce(agent_env, "examples.workflow")
+    assert "order 1001: pack" in out and "of 8 thumbnails" in out
+    agent = spawn("workflow", HANDLER="", HANDLERS="examples.workflow:worker")
+    report = {"type": "report"}
+    wait_until(
+        lambda: work.find_one(report)["status"] == "processed", timeout=60, what="the report"
+    )
+    [done] = [e for e in agent.events() if e.get("event") == "thumbnails done"]
+    assert (done["processed"], done["failed"]) == (7, 1), "ctx.batch held the batch's summary"
+    assert work.find_one(report)["batch"]["processed"] == 7
+    wait_until(
+        lambda: work.find_one({"type": "invoice"})["status"] == "processed", what="the invoice"
+    )
+    assert work.find_one({"type": "ship"})["after"] == [work.find_one({"type": "pack"})["_id"]]
+    produce(agent_env, "examples.workflow")  # again: the keyed order is there already
+    assert len(work.find({"type": "invoice"}).to_list()) == 1
+    assert len(work.find({"type": "report"}).to_list()) == 2, "a second batch, its own report"
     agent.signal(signal.SIGTERM)
     assert agent.wait(timeout=30) == 0

@@ -28,6 +28,7 @@ def doctor(
     from rich.console import Console
 
     from pulling_agent.fleet.registry import AgentRegistry
+    from pulling_agent.queue import retention
     from pulling_agent.queue.doctor import examine, unserved_types
     from pulling_agent.runtime.pipeline import utcnow
 
@@ -39,6 +40,7 @@ def doctor(
         registry = AgentRegistry(db[loaded.agents_collection], loaded.heartbeat_interval)
         live = await registry.live(utcnow())
         result.unserved = await unserved_types(store.collection, live, loaded.type_field)
+        result.retention = await retention.current(store.collection)
         return result
 
     result = with_store(action, loaded)
@@ -46,6 +48,7 @@ def doctor(
         typer.echo(json.dumps(to_json(result.as_dict())))
         raise typer.Exit(1 if result.found or result.unserved else 0)
     console = Console(highlight=False)
+    console.print(retention_line(result.retention), markup=False)
     for kind, count in result.unserved.items():
         console.print(
             cell(
@@ -79,6 +82,14 @@ def doctor(
     if result.found > len(result.findings):
         console.print(f"... and {result.found - len(result.findings)} more (--limit)", markup=False)
     raise typer.Exit(1)
+
+
+def retention_line(kept: dict[str, float | None]) -> str:
+    """``Retention: processed 7d, failed for ever, ...`` (what the TTL indexes say)."""
+    from pulling_agent.encoding import duration_text
+
+    shown = [f"{s} {'for ever' if v is None else duration_text(v)}" for s, v in kept.items()]
+    return "Retention (finished documents kept): " + ", ".join(shown)
 
 
 def register(root: typer.Typer) -> None:

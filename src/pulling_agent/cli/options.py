@@ -5,8 +5,6 @@ the options several command groups share, and jobs as typed on a command line
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Iterable
 from datetime import UTC, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
@@ -15,6 +13,7 @@ import typer
 from bson import json_util
 
 from pulling_agent.config import Settings, load_settings
+from pulling_agent.encoding import parse_duration as parse_duration_seconds
 from pulling_agent.errors import ConfigError, InvalidJob
 from pulling_agent.logs import configure_logging
 from pulling_agent.text import print_error, safe_text
@@ -60,20 +59,18 @@ def settings(**overrides: Any) -> Settings:
     return loaded
 
 
-UNITS = {"": 1, "s": 1, "m": 60, "h": 3_600, "d": 86_400}
 JSON_OPTIONS = json_util.RELAXED_JSON_OPTIONS.with_options(tz_aware=True, tzinfo=UTC)
-DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*")
 
 
 def parse_duration(text: str) -> timedelta:
     """``90`` or ``90s`` seconds, ``5m``, ``2h``, ``1.5d``."""
-    match = DURATION.fullmatch(text)
-    if match is None or not math.isfinite(float(match[1])):
+    seconds = parse_duration_seconds(text)
+    if seconds is None:
         raise InvalidJob(
             f"--delay {safe_text(text, 40)!r}: use seconds or a number with s, m, h or d "
             "(e.g. 90, 30s, 5m, 2h)"
         )
-    return timedelta(seconds=float(match[1]) * UNITS[match[2]])
+    return timedelta(seconds=seconds)
 
 
 def parse_payload(text: str, where: str = "the payload") -> dict[str, Any]:

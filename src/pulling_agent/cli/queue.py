@@ -47,7 +47,7 @@ SHOWN = (
     "waiting",
     "on_dependency_failure",
     "batch_id",
-    "batch",
+    "batch progress",
 )
 
 
@@ -251,6 +251,7 @@ def get(
     the last error and the error history, and why agents would never process it (if so).
     Exit 1 when no document has this id."""
     from pulling_agent.queue.documents import diagnose
+    from pulling_agent.queue.waits import progress, shape_problems
     from pulling_agent.runtime.pipeline import utcnow
 
     loaded = settings()
@@ -259,6 +260,9 @@ def get(
         found: dict[str, Any] | None = await store.collection.find_one(
             {"_id": {"$in": id_candidates(doc_id)}}
         )
+        if found is not None and isinstance(found.get("batch_id"), str):
+            then = await store.collection.find_one({"batch.id": found["batch_id"]})
+            found["batch progress"] = "no then document" if then is None else progress(then)
         return found
 
     doc = with_store(action, loaded)
@@ -266,6 +270,10 @@ def get(
         print_error(f"pulling-agent: no document has the _id {doc_id!r}")
         raise typer.Exit(1)
     problems = diagnose(doc, utcnow(), loaded.max_attempts)
+    if doc.get("status") == "waiting":
+        problems += shape_problems(doc)
+    if "batch" in doc:
+        doc["batch progress"] = progress(doc)
     if as_json:
         whole = to_json(doc)
         whole["problems"] = [{"field": p.field, "reason": p.reason, "fix": p.fix} for p in problems]

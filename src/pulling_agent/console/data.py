@@ -19,6 +19,8 @@ from pymongo.errors import PyMongoError
 
 from pulling_agent.encoding import as_dict, as_number, id_candidates
 from pulling_agent.fleet.registry import AgentRegistry, is_live
+from pulling_agent.queue import retention, waits
+from pulling_agent.queue import workflow as wf
 from pulling_agent.queue.documents import diagnose
 from pulling_agent.queue.model import Status
 from pulling_agent.queue.mongo import MongoWorkStore
@@ -107,6 +109,7 @@ class ConsoleData:
         )
         return {
             "counts": counts,
+            "retention": await retention.current(self.work),
             "due_retries": due,
             "oldest_pending_seconds": _age_seconds(oldest, now) if oldest else None,
             "at": now,
@@ -206,7 +209,16 @@ class ConsoleData:
         doc = await self.work.find_one({"_id": {"$in": id_candidates(raw_id)}})
         if doc is None:
             return None, []
-        return doc, diagnose(doc, self.clock(), self.max_attempts)
+        problems: list[Any] = diagnose(doc, self.clock(), self.max_attempts)
+        if doc.get("status") == Status.WAITING:
+            problems += waits.shape_problems(doc)
+        batch_id = doc.get(wf.BATCH_ID)
+        if isinstance(batch_id, str):
+            then = await self.work.find_one({f"{wf.BATCH}.id": batch_id})
+            doc["batch progress"] = "no then document" if then is None else waits.progress(then)
+        elif wf.BATCH in doc:
+            doc["batch progress"] = waits.progress(doc)
+        return doc, problems
 
 
 def lease_of(doc: Document) -> Document:

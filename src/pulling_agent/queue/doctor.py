@@ -15,11 +15,14 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
+from pulling_agent.queue import waits
+from pulling_agent.queue import workflow as wf
 from pulling_agent.queue.documents import diagnose
 from pulling_agent.queue.model import FINISHED, Document, Problem, Status
 from pulling_agent.text import safe_text
 
-FIELDS = {"status": 1, "attempts": 1, "available_at": 1, "lease": 1}
+FIELDS = {"status": 1, "attempts": 1, "available_at": 1, "lease": 1, **waits.FIELDS}
+MAX_WAITING = 100_000  # waiting documents examined for cycles and missing dependencies
 UNFINISHED = {"status": {"$nin": [s.value for s in FINISHED]}}
 
 
@@ -36,6 +39,7 @@ class Examination:
     findings: list[Finding] = field(default_factory=list)  # the first ``limit`` of them
     by_field: Counter[str] = field(default_factory=Counter)
     unserved: dict[str, int] = field(default_factory=dict)  # pending by type no agent runs
+    retention: dict[str, float | None] = field(default_factory=dict)  # status -> seconds
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +47,7 @@ class Examination:
             "found": self.found,
             "by_field": dict(self.by_field),
             "unserved_types": self.unserved,
+            "retention_seconds": self.retention,
             "documents": [
                 {
                     "_id": f.doc_id,
@@ -86,8 +91,21 @@ async def examine(
     collection: AsyncCollection[Document], now: datetime, max_attempts: int, limit: int
 ) -> Examination:
     result = Examination()
+    waiting: list[Document] = []
     async for doc in collection.find(UNFINISHED, FIELDS, batch_size=1_000):
         _add(result, doc, now, max_attempts, limit)
+        if doc.get("status") == Status.WAITING and len(waiting) < MAX_WAITING:
+            waiting.append(doc)
+    deps = {key: dep for doc in waiting for key, dep in wf.waits_of(doc).items()}
+    existing: dict[str, Any] = {}
+    if deps:
+        cursor = collection.find({"_id": {"$in": list(deps.values())}}, {"status": 1})
+        existing = {wf.dep_key(d["_id"]): d.get("status") async for d in cursor}
+    for doc_id, problems in waits.examine(waiting, existing).items():
+        result.found += 1
+        result.by_field.update(p.field.split(".", 1)[0] for p in problems)
+        if len(result.findings) < limit:
+            result.findings.append(Finding(doc_id, tuple(problems)))
     return result
 
 

@@ -124,7 +124,7 @@ def diagnose(doc: Document, now: datetime, max_attempts: int) -> list[Problem]:
     done with it). For ``pulling-agent doctor``; the agents themselves dead-letter or
     recover what they can reach."""
     status = doc.get("status")
-    if status in FINISHED:
+    if status in FINISHED or status == Status.WAITING:  # waits: queue.waits
         return []
     if status not in (Status.PENDING, Status.PROCESSING):
         shown = "missing" if "status" not in doc else f"{_shown(status)} ({type_name(status)})"

@@ -93,6 +93,10 @@ class MemoryWorkStore:
         self.calls.append("ensure_indexes")
         return []
 
+    async def ensure_retention(self, wanted: Mapping[str, float | None]) -> list[tuple[str, str]]:
+        self.calls.append("ensure_retention")
+        return []  # nothing is ever deleted here
+
     def _eligible(self, doc: Document, kind: ClaimKind, now: datetime) -> bool:
         """The MongoDB claim filters' meaning, types included (a date compares only with
         a date)."""

@@ -188,6 +188,10 @@ class WorkStore(Protocol):
         """Create the indexes the queue needs (idempotent). Returns warnings, never raises
         for a refused index: the queue works without it, only slower."""
 
+    async def ensure_retention(self, wanted: Mapping[str, float | None]) -> list[tuple[str, str]]:
+        """Make the collection keep finished documents as ``wanted`` says (status ->
+        seconds, None: for ever; queue.retention). Returns (level, message) to log."""
+
     async def claim(
         self,
         owner: str,

@@ -28,6 +28,7 @@ from pymongo.errors import BulkWriteError, OperationFailure, WriteError
 from pymongo.results import BulkWriteResult, UpdateResult
 
 from pulling_agent.encoding import parse_time
+from pulling_agent.queue import retention
 from pulling_agent.queue.database import AUTHENTICATION_FAILED
 from pulling_agent.queue.documents import (
     NON_DATE_TYPES,
@@ -115,6 +116,9 @@ class MongoWorkStore:
                     raise  # not an index problem: the agent cannot work at all
                 warnings.append(f"index {name} not created ({exc.code}): {exc.details}")
         return warnings
+
+    async def ensure_retention(self, wanted: Mapping[str, float | None]) -> list[tuple[str, str]]:
+        return [(n.level, n.message) for n in await retention.ensure(self.collection, wanted)]
 
     async def claim(
         self,

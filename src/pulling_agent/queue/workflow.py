@@ -98,6 +98,15 @@ def annotate(completion: Completion, document: Mapping[str, Any]) -> Completion:
     )
 
 
+def batch_summary(document: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The summary of the batch ``document`` completes (its then job's ``ctx.batch``): the
+    batch id, size, count per outcome and ``missing``; None for any other document."""
+    batch = document.get(BATCH)
+    if not isinstance(batch, Mapping) or batch.get(STATE) != CLOSED:
+        return None
+    return dict(batch)
+
+
 def ended_of(document: Mapping[str, Any], outcome: str) -> Ended:
     batch_id = document.get(BATCH_ID)
     return Ended(

@@ -367,6 +367,9 @@ class Agent:
             try:
                 async with asyncio.timeout(STARTUP_ATTEMPT):
                     warnings = await self.breaker.call(self._store.ensure_indexes())
+                    kept = await self.breaker.call(
+                        self._store.ensure_retention(self.settings.retention)
+                    )
             except OperationFailure as exc:
                 if exc.code != AUTHENTICATION_FAILED:
                     self._startup_failed(exc)
@@ -381,6 +384,9 @@ class Agent:
                 raise ConfigError(describe_failure(exc, self.settings.secrets())) from None
             for warning in warnings:
                 self._log.warning("queue index missing", action="queue.index", detail=warning)
+            for level, message in kept:
+                say = self._log.warning if level == "warning" else self._log.info
+                say(message, action="queue.retention")
             break
         if self._stop.is_set():
             return False

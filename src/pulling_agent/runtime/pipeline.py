@@ -46,7 +46,7 @@ from pulling_agent.queue.retry import (
     error_info,
     failure_outcome,
 )
-from pulling_agent.queue.workflow import annotate
+from pulling_agent.queue.workflow import annotate, batch_summary
 from pulling_agent.runtime.breaker import StoreBreaker
 from pulling_agent.runtime.outcomes import Outbox
 from pulling_agent.runtime.rate_limit import HORIZON, FleetBucket, RateLimiter
@@ -472,6 +472,7 @@ class Pipeline:
             deadline=now + timedelta(seconds=timeout) if timeout else None,
             namespace=self._namespace,
             make_log=lambda: self._doc_log(claim),
+            batch=batch_summary(claim.document),
         )
 
     def _explicit(self, claim: Claim, said: Outcome) -> Completion:
