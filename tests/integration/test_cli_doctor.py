@@ -63,3 +63,36 @@ def test_credentials_the_server_cannot_use_are_one_line_with_the_hint(
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and "credentials" in lines[0], result.stderr
         assert "pw-0123456789" not in result.stderr + result.stdout
+
+
+def test_doctor_finds_waits_that_never_end_and_says_what_is_retained(
+    cli_env: dict[str, str | None], work: Any
+) -> None:
+    from pulling_agent.queue import workflow as wf
+
+    def waits_for(doc_id: str, dep: str) -> dict[str, Any]:
+        key = wf.dep_key(dep)
+        return {"_id": doc_id, "status": "waiting", wf.WAITING_ON: {key: dep}, wf.WAITING: 1}
+
+    work.insert_many(
+        [
+            waits_for("orphan", "deleted-long-ago"),
+            waits_for("ping", "pong"),
+            waits_for("pong", "ping"),
+            {"_id": "fine", "status": "pending"},
+            waits_for("patient", "fine"),
+        ]
+    )
+    work.create_index("processed_at", expireAfterSeconds=7 * 86_400, name="keep-a-week")
+    result = invoke(cli_env, "doctor", "--json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert sorted(d["_id"] for d in report["documents"]) == ["orphan", "ping", "pong"]
+    assert report["retention_seconds"] == {
+        "processed": 604800.0,
+        "failed": None,
+        "cancelled": None,
+    }
+    table = invoke({**cli_env, "COLUMNS": "250"}, "doctor")
+    assert "waits in a cycle" in table.stdout and "which does not exist" in table.stdout
+    assert "Retention (finished documents kept): processed 7d, failed for ever" in table.stdout

@@ -189,3 +189,35 @@ def test_the_cancelled_list_says_what_it_lists(cli_env: dict[str, str | None], w
     listed = invoke({**cli_env, "COLUMNS": "120"}, "dlq", "list", "--cancelled").stdout
     assert "Cancelled (1 shown)" in listed and "cancelled_at" in listed
     assert "Dead letter" not in listed and "failed_at" not in listed
+
+
+def test_enqueue_after_other_documents_from_the_command_line(
+    cli_env: dict[str, str | None], work: Any
+) -> None:
+    a = work.insert_one({"status": "pending", "n": "a"}).inserted_id  # an ObjectId
+    work.insert_one({"_id": 7, "status": "pending"})
+    made = invoke(cli_env, "enqueue", '{"n": "b"}', "--after", str(a), "--after", "7", "--json")
+    assert made.returncode == 0, made.stderr
+    b = work.find_one({"n": "b"})
+    assert (b["status"], b["after"], b["waiting"]) == ("waiting", [a, 7], 2)
+    shown = invoke({**cli_env, "COLUMNS": "200"}, "get", str(b["_id"]))
+    assert shown.returncode == 0 and "waiting" in shown.stdout and "after" in shown.stdout
+
+    for args, says in [
+        (["--after", "no-such-document"], "--after 'no-such-document': no document has this _id"),
+        (["--run-anyway"], "--run-anyway goes with --after"),
+    ]:
+        refused = invoke(cli_env, "enqueue", '{"n": "c"}', *args)
+        assert refused.returncode == 2
+        assert refused.stderr.strip().splitlines() == [f"pulling-agent: {says}"]
+    assert work.find_one({"n": "c"}) is None, "nothing written"
+
+
+def test_get_shows_a_members_batch_progress(cli_env: dict[str, str | None], work: Any) -> None:
+    from pulling_agent.client import Job, enqueue_many
+
+    batch = enqueue_many(work, [{"n": 1}, {"n": 2}], then=Job({"report": 1}))
+    shown = invoke({**cli_env, "COLUMNS": "200"}, "get", str(batch[0].id))
+    assert "0 processed, 0 failed, 0 cancelled of 2 (sealed); then job waiting" in shown.stdout
+    as_json = json.loads(invoke(cli_env, "get", str(batch.then.id), "--json").stdout)
+    assert as_json["batch"]["size"] == 2 and as_json["status"] == "waiting"

@@ -291,3 +291,24 @@ async def test_a_young_fleets_chart_covers_its_life_not_an_empty_hour(
     html = (await api.get("/ui/partials/overview")).text
     # the node's own agent started seconds ago: ten minutes shown, not sixty
     assert html.count('<rect class="ok"') == 10 and "last 10 minutes" in html
+
+
+async def test_the_console_shows_dependencies_batches_and_retention(
+    api: httpx.AsyncClient, node: Node, client: Client
+) -> None:
+    from pulling_agent.client import Job, aio
+
+    work = client[node.agent.settings.mongodb_database]["work"]
+    await work.create_index("failed_at", expireAfterSeconds=3 * 86_400, name="keep-3d")
+    [a] = await aio.enqueue_many(work, [Job({"n": "a"}, delay=3_600)])
+    [b] = await aio.enqueue_many(work, [Job({"n": "b"}, after=[a.id])])
+    batch = await aio.enqueue_many(work, [Job({"n": 1}, delay=3_600)], then=Job({"r": 1}))
+    await sign_in(api, READER)
+    waiting = (await api.get("/ui/partials/document", params={"id": str(b.id)})).text
+    assert cell(waiting, "doc-status") == "waiting"
+    assert f"{a.id}" in cell(waiting, "doc-after") and "(waiting for 1)" in waiting
+    member = (await api.get("/ui/partials/document", params={"id": str(batch[0].id)})).text
+    assert cell(member, "doc-batch").startswith("0 processed, 0 failed, 0 cancelled of 1")
+    overview = (await api.get("/ui/overview")).text
+    assert cell(overview, "count-waiting") == "2"
+    assert "failed 3d" in overview and "processed for ever" in overview

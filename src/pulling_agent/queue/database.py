@@ -16,7 +16,7 @@ from pymongo.errors import (
 
 from pulling_agent import __version__
 from pulling_agent.config import ChangeStreams, Settings
-from pulling_agent.errors import ConfigError, StoreUnavailable
+from pulling_agent.errors import ConfigError, InvalidJob, StoreUnavailable
 from pulling_agent.text import one_line
 
 Client = AsyncMongoClient[dict[str, Any]]
@@ -81,6 +81,8 @@ def run_with_client(settings: Settings, action: Callable[[Client], Awaitable[T]]
         return asyncio.run(go())
     except ConfigError as exc:
         raise StoreUnavailable(str(exc)) from None
+    except InvalidJob:
+        raise  # the input, found wrong once the server answered: the command says so
     except Exception as exc:  # a driver error's text carries no password; scrub anyway
         raise StoreUnavailable(describe_failure(exc, settings.secrets())) from None
 

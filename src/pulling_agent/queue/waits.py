@@ -15,7 +15,7 @@ from typing import Any
 
 from pulling_agent.queue import workflow as wf
 from pulling_agent.queue.model import Document, Problem, Status
-from pulling_agent.text import safe_text
+from pulling_agent.text import one_line
 
 FIELDS = {wf.WAITING_ON: 1, wf.WAITING: 1, wf.BATCH: 1}
 MAX_CYCLE_SHOWN = 5
@@ -51,7 +51,7 @@ def shape_problems(doc: Mapping[str, Any]) -> list[Problem]:
             _problem(
                 wf.WAITING_ON,
                 raw,
-                f"and waiting ({safe_text(doc.get(wf.WAITING), 40)}) were not written by an "
+                f"and waiting ({one_line(doc.get(wf.WAITING), 40)}) were not written by an "
                 "agent: it is never released",
                 _CANCEL,
             )
@@ -72,7 +72,7 @@ def examine(waiting: Iterable[Document], existing: Mapping[str, Any]) -> dict[An
                     _problem(
                         f"{wf.WAITING_ON}.{key}",
                         dep,
-                        f"waits for {safe_text(dep, 100)}, which does not exist (deleted by "
+                        f"waits for {one_line(dep, 100)}, which does not exist (deleted by "
                         "hand, or by retention while no agent ran)",
                         f"cancel it, or $unset {wf.WAITING_ON}.{key} and lower waiting by 1",
                     )
@@ -80,7 +80,7 @@ def examine(waiting: Iterable[Document], existing: Mapping[str, Any]) -> dict[An
         if problems:
             found[doc.get("_id")] = problems
     for cycle in cycles(docs):
-        shown = " -> ".join(safe_text(i, 60) for i in cycle[:MAX_CYCLE_SHOWN])
+        shown = " -> ".join(one_line(i, 60) for i in cycle[:MAX_CYCLE_SHOWN])
         for doc_id in cycle:
             found.setdefault(doc_id, []).append(
                 _problem(
@@ -136,9 +136,9 @@ def progress(then: Mapping[str, Any]) -> str:
     batch = then.get(wf.BATCH)
     if not isinstance(batch, Mapping):
         return "not a batch"
-    counts = ", ".join(f"{safe_text(batch.get(o), 20)} {o}" for o in wf.OUTCOMES)
-    state = safe_text(batch.get(wf.STATE), 20)
-    status = safe_text(then.get("status"), 20)
-    return f"{counts} of {safe_text(batch.get('size'), 20)} ({state}); then job {status}" + (
+    counts = ", ".join(f"{one_line(batch.get(o), 20)} {o}" for o in wf.OUTCOMES)
+    state = one_line(batch.get(wf.STATE), 20)
+    status = one_line(then.get("status"), 20)
+    return f"{counts} of {one_line(batch.get('size'), 20)} ({state}); then job {status}" + (
         " (ran or runs with the summary)" if status != Status.WAITING.value else ""
     )

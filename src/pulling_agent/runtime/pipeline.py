@@ -513,6 +513,8 @@ class Pipeline:
     def _written(self, batch: list[Completion], applied: int | None) -> None:
         self._count(batch, applied)
         self._settle(c.token for c in batch)
+        if any(c.dependents or c.batch_id is not None for c in batch):
+            self.kick.set()  # settling them may have made documents pending: look now
 
     def _count(self, batch: list[Completion], applied: int | None) -> None:
         if applied is None:
