@@ -62,7 +62,7 @@ async def run_agents(
     ]
     fleet = [
         Agent(
-            settings(uri, f"bench-{i}", workdir, 100).model_copy(update={"poll_interval": 0.05}),
+            settings(uri, f"bench-{i}", workdir, 100).model_copy(update={"poll_interval": 0.05, "store_outage_seconds": 600}),
             MongoWorkStore(c.bench.work),
             noop,
         )
@@ -147,7 +147,7 @@ async def _until_all(uri: str, agents: int, n: int, workdir: Path, listener: Com
     ]
     fleet = [
         Agent(
-            settings(uri, f"bench-{i}", workdir, 100).model_copy(update={"poll_interval": 0.05}),
+            settings(uri, f"bench-{i}", workdir, 100).model_copy(update={"poll_interval": 0.05, "store_outage_seconds": 600}),
             MongoWorkStore(c.bench.work),
             noop,
         )

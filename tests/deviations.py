@@ -28,6 +28,14 @@ PARTIAL_INDEX_IS_FULL = (
 COLLMOD_IGNORED = (
     "nx-27017 answers collMod ok and changes nothing (expireAfterSeconds stays as created)"
 )
+SUBDOCUMENT_IN_IN = (
+    "nx-27017 fails a query whose $in holds a sub-document ('Error binding parameter: type "
+    "dict is not supported'): documents whose _id is a sub-document cannot be looked up by it"
+)
+MIXED_ID_TYPES_IN_UPDATE = (
+    "nx-27017 reports a match but modifies only the non-integer documents of an update_many "
+    "whose _id $in mixes integer ids with ids of other types"
+)
 NAN_NOT_STORED = "nx-27017 refuses to store NaN and infinity ('Invalid JSON document')"
 NO_TYPE_BRACKETING = (
     "nx-27017 compares values of different types in $lte/$lt (a number, bool, object, array "

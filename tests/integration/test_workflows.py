@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from pulling_agent.client import InvalidJob, Job, aio
@@ -20,6 +21,7 @@ from pulling_agent.queue.memory import MemoryWorkStore
 from pulling_agent.queue.model import Claim, ClaimKind, Completion, OutcomeKind, WorkStore
 from pulling_agent.queue.mongo import MongoWorkStore
 from pulling_agent.queue.ops import Update, _perform_async, run_async
+from tests.deviations import MIXED_ID_TYPES_IN_UPDATE, SUBDOCUMENT_IN_IN, nx_deviation
 
 ALL = (ClaimKind.EXPIRED, ClaimKind.DUE_RETRY, ClaimKind.FRESH)
 
@@ -175,6 +177,40 @@ async def test_cancelling_a_waiting_or_pending_dependency_cancels_its_dependents
     assert result.cancelled == [b]
     assert await f.status(a, b, c) == ["pending", "cancelled", "cancelled"]
     assert (await f.get(c))["cancel_reason"] == f"dependency {b} ended cancelled"
+
+
+async def dependency_chain(f: Flowing, ids: list[Any]) -> None:
+    for doc_id in ids:
+        await f.enqueue([{"_id": doc_id, "n": "dep"}])
+    [b] = await f.enqueue([Job({"n": "b"}, after=ids)])
+    assert (await f.get(b))[wf.WAITING] == len(ids)
+    claims = await f.claim()
+    assert len(claims) == len(ids)
+    await f.finish(claims[:-1])
+    assert await f.status(b) == ["waiting"]
+    await f.finish(claims[-1:])
+    assert await f.status(b) == ["pending"]
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [
+        [5, 2**40],
+        ["ünïcödé\x1b[2J", ObjectId(), 2.5],
+        pytest.param(
+            [7, "seven", ObjectId()],
+            marks=nx_deviation(MIXED_ID_TYPES_IN_UPDATE),
+            id="mixed",
+        ),
+    ],
+)
+async def test_any_id_type_works_as_a_dependency(f: Flowing, ids: list[Any]) -> None:
+    await dependency_chain(f, ids)
+
+
+@nx_deviation(SUBDOCUMENT_IN_IN)
+async def test_a_sub_document_id_works_as_a_dependency(mongo: Flowing) -> None:
+    await dependency_chain(mongo, [{"order": 1, "line": 2}, {"order": 1, "line": 3}])
 
 
 # ------------------------------------------------------------------ batches

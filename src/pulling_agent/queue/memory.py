@@ -78,7 +78,10 @@ class MemoryWorkStore:
         ids = []
         for doc in documents:
             stored = copy.deepcopy(doc)
-            stored.setdefault("_id", next(self._ids))
+            while "_id" not in stored:  # a fresh id (never one a document already has)
+                candidate = next(self._ids)
+                if candidate not in self._docs:
+                    stored["_id"] = candidate
             self._docs[stored["_id"]] = stored
             ids.append(stored["_id"])
         return ids

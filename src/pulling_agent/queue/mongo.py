@@ -68,6 +68,7 @@ from pulling_agent.queue.workflow import (
     WAITING,
     WAITING_ON,
     Ended,
+    dep_key,
     ended_of,
     repair,
     settle,
@@ -338,34 +339,42 @@ class MongoWorkStore:
         if not completions:
             return 0
         applied = await self._write_outcomes(completions, now)
-        if applied < len(completions):  # lost leases, or dependents arrived meanwhile
+        all_applied = applied == len(completions)
+        if not all_applied:  # lost leases, or dependents arrived meanwhile
             late = await self._late_dependents(completions)
             if late:
-                applied += await self.complete(late, now)
-                completions = [c for c in completions if c not in late]
+                applied += await self.complete(list(late.values()), now)
+                completions = [c for c in completions if dep_key(c.doc_id) not in late]
         flagged = [c for c in completions if c.kind in FINAL and (c.batch_id or c.dependents)]
         if flagged:
-            ended = await self._ended(flagged, all_applied=applied == len(completions))
+            ended = await self._ended(flagged, all_applied)
             await run_async(settle(ended, now), self.collection)
         return applied
 
-    async def _late_dependents(self, completions: Sequence[Completion]) -> list[Completion]:
+    async def _late_dependents(self, completions: Sequence[Completion]) -> dict[str, Completion]:
         """Final outcomes whose write missed only because dependents were enqueued after
         the claim read the document (queries.outcome_filter): complete them again as
         dependencies. One find, only after a flush that did not apply in full."""
-        unflagged = {c.doc_id: c for c in completions if c.kind in FINAL and not c.dependents}
+        unflagged = {
+            dep_key(c.doc_id): c for c in completions if c.kind in FINAL and not c.dependents
+        }
         if not unflagged:
-            return []
+            return {}
         held = self.collection.find(
-            {"_id": {"$in": list(unflagged)}, "status": Status.PROCESSING.value, DEPENDENTS: True},
+            {
+                "_id": {"$in": [c.doc_id for c in unflagged.values()]},
+                "status": Status.PROCESSING.value,
+                DEPENDENTS: {"$exists": True},
+            },
             {"lease": 1},
         )
-        late = []
+        late = {}
         async for doc in held:
-            c = unflagged.get(doc["_id"])
+            key = dep_key(doc["_id"])
+            c = unflagged.get(key)
             lease = doc.get("lease")
             if c is not None and isinstance(lease, dict) and lease.get("token") == c.token:
-                late.append(replace(c, dependents=True))
+                late[key] = replace(c, dependents=True)
         return late
 
     async def _ended(self, flagged: Sequence[Completion], all_applied: bool) -> list[Ended]:
@@ -373,15 +382,15 @@ class MongoWorkStore:
         in full; else those the store shows in their final status without a lease."""
         if all_applied:
             return [Ended(c.doc_id, FINAL[c.kind], c.batch_id, c.dependents) for c in flagged]
-        wanted = {c.doc_id: c for c in flagged}
-        found = self.collection.find({"_id": {"$in": list(wanted)}}, {"status": 1, "lease": 1})
-        return [
-            Ended(doc["_id"], FINAL[c.kind], c.batch_id, c.dependents)
-            async for doc in found
-            if (c := wanted[doc["_id"]])
-            and doc.get("status") == FINAL[c.kind]
-            and "lease" not in doc
-        ]
+        wanted = {dep_key(c.doc_id): c for c in flagged}
+        ids = [c.doc_id for c in flagged]
+        found = self.collection.find({"_id": {"$in": ids}}, {"status": 1, "lease": 1})
+        ended = []
+        async for doc in found:
+            c = wanted.get(dep_key(doc["_id"]))
+            if c is not None and doc.get("status") == FINAL[c.kind] and "lease" not in doc:
+                ended.append(Ended(doc["_id"], FINAL[c.kind], c.batch_id, c.dependents))
+        return ended
 
     async def _write_outcomes(self, completions: Sequence[Completion], now: datetime) -> int:
         requests: list[UpdateOne | UpdateMany] = []
