@@ -14,6 +14,7 @@ import asyncio
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,33 +54,59 @@ class Commands(monitoring.CommandListener):
 Row = tuple[str, int, float, float, float, Counter[str], float]
 
 
-async def run_agents(
-    uri: str, count: int, done: dict[str, Any], workdir: Path, listener: Commands
-) -> float:
-    """Run ``count`` agents until ``done`` matches a processed document; seconds taken."""
+def fleet_of(
+    uri: str, count: int, workdir: Path, listener: Commands
+) -> tuple[list[Client], list[Agent]]:
+    """``count`` agents, each with its own client (commands counted by ``listener``)."""
     clients: list[Client] = [
         AsyncMongoClient(uri, event_listeners=[listener]) for _ in range(count)
     ]
-    fleet = [
+    quick = {"poll_interval": 0.05, "store_outage_seconds": 600}  # nx slows at 100k documents
+    agents = [
         Agent(
-            settings(uri, f"bench-{i}", workdir, 100).model_copy(update={"poll_interval": 0.05, "store_outage_seconds": 600}),
+            settings(uri, f"bench-{i}", workdir, 100).model_copy(update=quick),
             MongoWorkStore(c.bench.work),
             noop,
         )
         for i, c in enumerate(clients)
     ]
-    watcher: Client = AsyncMongoClient(uri)
+    return clients, agents
+
+
+async def run_agents(
+    uri: str,
+    count: int,
+    done: Callable[[list[Agent]], Awaitable[bool]],
+    workdir: Path,
+    listener: Commands,
+) -> float:
+    """Run ``count`` agents until ``done``; seconds taken."""
+    clients, fleet = fleet_of(uri, count, workdir, listener)
     started = time.perf_counter()
     tasks = [asyncio.create_task(a.run(install_signals=False)) for a in fleet]
-    while await watcher.bench.work.find_one({**done, "status": "processed"}, {"_id": 1}) is None:
+    while not await done(fleet):
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - started
     for agent in fleet:
         agent.request_shutdown("bench done")
     await asyncio.gather(*tasks)
-    for c in [*clients, watcher]:
+    for c in clients:
         await c.close()
     return elapsed
+
+
+def processed(work: Any, query: dict[str, Any]) -> Callable[[list[Agent]], Awaitable[bool]]:
+    async def check(fleet: list[Agent]) -> bool:
+        return await work.find_one({**query, "status": "processed"}, {"_id": 1}) is not None
+
+    return check
+
+
+def counted(n: int) -> Callable[[list[Agent]], Awaitable[bool]]:
+    async def check(fleet: list[Agent]) -> bool:
+        return sum(a.pipeline.counters.processed for a in fleet) >= n
+
+    return check
 
 
 async def fresh(uri: str, listener: Commands) -> Any:
@@ -99,7 +126,10 @@ async def chain(uri: str, n: int, workdir: Path, listener: Commands) -> Row:
         last = await aio.enqueue(work, {"n": i}, after=[last.id])
     enqueued = time.perf_counter() - started
     producer = sum(listener.take().values())
-    elapsed = await run_agents(uri, 1, {"_id": last.id}, workdir, listener)
+    watcher: Client = AsyncMongoClient(uri)
+    done = processed(watcher.bench.work, {"_id": last.id})
+    elapsed = await run_agents(uri, 1, done, workdir, listener)
+    await watcher.close()
     agent = listener.take()
     await client.close()
     return (f"chain of {n:,}", n, enqueued, producer / n, elapsed, agent, sum(agent.values()) / n)
@@ -113,19 +143,18 @@ async def batch(
     listener.take()
     started = time.perf_counter()
     jobs = [Job({"n": i}) for i in range(n)]
-    if then:
+    watcher: Client = AsyncMongoClient(uri)
+    if then:  # done when the then job is
         result = await aio.enqueue_many(work, jobs, then=Job({"n": -1}))
-        done = {"_id": result.then.id}
-    else:
+        done = processed(watcher.bench.work, {"_id": result.then.id})
+    else:  # the last one enqueued is not the last one processed: count them all
         for i in range(0, n, INSERT_CHUNK):
             await aio.enqueue_many(work, jobs[i : i + INSERT_CHUNK])
-        done = {"n": n - 1}
+        done = counted(n)
     enqueued = time.perf_counter() - started
     producer = sum(listener.take().values())
-    if then:  # done when the then job is
-        elapsed = await run_agents(uri, agents, done, workdir, listener)
-    else:  # the last one enqueued is not the last one processed: count them all
-        elapsed = await _until_all(uri, agents, n, workdir, listener)
+    elapsed = await run_agents(uri, agents, done, workdir, listener)
+    await watcher.close()
     agent = listener.take()
     await client.close()
     label = f"batch of {n:,} + then job" if then else f"{n:,} plain documents"
@@ -138,32 +167,6 @@ async def batch(
         agent,
         sum(agent.values()) / n,
     )
-
-
-async def _until_all(uri: str, agents: int, n: int, workdir: Path, listener: Commands) -> float:
-    """Plain documents: run until every one is processed (counted by the agents)."""
-    clients: list[Client] = [
-        AsyncMongoClient(uri, event_listeners=[listener]) for _ in range(agents)
-    ]
-    fleet = [
-        Agent(
-            settings(uri, f"bench-{i}", workdir, 100).model_copy(update={"poll_interval": 0.05, "store_outage_seconds": 600}),
-            MongoWorkStore(c.bench.work),
-            noop,
-        )
-        for i, c in enumerate(clients)
-    ]
-    started = time.perf_counter()
-    tasks = [asyncio.create_task(a.run(install_signals=False)) for a in fleet]
-    while sum(a.pipeline.counters.processed for a in fleet) < n:
-        await asyncio.sleep(0.05)
-    elapsed = time.perf_counter() - started
-    for agent in fleet:
-        agent.request_shutdown("bench done")
-    await asyncio.gather(*tasks)
-    for c in clients:
-        await c.close()
-    return elapsed
 
 
 async def main(chain_length: int, members: int, agents: int) -> None:

@@ -19,7 +19,7 @@ from pulling_agent.queue.mongo import MongoWorkStore
 
 T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE_END = T + timedelta(seconds=30)
-WRITES = {"find", "update", "insert", "delete", "aggregate", "createIndexes"}
+WRITES = {"find", "update", "insert", "delete", "aggregate", "createIndexes", "findAndModify"}
 
 
 class Recorder(monitoring.CommandListener):
@@ -216,3 +216,62 @@ async def test_release_is_fenced_and_can_undo_the_attempt(
         "$unset": {"lease": ""},
         "$inc": {"attempts": -1},
     }
+
+
+async def test_settling_a_dependency_is_one_ordered_bulk_write_after_the_outcome(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    from pulling_agent.client import aio
+    from pulling_agent.queue import workflow as wf
+
+    store, recorder = rec
+    await store.collection.delete_many({})
+    a = await aio.enqueue(store.collection, {"n": "a"})
+    await aio.enqueue(store.collection, {"n": "b"}, after=[a.id])
+    [claim] = await store.claim("agent-1", 5, 30, T, [ClaimKind.FRESH])
+    recorder.take()
+    done = wf.annotate(Completion(claim.doc_id, claim.token, OutcomeKind.PROCESSED), claim.document)
+    assert done.dependents
+    await store.complete([done], T)
+    (_, outcome), (name, settle) = recorder.take()
+    assert "dependents" not in outcome["updates"][0]["q"], "a known dependency needs no fence"
+    key = wf.dep_key(claim.doc_id)
+    assert name == "update" and settle["ordered"] is True
+    release, promote = settle["updates"]
+    assert release["q"] == {"status": "waiting", f"waiting_on.{key}": {"$exists": True}}
+    assert release["u"] == {"$unset": {f"waiting_on.{key}": ""}, "$inc": {"waiting": -1}}
+    assert promote["q"] == {"status": "waiting", "waiting": 0}
+    assert promote["u"] == {
+        "$set": {"status": "pending"},
+        "$unset": {"waiting": "", "waiting_on": ""},
+    }
+    assert release["multi"] is True and promote["multi"] is True
+
+
+async def test_a_flush_of_batch_members_adds_one_counter_update_per_batch(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    from pulling_agent.client import Job, aio
+    from pulling_agent.queue import workflow as wf
+
+    store, recorder = rec
+    await store.collection.delete_many({})
+    batch = await aio.enqueue_many(
+        store.collection, [{"n": i} for i in range(5)], then=Job({"report": 1})
+    )
+    claims = await store.claim("agent-1", 3, 30, T, [ClaimKind.FRESH])
+    assert all(c.document.get("batch_id") == batch.batch_id for c in claims), claims
+    recorder.take()
+    kinds = [OutcomeKind.PROCESSED, OutcomeKind.PROCESSED, OutcomeKind.FAILED]
+    await store.complete(
+        [
+            wf.annotate(Completion(c.doc_id, c.token, k, reason="x"), c.document)
+            for c, k in zip(claims, kinds, strict=True)
+        ],
+        T,
+    )
+    sent = recorder.take()
+    assert [name for name, _ in sent] == ["update", "findAndModify"]
+    bump = sent[1][1]
+    assert bump["query"] == {"batch.id": batch.batch_id, "status": "waiting"}
+    assert bump["update"] == {"$inc": {"batch.processed": 2, "batch.failed": 1}}
