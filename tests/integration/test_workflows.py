@@ -300,7 +300,7 @@ async def test_a_dependency_ending_at_any_point_of_an_enqueue_is_never_lost(
         [a] = await mongo.enqueue([{"n": "a"}])
         claims = await mongo.claim()
         batch, after, then = prepare([Job({"n": "b"}, after=[a])], "type", None)
-        flow = enqueue_flow(batch, after, then, make_index=False)
+        flow = enqueue_flow(batch, after, then, indexes=[])
         reply: Any = None
         finished_at = None
         n = 0
@@ -419,3 +419,16 @@ async def test_a_retried_batch_whose_members_exist_does_not_run_its_then_job_aga
     assert isinstance(first, Batch) and isinstance(again, Batch)
     assert first.then.created and not again.then.created
     assert await mongo.status(first.then.id, again.then.id) == ["waiting", "cancelled"]
+
+
+async def test_the_workflow_indexes_come_with_the_first_workflow_not_with_the_agents(
+    mongo: Flowing,
+) -> None:
+    async def keys() -> list[list[str]]:
+        return [list(ix["key"]) async for ix in await mongo.collection.list_indexes()]
+
+    await mongo.store.ensure_indexes()
+    [a] = await mongo.enqueue([{"n": "a"}])
+    assert ["waiting"] not in await keys() and ["batch_id", "status"] not in await keys()
+    await mongo.enqueue([Job({"n": "b"}, after=[a])])
+    assert ["waiting"] in await keys() and ["batch_id", "status"] in await keys()

@@ -16,14 +16,14 @@ from typing import Any, overload
 
 from pymongo.asynchronous.collection import AsyncCollection as Collection
 
-from pulling_agent.client.enqueue import Batch, enqueue_flow, prepare
+from pulling_agent.client.enqueue import Batch, enqueue_flow, is_workflow, prepare
 from pulling_agent.client.jobs import (
     Enqueued,
     EnqueueError,
     InvalidJob,
     Job,
-    key_index_made,
-    needs_key_index,
+    indexes_made,
+    indexes_needed,
 )
 from pulling_agent.queue.ops import run_async
 
@@ -84,8 +84,7 @@ async def enqueue_many(
     batch, after, then_doc = prepare(jobs, type_field, then)
     if not batch.docs:
         return []
-    make_index = needs_key_index(batch, collection)
-    results = await run_async(enqueue_flow(batch, after, then_doc, make_index), collection)
-    if make_index:
-        key_index_made(collection)
+    indexes = indexes_needed(collection, batch.keyed, is_workflow(after, then_doc))
+    results = await run_async(enqueue_flow(batch, after, then_doc, indexes), collection)
+    indexes_made(collection, indexes)
     return results

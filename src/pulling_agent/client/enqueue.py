@@ -18,8 +18,10 @@ from typing import Any
 from bson.errors import InvalidDocument
 
 from pulling_agent.client.jobs import (
+    KEY,
     KEY_INDEX,
     KEY_SPEC,
+    WORKFLOW,
     Enqueued,
     EnqueueError,
     Inserted,
@@ -30,6 +32,7 @@ from pulling_agent.client.jobs import (
     index_error,
 )
 from pulling_agent.queue import workflow as wf
+from pulling_agent.queue.indexes import WORKFLOW_INDEXES
 from pulling_agent.queue.model import Document, Status
 from pulling_agent.queue.ops import CreateIndex, Find, Flow, Insert, Update
 from pulling_agent.text import safe_text
@@ -69,6 +72,10 @@ def _after_of(job: Job, n: int) -> list[Any]:
                 f"job {n}: after holds {safe_text(dep, 60)!r}, which is not a document id"
             ) from None
     return list(after)
+
+
+def is_workflow(after: list[list[Any]], then: Document | None) -> bool:
+    return then is not None or any(after)
 
 
 def prepare(
@@ -134,12 +141,15 @@ def _link(docs: list[Document], after: list[list[Any]]) -> Flow[list[Document]]:
 
 
 def enqueue_flow(
-    batch: Inserted, after: list[list[Any]], then: Document | None, make_index: bool
+    batch: Inserted, after: list[list[Any]], then: Document | None, indexes: list[str]
 ) -> Flow[list[Enqueued]]:
-    if make_index:
+    if KEY in indexes:
         refused = yield CreateIndex(KEY_SPEC.keys, KEY_INDEX, KEY_SPEC.options)
         if refused is not None:
             raise index_error(refused)
+    if WORKFLOW in indexes:  # for the agents' settling: slower without, never wrong
+        for name, spec in WORKFLOW_INDEXES.items():
+            yield CreateIndex(spec.keys, name, spec.options)
     waiting = yield from _link(batch.docs, after)
     if then is not None:
         refused = yield Insert([then])

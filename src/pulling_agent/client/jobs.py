@@ -165,17 +165,21 @@ def build(job: Job, now: datetime, type_field: str = "type") -> Document:
     return doc
 
 
-_indexed: set[tuple[int, str]] = set()  # (client, namespace) whose key index exists
+_indexed: set[tuple[int, str, str]] = set()  # (client, namespace, kind) made in this process
+KEY, WORKFLOW = "key", "workflow"
 
 
-def needs_key_index(batch: Inserted, collection: Any) -> bool:
-    """Whether to ensure the key index before inserting ``batch`` (once per collection
-    and client in a process)."""
-    return batch.keyed and (id(collection.database.client), collection.full_name) not in _indexed
+def indexes_needed(collection: Any, keyed: bool, workflow: bool) -> list[str]:
+    """The kinds of index (``key``, ``workflow``) to ensure before this call's writes: each
+    once per collection and client in a process."""
+    where = (id(collection.database.client), collection.full_name)
+    wanted = [KEY] * keyed + [WORKFLOW] * workflow
+    return [kind for kind in wanted if (*where, kind) not in _indexed]
 
 
-def key_index_made(collection: Any) -> None:
-    _indexed.add((id(collection.database.client), collection.full_name))
+def indexes_made(collection: Any, kinds: list[str]) -> None:
+    where = (id(collection.database.client), collection.full_name)
+    _indexed.update((*where, kind) for kind in kinds)
 
 
 def index_error(exc: OperationFailure) -> EnqueueError:

@@ -1,7 +1,8 @@
-"""The indexes of the work collection: what each query needs, in one table.
+"""The indexes of the work collection: what each query needs, in two tables.
 
 :meth:`MongoWorkStore.ensure_indexes <pulling_agent.queue.mongo.MongoWorkStore.ensure_indexes>`
-creates them at start-up; the producer client creates the key index on first use.
+creates :data:`INDEXES` at start-up; the producer client creates the key index on first
+use, and :data:`WORKFLOW_INDEXES` on its first workflow.
 """
 
 from __future__ import annotations
@@ -43,9 +44,16 @@ INDEXES: dict[str, IndexSpec] = {
         [(KEY_FIELD, ASCENDING)],
         {"unique": True, "partialFilterExpression": {KEY_FIELD: {"$type": "string"}}},
     ),
-    # workflows (queue.workflow): only waiting documents and batch members are in these,
-    # so a queue without workflows maintains none of their keys. The dependents of a
-    # document that ended (a wildcard index: the key is a field name)...
+}
+
+# Workflows (queue.workflow), made by the producer client on its first call with ``after``
+# or ``then`` (once per collection and process), not by the agents: a queue that never uses
+# them has none of them. Partial: only waiting documents and batch members are in them, so
+# other documents cost them nothing on MongoDB. (nx-27017 ignores partial filters: there
+# every write would maintain them, about 30 % slower per write - one more reason not to
+# make them unasked.) The dependents of a document that ended (a wildcard index: the key is
+# a field name)...
+WORKFLOW_INDEXES: dict[str, IndexSpec] = {
     "pulling_agent_waiting_on": IndexSpec(
         [(f"{WAITING_ON}.$**", ASCENDING)],
         {"partialFilterExpression": {"status": Status.WAITING.value}},

@@ -39,6 +39,7 @@ from pulling_agent.queue.workflow import (
     BATCH,
     BATCH_ID,
     CLOSED,
+    DEPENDENTS,
     IF_FAILED,
     OUTCOMES,
     RUN,
@@ -208,7 +209,7 @@ class MemoryWorkStore:
             if doc is None:
                 continue
             applied += 1
-            if c.kind in FINAL:  # as the document is now: no stale copy in one event loop
+            if c.kind in FINAL and (BATCH_ID in doc or DEPENDENTS in doc):  # as it is now
                 ended.append(ended_of(doc, FINAL[c.kind]))
             self._outcome(doc, c, now)
         self._settle(ended, now)
@@ -241,6 +242,8 @@ class MemoryWorkStore:
 
     def _settle(self, ended: list[Ended], now: datetime) -> None:
         """What ``queue.workflow.settle`` does with MongoDB, on the dictionaries."""
+        if not ended:
+            return
         counts: dict[str, dict[str, int]] = {}
         level = list(ended)
         while level:

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson.errors import InvalidDocument
-from pymongo import ASCENDING, UpdateMany, UpdateOne
+from pymongo import ASCENDING, IndexModel, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, OperationFailure, WriteError
 from pymongo.results import BulkWriteResult, UpdateResult
@@ -108,6 +108,18 @@ class MongoWorkStore:
         self._repair_offset = 0  # where the sweep goes on looking at waiting documents
 
     async def ensure_indexes(self) -> list[str]:
+        """All of them in one ``createIndexes``; when the server refuses one, one by one, so
+        the others are made and the refused one is named."""
+        models = [
+            IndexModel(spec.keys, name=name, **spec.options) for name, spec in INDEXES.items()
+        ]
+        try:
+            await self.collection.create_indexes(models)
+        except OperationFailure as exc:
+            if exc.code == AUTHENTICATION_FAILED:
+                raise  # not an index problem: the agent cannot work at all
+        else:
+            return []
         warnings = []
         for name, spec in INDEXES.items():
             try:
