@@ -169,16 +169,18 @@ async def batch(
     )
 
 
-async def main(chain_length: int, members: int, agents: int) -> None:
+async def main(chain_length: int, members: int, agents: int, rounds: int) -> None:
     configure_logging("ERROR")
     console = Console(width=150)
     listener = Commands()
     rows: list[Row] = []
     with EmbeddedServer() as server, tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        rows.append(await chain(server.uri, chain_length, workdir, listener))
-        rows.append(await batch(server.uri, members, agents, workdir, listener, then=False))
-        rows.append(await batch(server.uri, members, agents, workdir, listener, then=True))
+        if chain_length:
+            rows.append(await chain(server.uri, chain_length, workdir, listener))
+        for n in range(rounds):  # alternated: batch first every other round
+            for then in (False, True) if n % 2 == 0 else (True, False):
+                rows.append(await batch(server.uri, members, agents, workdir, listener, then))
     table = Table(title="Workflows on nx-27017 (no-op handler, BATCH_SIZE=100)")
     for column in (
         "workload",
@@ -211,5 +213,6 @@ if __name__ == "__main__":
     parser.add_argument("--chain", type=int, default=1_000)
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--agents", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=1, help="plain and batch rows, alternated")
     args = parser.parse_args()
-    asyncio.run(main(args.chain, args.members, args.agents))
+    asyncio.run(main(args.chain, args.members, args.agents, args.rounds))
