@@ -121,16 +121,27 @@ async def agents(
         for i, client in enumerate(clients)
     ]
     counter.count = 0
+
+    async def done() -> bool:
+        return sum(a.pipeline.counters.processed for a in fleet) >= n
+
+    elapsed = await run_until(fleet, done, 0.002)
+    for client in clients:
+        await client.close()
+    return elapsed
+
+
+async def run_until(fleet: list[Agent], done: Callable[[], Awaitable[bool]], poll: float) -> float:
+    """Run ``fleet`` until ``done()`` (asked every ``poll`` seconds), then shut it down;
+    the seconds until done."""
     started = time.perf_counter()
     tasks = [asyncio.create_task(a.run(install_signals=False)) for a in fleet]
-    while sum(a.pipeline.counters.processed for a in fleet) < n:
-        await asyncio.sleep(0.002)
+    while not await done():
+        await asyncio.sleep(poll)
     elapsed = time.perf_counter() - started
     for agent in fleet:
         agent.request_shutdown("bench done")
     await asyncio.gather(*tasks)
-    for client in clients:
-        await client.close()
     return elapsed
 
 

@@ -22,7 +22,7 @@ from pymongo import AsyncMongoClient, monitoring
 from rich.console import Console
 from rich.table import Table
 
-from bench.throughput import noop, settings
+from bench.throughput import noop, run_until, settings
 from pulling_agent.client import Job, aio
 from pulling_agent.dev.embedded import EmbeddedServer
 from pulling_agent.logs import configure_logging
@@ -82,14 +82,7 @@ async def run_agents(
 ) -> float:
     """Run ``count`` agents until ``done``; seconds taken."""
     clients, fleet = fleet_of(uri, count, workdir, listener)
-    started = time.perf_counter()
-    tasks = [asyncio.create_task(a.run(install_signals=False)) for a in fleet]
-    while not await done(fleet):
-        await asyncio.sleep(0.05)
-    elapsed = time.perf_counter() - started
-    for agent in fleet:
-        agent.request_shutdown("bench done")
-    await asyncio.gather(*tasks)
+    elapsed = await run_until(fleet, lambda: done(fleet), 0.05)
     for c in clients:
         await c.close()
     return elapsed

@@ -142,21 +142,23 @@ def _perform_sync(op: Op, collection: Collection[Document]) -> Any:
     return None
 
 
+def _advance(flow: Flow[T], reply: Any) -> tuple[Op | None, Any]:
+    """The flow's next operation, or None and the flow's result when it is done."""
+    try:
+        return flow.send(reply), None
+    except StopIteration as done:
+        return None, done.value
+
+
 async def run_async(flow: Flow[T], collection: AsyncCollection[Document]) -> T:
-    reply: Any = None
-    while True:
-        try:
-            op = flow.send(reply)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        reply = await _perform_async(op, collection)
+    op, result = _advance(flow, None)
+    while op is not None:
+        op, result = _advance(flow, await _perform_async(op, collection))
+    return result  # type: ignore[no-any-return]
 
 
 def run_sync(flow: Flow[T], collection: Collection[Document]) -> T:
-    reply: Any = None
-    while True:
-        try:
-            op = flow.send(reply)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-        reply = _perform_sync(op, collection)
+    op, result = _advance(flow, None)
+    while op is not None:
+        op, result = _advance(flow, _perform_sync(op, collection))
+    return result  # type: ignore[no-any-return]
