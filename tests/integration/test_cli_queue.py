@@ -221,3 +221,26 @@ def test_get_shows_a_members_batch_progress(cli_env: dict[str, str | None], work
     assert "0 processed, 0 failed, 0 cancelled of 2 (sealed); then job waiting" in shown.stdout
     as_json = json.loads(invoke(cli_env, "get", str(batch.then.id), "--json").stdout)
     assert as_json["batch"]["size"] == 2 and as_json["status"] == "waiting"
+
+
+def test_dlq_requeue_with_dependents_brings_them_back(
+    cli_env: dict[str, str | None], work: Any
+) -> None:
+    from pulling_agent.queue import workflow as wf
+
+    key = wf.dep_key("a")
+    work.insert_many(
+        [
+            {"_id": "a", "status": "failed", "attempts": 5, wf.DEPENDENTS: True},
+            {"_id": "b", "status": "cancelled", "after": ["a"], wf.CANCELLED_BY: key},
+        ]
+    )
+    result = invoke(cli_env, "dlq", "requeue", "a", "--with-dependents")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "requeued": 1,
+        "not_failed": [],
+        "dependents_waiting_again": 1,
+    }
+    b = work.find_one({"_id": "b"})
+    assert (b["status"], b["waiting"], b[wf.WAITING_ON]) == ("waiting", 1, {key: "a"})

@@ -432,3 +432,28 @@ async def test_the_workflow_indexes_come_with_the_first_workflow_not_with_the_ag
     assert ["waiting"] not in await keys() and ["batch_id", "status"] not in await keys()
     await mongo.enqueue([Job({"n": "b"}, after=[a])])
     assert ["waiting"] in await keys() and ["batch_id", "status"] in await keys()
+
+
+@pytest.mark.parametrize("revive", [False, True])
+async def test_requeueing_a_failed_dependency_brings_its_dependents_back_only_when_asked(
+    f: Flowing, revive: bool
+) -> None:
+    [a] = await f.enqueue([{"n": "a"}])
+    [b] = await f.enqueue([Job({"n": "b"}, after=[a])])
+    [c] = await f.enqueue([Job({"n": "c"}, after=[b])])
+    await f.finish(await f.claim(), OutcomeKind.FAILED)
+    assert await f.status(b, c) == ["cancelled", "cancelled"]
+    assert await f.store.requeue([a]) == 1
+    if revive:
+        assert await f.store.revive_dependents([a], now()) == 2
+    assert await f.status(a) == ["pending"]
+    assert await f.status(b, c) == (["waiting", "waiting"] if revive else ["cancelled"] * 2)
+    await f.finish(await f.claim())
+    if not revive:
+        assert await f.status(b, c) == ["cancelled", "cancelled"], "not resurrected unasked"
+        return
+    assert await f.status(b, c) == ["pending", "waiting"]
+    doc = await f.get(b)
+    assert "cancel_reason" not in doc and wf.CANCELLED_BY not in doc
+    await f.finish(await f.claim())
+    assert await f.status(c) == ["pending"]

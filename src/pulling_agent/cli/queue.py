@@ -103,24 +103,37 @@ def dlq_list(
 def dlq_requeue(
     ids: Annotated[list[str] | None, typer.Argument(help="_id values to requeue.")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Requeue every failed document.")] = False,
+    with_dependents: Annotated[
+        bool,
+        typer.Option(
+            help="Also bring back the documents their failure cancelled (enqueued with "
+            "--after), waiting again."
+        ),
+    ] = False,
 ) -> None:
-    """Put failed documents back to pending, attempts reset."""
+    """Put failed documents back to pending, attempts reset. Documents their failure
+    cancelled stay cancelled unless --with-dependents."""
     if bool(ids) == all_:
         raise fail("give document ids or --all (not both)")
     wanted = {raw: id_candidates(raw) for raw in ids or []}
 
-    async def action(store: MongoWorkStore) -> tuple[int, list[str]]:
-        if all_:
-            return await store.requeue(None), []
+    async def action(store: MongoWorkStore) -> tuple[int, list[str], int]:
         candidates = [c for options in wanted.values() for c in options]
-        failed = store.collection.find({"_id": {"$in": candidates}, "status": "failed"}, {"_id": 1})
-        found = {repr(doc["_id"]) async for doc in failed}
+        query = {"status": "failed"} if all_ else {"_id": {"$in": candidates}, "status": "failed"}
+        failed = [doc["_id"] async for doc in store.collection.find(query, {"_id": 1})]
+        found = {repr(doc_id) for doc_id in failed}
         missing = [raw for raw, options in wanted.items() if not found & {repr(c) for c in options}]
-        count: int = await store.requeue(candidates) if found else 0
-        return count, missing
+        count: int = await store.requeue(None if all_ else candidates) if found else 0
+        revived = await store.revive_dependents(failed, utcnow()) if with_dependents else 0
+        return count, missing, revived
 
-    count, missing = with_store(action)
-    echo_json({"requeued": count, "not_failed": missing})
+    from pulling_agent.runtime.pipeline import utcnow
+
+    count, missing, revived = with_store(action)
+    shown: dict[str, Any] = {"requeued": count, "not_failed": missing}
+    if with_dependents:
+        shown["dependents_waiting_again"] = revived
+    echo_json(shown)
     if missing:
         print_error(
             f"pulling-agent: no failed document has the _id {', '.join(map(repr, missing))} "

@@ -15,8 +15,6 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from bson.errors import InvalidDocument
-
 from pulling_agent.client.jobs import (
     KEY,
     KEY_INDEX,
@@ -65,12 +63,10 @@ def _after_of(job: Job, n: int) -> list[Any]:
             f"(got {safe_text(job.on_dependency_failure, 40)!r})"
         )
     for dep in after:
-        try:
-            wf.dep_key(dep)
-        except (InvalidDocument, TypeError, ValueError, OverflowError):
+        if wf.key_or_none(dep) is None:
             raise InvalidJob(
                 f"job {n}: after holds {safe_text(dep, 60)!r}, which is not a document id"
-            ) from None
+            )
     return list(after)
 
 

@@ -36,8 +36,10 @@ from pulling_agent.queue.model import (
 from pulling_agent.queue.queries import FINAL
 from pulling_agent.queue.spread import Spread, window
 from pulling_agent.queue.workflow import (
+    AFTER,
     BATCH,
     BATCH_ID,
+    CANCELLED_BY,
     CLOSED,
     DEPENDENTS,
     IF_FAILED,
@@ -430,6 +432,26 @@ class MemoryWorkStore:
             doc.update(status=Status.PENDING.value, attempts=0)
             count += 1
         return count
+
+    async def revive_dependents(self, doc_ids: Sequence[Any], now: datetime) -> int:
+        keys = {dep_key(i) for i in doc_ids}
+        revived = 0
+        while keys:
+            found = [
+                d
+                for d in self._docs.values()
+                if d.get("status") == Status.CANCELLED and d.get(CANCELLED_BY) in keys
+            ]
+            for doc in found:
+                after = doc.get(AFTER)
+                waits = {dep_key(d): d for d in after} if isinstance(after, list) else {}
+                for name in ("cancelled_at", "cancel_reason", CANCELLED_BY):
+                    doc.pop(name, None)
+                doc.update({"status": Status.WAITING.value, WAITING_ON: waits, WAITING: len(waits)})
+            revived += len(found)
+            keys = {dep_key(d["_id"]) for d in found}
+        self._repair(now)
+        return revived
 
     async def counts(self) -> dict[str, int]:
         result: dict[str, int] = {}

@@ -254,6 +254,10 @@ class WorkStore(Protocol):
         """Put failed documents (all when ``doc_ids`` is None) back to ``pending`` with
         attempts reset. Returns how many."""
 
+    async def revive_dependents(self, doc_ids: Sequence[Any], now: datetime) -> int:
+        """After ``doc_ids`` were requeued: bring back, ``waiting`` again, the documents their
+        failure cancelled (transitively; queue.workflow.revive). Returns how many."""
+
     async def counts(self) -> dict[str, int]:
         """Number of documents by status."""
 

@@ -71,6 +71,7 @@ from pulling_agent.queue.workflow import (
     dep_key,
     ended_of,
     repair,
+    revive,
     settle,
 )
 from pulling_agent.text import one_line
@@ -578,6 +579,9 @@ class MongoWorkStore:
             },
         )
         return result.modified_count
+
+    async def revive_dependents(self, doc_ids: Sequence[Any], now: datetime) -> int:
+        return await run_async(revive(doc_ids, now), self.collection)
 
     async def counts(self) -> dict[str, int]:
         pipeline: list[Document] = [{"$group": {"_id": "$status", "n": {"$sum": 1}}}]

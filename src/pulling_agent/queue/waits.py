@@ -95,7 +95,7 @@ def examine(waiting: Iterable[Document], existing: Mapping[str, Any]) -> dict[An
 
 def cycles(docs: Iterable[Mapping[str, Any]]) -> list[list[Any]]:
     """Cycles among waiting documents (each listed once), following ``waiting_on``."""
-    by_key = {wf.dep_key(d.get("_id")): d for d in docs if _hashable(d.get("_id"))}
+    by_key = {k: d for d in docs if (k := wf.key_or_none(d.get("_id"))) is not None}
     edges = {k: [w for w in wf.waits_of(d) if w in by_key] for k, d in by_key.items()}
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     result = []

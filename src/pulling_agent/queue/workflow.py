@@ -127,10 +127,15 @@ def waits_of(document: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _keyed(key: Any, doc_id: Any) -> bool:
+    return key is not None and key == key_or_none(doc_id)
+
+
+def key_or_none(doc_id: Any) -> str | None:
+    """:func:`dep_key`, or None for a value that is no document id (BSON cannot encode it)."""
     try:
-        return bool(key == dep_key(doc_id))
+        return dep_key(doc_id)
     except (InvalidDocument, TypeError, ValueError, OverflowError):
-        return False
+        return None
 
 
 def release(key: str) -> Document:
@@ -285,3 +290,40 @@ def repair(offset: int, now: datetime) -> Flow[tuple[int, int]]:
         if isinstance(batch, Mapping):
             changed += yield from close(then.get("_id"), batch, now)
     return changed, nxt
+
+
+def revive(dependencies: Sequence[Any], now: datetime) -> Flow[int]:
+    """Bring back, waiting again, the documents cancelled because one of ``dependencies``
+    (requeued from the dead letter) failed, and theirs, transitively. Each waits for every
+    document of its ``after`` that is not processed. Returns how many came back."""
+    revived: list[Document] = []
+    seen: set[str] = set()
+    level = list(dependencies)
+    while level:
+        keys = [dep_key(d) for d in level]
+        found = yield Find(
+            {"status": Status.CANCELLED.value, CANCELLED_BY: {"$in": keys}},
+            {AFTER: 1, IF_FAILED: 1, CANCELLED_BY: 1},
+        )
+        fresh = [v for v in found if dep_key(v.get("_id")) not in seen]
+        if not fresh:
+            break
+        seen.update(dep_key(v.get("_id")) for v in fresh)
+        requests: list[UpdateOne | UpdateMany] = []
+        for victim in fresh:
+            after = victim.get(AFTER)
+            pairs = ((key_or_none(d), d) for d in (after if isinstance(after, list) else []))
+            waits = {k: d for k, d in pairs if k is not None}
+            where = {"_id": victim.get("_id"), "status": Status.CANCELLED.value}
+            where[CANCELLED_BY] = victim.get(CANCELLED_BY)
+            update = {
+                "$set": {"status": Status.WAITING.value, WAITING_ON: waits, WAITING: len(waits)},
+                "$unset": {"cancelled_at": "", "cancel_reason": "", CANCELLED_BY: ""},
+            }
+            requests.append(UpdateOne(where, update))
+            revived.append({**victim, WAITING_ON: waits})
+        yield Bulk(requests)
+        level = [v.get("_id") for v in fresh]
+    if revived:
+        yield from resolve(revived, now)
+    return len(revived)
