@@ -457,3 +457,18 @@ async def test_requeueing_a_failed_dependency_brings_its_dependents_back_only_wh
     assert "cancel_reason" not in doc and wf.CANCELLED_BY not in doc
     await f.finish(await f.claim())
     assert await f.status(c) == ["pending"]
+
+
+async def test_the_store_tells_of_closed_batches_and_cancelled_dependents(f: Flowing) -> None:
+    events: list[tuple[str, dict[str, Any]]] = []
+    f.store.on_workflow = lambda event, fields: events.append((event, dict(fields)))
+    [a] = await f.enqueue([{"n": "a"}])
+    await f.enqueue([Job({"n": "b"}, after=[a]), Job({"n": "c"}, after=[a])])
+    await f.finish(await f.claim(), OutcomeKind.FAILED)
+    assert events == [("dependents_cancelled", {"dependency": a, "outcome": "failed", "count": 2})]
+    events.clear()
+    *_, then = await f.enqueue([{"n": 1}], then=Job({"report": 1}))
+    await f.finish(await f.claim())
+    [(event, fields)] = events
+    assert event == "batch_closed" and fields["then_id"] == then
+    assert (fields["size"], fields["processed"], fields["missing"]) == (1, 1, 0)

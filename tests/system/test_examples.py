@@ -89,6 +89,12 @@ def test_the_workflow_example_runs_in_order_and_reports_once(
     [done] = [e for e in agent.events() if e.get("event") == "thumbnails done"]
     assert (done["processed"], done["failed"]) == (7, 1), "ctx.batch held the batch's summary"
     assert work.find_one(report)["batch"]["processed"] == 7
+    [closed] = [e for e in agent.events() if e.get("action") == "queue.batch_closed"]
+    assert (closed["event"], closed["size"], closed["failed"]) == (
+        "batch ended: its then job is pending",
+        8,
+        1,
+    ), "the agent that closed the batch says so"
     wait_until(
         lambda: work.find_one({"type": "invoice"})["status"] == "processed", what="the invoice"
     )

@@ -50,7 +50,9 @@ from pulling_agent.queue.workflow import (
     WAITING,
     WAITING_ON,
     Ended,
+    cancelled_note,
     cascade_update,
+    closed_note,
     dep_key,
     ended_of,
     waits_of,
@@ -58,6 +60,10 @@ from pulling_agent.queue.workflow import (
 
 
 def _ignore(rejection: Rejection) -> None:
+    return None
+
+
+def _ignore_event(event: str, fields: Mapping[str, Any]) -> None:
     return None
 
 
@@ -69,6 +75,7 @@ class MemoryWorkStore:
         scope: Document | None = None,
     ) -> None:
         self.on_rejected = on_rejected
+        self.on_workflow: Callable[[str, Mapping[str, Any]], None] = _ignore_event
         self.scope = dict(scope or {})  # {field: {"$in": [...]}} only, as the agent writes it
         self._docs: dict[Any, Document] = {}
         self._ids = itertools.count(1)
@@ -287,6 +294,9 @@ class MemoryWorkStore:
             for name in update["$unset"]:
                 doc.pop(name, None)
             cancelled.append(ended_of(doc, Status.CANCELLED.value))
+        if cancelled:
+            note = cancelled_note(source, len(cancelled))
+            self.on_workflow(note.event, note.fields)
         return cancelled
 
     def _promote(self) -> None:
@@ -310,6 +320,8 @@ class MemoryWorkStore:
         summary.update({o: sum(d.get("status") == o for d in members) for o in OUTCOMES})
         summary.update(missing=max(0, size - len(members)), ended_at=now)
         then.update(status=Status.PENDING.value, batch=summary)
+        note = closed_note(then["_id"], summary)
+        self.on_workflow(note.event, note.fields)
 
     def _repair(self, now: datetime) -> None:
         """The sweep's share, as ``queue.workflow.repair``."""

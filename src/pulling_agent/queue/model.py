@@ -177,6 +177,10 @@ class WorkStore(Protocol):
     on_rejected: Callable[[Rejection], None]
     """Told of every document the store dead-lettered (or skipped) as malformed."""
 
+    on_workflow: Callable[[str, Mapping[str, Any]], None]
+    """Told when settling closed a batch (``batch_closed``: the batch's summary and its
+    then document's id) or cancelled dependents (``dependents_cancelled``)."""
+
     lost_race: bool
     """The last ``claim`` came back short because other agents won its candidates in
     every round: there is work, look again soon rather than after ``POLL_INTERVAL``."""

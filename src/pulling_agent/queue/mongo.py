@@ -52,7 +52,7 @@ from pulling_agent.queue.model import (
     cancel_update,
     new_lease,
 )
-from pulling_agent.queue.ops import run_async
+from pulling_agent.queue.ops import Note, run_async
 from pulling_agent.queue.queries import (
     FINAL,
     claim_filter,
@@ -91,6 +91,10 @@ def _ignore(rejection: Rejection) -> None:
     return None
 
 
+def _ignore_event(event: str, fields: Mapping[str, Any]) -> None:
+    return None
+
+
 class MongoWorkStore:
     def __init__(
         self,
@@ -101,6 +105,7 @@ class MongoWorkStore:
         self.collection = collection
         self.scope = dict(scope or {})  # added to every claim filter (routing by type)
         self.on_rejected = on_rejected
+        self.on_workflow: Callable[[str, Mapping[str, Any]], None] = _ignore_event
         self._spare: list[Document] = []
         self._spare_at = 0.0
         self._poison: set[Any] = set()  # malformed, and even the dead-letter write failed
@@ -130,6 +135,9 @@ class MongoWorkStore:
                     raise  # not an index problem: the agent cannot work at all
                 warnings.append(f"index {name} not created ({exc.code}): {exc.details}")
         return warnings
+
+    def _noted(self, note: Note) -> None:
+        self.on_workflow(note.event, note.fields)
 
     async def ensure_retention(self, wanted: Mapping[str, float | None]) -> list[tuple[str, str]]:
         return [(n.level, n.message) for n in await retention.ensure(self.collection, wanted)]
@@ -361,7 +369,7 @@ class MongoWorkStore:
         flagged = [c for c in completions if c.kind in FINAL and (c.batch_id or c.dependents)]
         if flagged:
             ended = await self._ended(flagged, all_applied)
-            await run_async(settle(ended, now), self.collection)
+            await run_async(settle(ended, now), self.collection, self._noted)
         return applied
 
     async def _late_dependents(self, completions: Sequence[Completion]) -> dict[str, Completion]:
@@ -508,7 +516,7 @@ class MongoWorkStore:
                 )
                 changed += result.modified_count
         repaired, self._repair_offset = await run_async(
-            repair(self._repair_offset, now), self.collection
+            repair(self._repair_offset, now), self.collection, self._noted
         )
         return changed + repaired
 
@@ -544,7 +552,7 @@ class MongoWorkStore:
                 {"_id": {"$in": result.cancelled}}, {BATCH_ID: 1, DEPENDENTS: 1}
             )
             ended = [ended_of(doc, Status.CANCELLED.value) async for doc in found]
-            await run_async(settle(ended, now), self.collection)
+            await run_async(settle(ended, now), self.collection, self._noted)
         return result
 
     async def _cancel_one(self, doc_id: Any, update: Document) -> bool:
@@ -581,7 +589,7 @@ class MongoWorkStore:
         return result.modified_count
 
     async def revive_dependents(self, doc_ids: Sequence[Any], now: datetime) -> int:
-        return await run_async(revive(doc_ids, now), self.collection)
+        return await run_async(revive(doc_ids, now), self.collection, self._noted)
 
     async def counts(self) -> dict[str, int]:
         pipeline: list[Document] = [{"$group": {"_id": "$status", "n": {"$sum": 1}}}]

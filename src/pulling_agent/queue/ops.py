@@ -9,7 +9,7 @@ documents) has no I/O of its own: :func:`run_async` runs it on a PyMongo
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -81,11 +81,26 @@ class CreateIndex:
     options: Mapping[str, Any]
 
 
-Op = Find | Update | Bulk | Bump | Aggregate | Insert | CreateIndex
+@dataclass(frozen=True, slots=True)
+class Note:
+    """Not a command: something worth telling (a batch closed...), handed to the runner's
+    ``on_note`` (-> None)."""
+
+    event: str
+    fields: Mapping[str, Any]
+
+
+Command = Find | Update | Bulk | Bump | Aggregate | Insert | CreateIndex
+Op = Command | Note
 Flow = Generator[Op, Any, T]
+OnNote = Callable[[Note], None]
 
 
-async def _perform_async(op: Op, collection: AsyncCollection[Document]) -> Any:
+def _ignore(note: Note) -> None:
+    return None
+
+
+async def _perform_async(op: Command, collection: AsyncCollection[Document]) -> Any:
     if isinstance(op, Find):
         sort = [(op.sort, ASCENDING)] if op.sort else None
         cursor = collection.find(op.filter, op.projection, limit=op.limit, skip=op.skip, sort=sort)
@@ -113,7 +128,7 @@ async def _perform_async(op: Op, collection: AsyncCollection[Document]) -> Any:
     return None
 
 
-def _perform_sync(op: Op, collection: Collection[Document]) -> Any:
+def _perform_sync(op: Command, collection: Collection[Document]) -> Any:
     if isinstance(op, Find):
         sort = [(op.sort, ASCENDING)] if op.sort else None
         return collection.find(
@@ -150,15 +165,27 @@ def _advance(flow: Flow[T], reply: Any) -> tuple[Op | None, Any]:
         return None, done.value
 
 
-async def run_async(flow: Flow[T], collection: AsyncCollection[Document]) -> T:
+async def run_async(
+    flow: Flow[T], collection: AsyncCollection[Document], on_note: OnNote = _ignore
+) -> T:
     op, result = _advance(flow, None)
     while op is not None:
-        op, result = _advance(flow, await _perform_async(op, collection))
+        reply = None
+        if isinstance(op, Note):
+            on_note(op)
+        else:
+            reply = await _perform_async(op, collection)
+        op, result = _advance(flow, reply)
     return result  # type: ignore[no-any-return]
 
 
-def run_sync(flow: Flow[T], collection: Collection[Document]) -> T:
+def run_sync(flow: Flow[T], collection: Collection[Document], on_note: OnNote = _ignore) -> T:
     op, result = _advance(flow, None)
     while op is not None:
-        op, result = _advance(flow, _perform_sync(op, collection))
+        reply = None
+        if isinstance(op, Note):
+            on_note(op)
+        else:
+            reply = _perform_sync(op, collection)
+        op, result = _advance(flow, reply)
     return result  # type: ignore[no-any-return]

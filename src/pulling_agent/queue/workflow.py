@@ -41,7 +41,7 @@ from bson.errors import InvalidDocument
 from pymongo import UpdateMany, UpdateOne
 
 from pulling_agent.queue.model import FINISHED, UNFINISHED, Completion, Document, Status
-from pulling_agent.queue.ops import Aggregate, Bulk, Bump, Find, Flow, Update
+from pulling_agent.queue.ops import Aggregate, Bulk, Bump, Find, Flow, Note, Update
 from pulling_agent.text import safe_text
 
 AFTER = "after"  # the dependencies as enqueued (kept for display)
@@ -192,7 +192,10 @@ def settle(ended: Sequence[Ended], now: datetime) -> Flow[int]:
             seen.update(dep_key(v.get("_id")) for v in fresh)
             ids = [v.get("_id") for v in fresh]
             where = {"_id": {"$in": ids}, "status": Status.WAITING.value}
-            changed += yield Update(where, cascade_update(e, now), many=True)
+            cancelled: int = yield Update(where, cascade_update(e, now), many=True)
+            changed += cancelled
+            if cancelled:
+                yield cancelled_note(e, cancelled)
             level.extend(ended_of(v, Status.CANCELLED.value) for v in fresh)
     for batch_id, outcomes in counts.items():
         changed += yield from count(batch_id, outcomes, now)
@@ -240,7 +243,22 @@ def close(then_id: Any, batch: Mapping[str, Any], now: datetime) -> Flow[int]:
     summary["ended_at"] = now
     where = {"_id": then_id, "status": Status.WAITING.value, f"{BATCH}.{STATE}": SEALED}
     closed: int = yield Update(where, {"$set": {"status": Status.PENDING.value, BATCH: summary}})
+    if closed:
+        yield closed_note(then_id, summary)
     return closed
+
+
+def closed_note(then_id: Any, summary: Mapping[str, Any]) -> Note:
+    """What the agent logs when a batch closes (``queue.batch_closed``)."""
+    return Note("batch_closed", {"then_id": then_id, **summary})
+
+
+def cancelled_note(source: Ended, count: int) -> Note:
+    """What the agent logs when a dependency's end cancels waiting documents."""
+    return Note(
+        "dependents_cancelled",
+        {"dependency": source.doc_id, "outcome": source.outcome, "count": count},
+    )
 
 
 def resolve(waiting: Iterable[Mapping[str, Any]], now: datetime) -> Flow[int]:

@@ -22,7 +22,7 @@ import asyncio
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -68,6 +68,11 @@ PACED_FLUSH_LINGER = 0.25
 # about 15 %, with all of them working (bench/throughput.py, docs/BENCHMARKS.md)
 CONTENDED_WAIT = 0.25
 ROUTINE_SWEEP = 2.0  # seconds: a SWEEP_INTERVAL this short (run --embedded, demo) is routine
+WORKFLOW_EVENTS = {
+    "batch_closed": "batch ended: its then job is pending",
+    "dependents_cancelled": "dependents cancelled: a document they wait for did not succeed",
+}
+SHOWN_IDS = ("then_id", "dependency", "id")  # ids from documents: shown as bounded text
 ERROR_BACKOFF = (0.5, 1.0, 2.0, 5.0)  # seconds between retries of a failing store call
 FRESH_ONLY = (ClaimKind.FRESH,)
 RECOVERY = (ClaimKind.EXPIRED, ClaimKind.ORPHANED, ClaimKind.DUE_RETRY)
@@ -151,6 +156,7 @@ class Pipeline:
         self._cancellable = bool(getattr(run_handler, "cancellable", True))
         self._namespace = f"{settings.mongodb_database}.{settings.mongodb_collection}"
         store.on_rejected = self._rejected
+        store.on_workflow = self._workflow_event
         # rate limits: each claimed document gets a start time (claims sized to HORIZON
         # seconds of it); workers wait for it
         self.rate_limit = RateLimiter(settings, fleet, lambda: self._clock().timestamp())
@@ -286,6 +292,12 @@ class Pipeline:
             self._claim_failures = await self._store_error("probe", exc, self._claim_failures)
         else:
             self._claim_failures = 0
+
+    def _workflow_event(self, event: str, fields: Mapping[str, Any]) -> None:
+        """A batch closed or dependents were cancelled while settling outcomes."""
+        shown = {k: safe_text(v, 200) if k in SHOWN_IDS else v for k, v in fields.items()}
+        message = WORKFLOW_EVENTS.get(event, event)
+        self._log.info(message, action=f"queue.{event}", **shown)
 
     def _rejected(self, rejection: Rejection) -> None:
         self.counters.malformed += 1
