@@ -20,7 +20,7 @@ from pulling_agent.queue import workflow as wf
 from pulling_agent.queue.memory import MemoryWorkStore
 from pulling_agent.queue.model import Claim, ClaimKind, Completion, OutcomeKind, WorkStore
 from pulling_agent.queue.mongo import MongoWorkStore
-from pulling_agent.queue.ops import Update, _perform_async, run_async
+from pulling_agent.queue.ops import Update, perform_async, run_async
 from tests.deviations import MIXED_ID_TYPES_IN_UPDATE, SUBDOCUMENT_IN_IN, nx_deviation
 
 ALL = (ClaimKind.EXPIRED, ClaimKind.DUE_RETRY, ClaimKind.FRESH)
@@ -281,11 +281,11 @@ async def test_two_closers_racing_promote_the_then_job_once(mongo: Flowing) -> N
     reply: Any = None
     op = late.send(reply)
     while not isinstance(op, Update):  # up to its write
-        op = late.send(await _perform_async(op, mongo.collection))
+        op = late.send(await perform_async(op, mongo.collection))
     assert await run_async(wf.close(then, batch, now()), mongo.collection) == 1
     [running] = await mongo.claim()
     assert running.doc_id == then
-    assert await _perform_async(op, mongo.collection) == 0, "the late closer changed nothing"
+    assert await perform_async(op, mongo.collection) == 0, "the late closer changed nothing"
     assert (await mongo.get(then))["lease"]["token"] == running.token
 
 
@@ -310,7 +310,7 @@ async def test_a_dependency_ending_at_any_point_of_an_enqueue_is_never_lost(
                 if n == steps:
                     await mongo.finish(claims)
                     finished_at = n
-                reply = await _perform_async(op, mongo.collection)
+                reply = await perform_async(op, mongo.collection)
                 n += 1
         except StopIteration:
             pass

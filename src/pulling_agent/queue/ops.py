@@ -165,27 +165,32 @@ def _advance(flow: Flow[T], reply: Any) -> tuple[Op | None, Any]:
         return None, done.value
 
 
+async def perform_async(
+    op: Op, collection: AsyncCollection[Document], on_note: OnNote = _ignore
+) -> Any:
+    """One operation of a flow: its result (None for a :class:`Note`, handed to ``on_note``)."""
+    if isinstance(op, Note):
+        return on_note(op)
+    return await _perform_async(op, collection)
+
+
+def perform_sync(op: Op, collection: Collection[Document], on_note: OnNote = _ignore) -> Any:
+    if isinstance(op, Note):
+        return on_note(op)
+    return _perform_sync(op, collection)
+
+
 async def run_async(
     flow: Flow[T], collection: AsyncCollection[Document], on_note: OnNote = _ignore
 ) -> T:
     op, result = _advance(flow, None)
     while op is not None:
-        reply = None
-        if isinstance(op, Note):
-            on_note(op)
-        else:
-            reply = await _perform_async(op, collection)
-        op, result = _advance(flow, reply)
+        op, result = _advance(flow, await perform_async(op, collection, on_note))
     return result  # type: ignore[no-any-return]
 
 
 def run_sync(flow: Flow[T], collection: Collection[Document], on_note: OnNote = _ignore) -> T:
     op, result = _advance(flow, None)
     while op is not None:
-        reply = None
-        if isinstance(op, Note):
-            on_note(op)
-        else:
-            reply = _perform_sync(op, collection)
-        op, result = _advance(flow, reply)
+        op, result = _advance(flow, perform_sync(op, collection, on_note))
     return result  # type: ignore[no-any-return]
