@@ -104,6 +104,8 @@ async def test_stats_status_and_metrics(api: httpx.AsyncClient, node: Node) -> N
     assert 'pulling_agent_state{state="running"} 1.0' in metrics
     assert "pulling_agent_processed_total" in metrics
     assert "pulling_agent_handler_seconds" in metrics
+    assert "pulling_agent_batches_closed_total 0.0" in metrics
+    assert 'pulling_agent_backlog{status="waiting"}' in metrics
     assert (await api.get("/healthz")).json() == {"status": "alive", "state": "running"}
     spec = (await api.get("/openapi.json")).json()
     assert "/api/cluster/pause" in spec["paths"]

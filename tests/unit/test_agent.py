@@ -537,3 +537,35 @@ async def test_a_claim_lost_to_other_agents_is_retried_at_once_not_after_poll_in
     await async_wait_until(lambda: statuses(store) == {"processed": 3}, what="the work done")
     assert run.agent.pipeline.counters.idle_waits == 0, "a lost race is not an idle queue"
     await run.stop()
+
+
+async def test_a_then_job_reads_its_batch_and_the_agent_counts_it(
+    start: Callable[..., Running],
+) -> None:
+    """Over the in-memory store: members, then the then job with ctx.batch; the agent's
+    counters (exported to Prometheus) say a batch closed."""
+    from pulling_agent import Context
+    from pulling_agent.queue import workflow as wf
+
+    seen: list[dict[str, Any] | None] = []
+
+    async def handler(doc: dict[str, Any], ctx: Context) -> None:
+        if doc.get("then"):
+            seen.append(ctx.batch)
+        elif doc.get("n") == 1:
+            raise ValueError("one member fails")
+
+    batch = {"id": "b1", "size": 3, "state": "sealed", "processed": 0, "failed": 0, "cancelled": 0}
+    store = MemoryWorkStore(
+        [
+            {"_id": "then", "status": "waiting", "then": True, wf.BATCH: batch},
+            *pending(3, batch_id="b1"),
+        ]
+    )
+    run = start(store, handler, max_attempts=1)
+    await async_wait_until(lambda: store.get("then")["status"] == "processed", what="then job")
+    [summary] = seen
+    assert summary is not None
+    assert (summary["size"], summary["processed"], summary["failed"]) == (3, 2, 1)
+    assert run.agent.pipeline.counters.batches_closed == 1
+    await run.stop()

@@ -34,8 +34,10 @@ COUNTERS = {
     "malformed": "Malformed documents dead-lettered as MalformedDocument (or skipped)",
     "rescheduled": "Attempts a handler ended with Retry (not counted as failures)",
     "cancelled": "Documents a handler ended with Skip or Cancel",
+    "batches_closed": "Batches this agent closed (their then job made pending)",
+    "dependents_cancelled": "Waiting documents cancelled because a dependency failed",
 }
-STATUSES = ("pending", "processing", "processed", "failed", "cancelled")
+STATUSES = ("pending", "waiting", "processing", "processed", "failed", "cancelled")
 
 Snapshot = Callable[[], dict[str, Any]]
 

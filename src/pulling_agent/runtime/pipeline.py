@@ -103,6 +103,8 @@ class Counters:
     malformed: int = 0
     rescheduled: int = 0
     cancelled: int = 0
+    batches_closed: int = 0
+    dependents_cancelled: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -296,6 +298,10 @@ class Pipeline:
     def _workflow_event(self, event: str, fields: Mapping[str, Any]) -> None:
         """A batch closed or dependents were cancelled while settling outcomes."""
         shown = {k: safe_text(v, 200) if k in SHOWN_IDS else v for k, v in fields.items()}
+        if event == "batch_closed":
+            self.counters.batches_closed += 1
+        elif event == "dependents_cancelled":
+            self.counters.dependents_cancelled += int(fields.get("count", 0))
         message = WORKFLOW_EVENTS.get(event, event)
         self._log.info(message, action=f"queue.{event}", **shown)
 
