@@ -472,3 +472,10 @@ async def test_the_store_tells_of_closed_batches_and_cancelled_dependents(f: Flo
     [(event, fields)] = events
     assert event == "batch_closed" and fields["then_id"] == then
     assert (fields["size"], fields["processed"], fields["missing"]) == (1, 1, 0)
+
+
+async def test_a_wait_on_a_sub_document_id_never_stops_the_in_memory_sweep() -> None:
+    store = MemoryWorkStore()
+    dep = {"order": 1}
+    store.insert([{"status": "waiting", wf.WAITING: 1, wf.WAITING_ON: {wf.dep_key(dep): dep}}])
+    assert await store.sweep(now()) == 0

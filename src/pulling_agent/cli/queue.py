@@ -248,7 +248,7 @@ async def _existing_ids(store: MongoWorkStore, raws: list[str]) -> list[Any]:
     found = [doc["_id"] async for doc in cursor]
     ids = []
     for raw, options in wanted.items():
-        matches = [f for f in found if any(type(f) is type(o) and f == o for o in options)]
+        matches = [f for f in found if any(f == o and not isinstance(f, bool) for o in options)]
         if len(matches) != 1:
             problem = "no document has" if not matches else "several documents have"
             raise InvalidJob(f"--after {safe_text(raw, 60)!r}: {problem} this _id")

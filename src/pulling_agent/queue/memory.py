@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import heapq
 import itertools
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -327,7 +327,7 @@ class MemoryWorkStore:
         """The sweep's share, as ``queue.workflow.repair``."""
         for doc in self._waiting():
             for key, dep_id in list(waits_of(doc).items()):
-                dep = self._docs.get(dep_id)
+                dep = self._docs.get(dep_id) if isinstance(dep_id, Hashable) else None
                 status = None if dep is None else dep.get("status")
                 if status == Status.PROCESSED or (status in OUTCOMES and doc.get(IF_FAILED) == RUN):
                     del doc[WAITING_ON][key]
