@@ -86,9 +86,9 @@ def doctor(
 
 def retention_line(kept: dict[str, float | None]) -> str:
     """``Retention: processed 7d, failed for ever, ...`` (what the TTL indexes say)."""
-    from pulling_agent.encoding import duration_text
+    from pulling_agent.queue.retention import kept_text
 
-    shown = [f"{s} {'for ever' if v is None else duration_text(v)}" for s, v in kept.items()]
+    shown = [f"{status} {kept_text(seconds)}" for status, seconds in kept.items()]
     return "Retention (finished documents kept): " + ", ".join(shown)
 
 

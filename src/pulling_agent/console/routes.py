@@ -30,9 +30,10 @@ from pulling_agent.console.data import ConsoleData, lease_of
 from pulling_agent.console.revocations import Revocations
 from pulling_agent.console.session import COOKIE, CSRF_HEADER, Session, Sessions
 from pulling_agent.control.cluster import ClusterCommand
-from pulling_agent.encoding import as_dict, as_number, duration_text, to_json
+from pulling_agent.encoding import as_dict, as_number, to_json
 from pulling_agent.errors import Conflict, NotFound
 from pulling_agent.fleet.service import ClusterService
+from pulling_agent.queue.retention import kept_text
 from pulling_agent.scheduler.service import JobService
 from pulling_agent.text import inert_lines, one_line, safe_text
 from pulling_agent.tokens import Role
@@ -57,11 +58,6 @@ def _shown(value: Any, limit: int = 300) -> str:
     return one_line(shown if isinstance(shown, str) else json_util.dumps(shown), limit)
 
 
-def _kept(seconds: Any) -> str:
-    """How long a retention keeps documents: ``7d``, or ``for ever``."""
-    return duration_text(seconds) if isinstance(seconds, int | float) else "for ever"
-
-
 def _ago(seconds: Any) -> str:
     if not isinstance(seconds, int | float) or not math.isfinite(seconds):
         return "—"
@@ -78,7 +74,7 @@ def environment() -> Environment:
     )
     env.filters["t"] = _shown
     env.filters["ago"] = _ago
-    env.filters["kept"] = _kept
+    env.filters["kept"] = kept_text
     env.filters["lease"] = lease_of
     env.filters["d"] = as_dict
     env.filters["n"] = as_number

@@ -31,6 +31,7 @@ from pulling_agent.queue.model import (
     Problem,
     Rejection,
     Status,
+    ignore_event,
     new_lease,
 )
 from pulling_agent.queue.queries import FINAL
@@ -56,14 +57,11 @@ from pulling_agent.queue.workflow import (
     dep_key,
     ended_of,
     waits_of,
+    whole,
 )
 
 
 def _ignore(rejection: Rejection) -> None:
-    return None
-
-
-def _ignore_event(event: str, fields: Mapping[str, Any]) -> None:
     return None
 
 
@@ -75,7 +73,7 @@ class MemoryWorkStore:
         scope: Document | None = None,
     ) -> None:
         self.on_rejected = on_rejected
-        self.on_workflow: Callable[[str, Mapping[str, Any]], None] = _ignore_event
+        self.on_workflow: Callable[[str, Mapping[str, Any]], None] = ignore_event
         self.scope = dict(scope or {})  # {field: {"$in": [...]}} only, as the agent writes it
         self._docs: dict[Any, Document] = {}
         self._ids = itertools.count(1)
@@ -272,7 +270,7 @@ class MemoryWorkStore:
             batch = then[BATCH]
             for outcome, n in outcomes.items():
                 batch[outcome] = batch.get(outcome, 0) + n
-            if sum(_whole(batch.get(o)) for o in OUTCOMES) >= _whole(batch.get("size")):
+            if sum(whole(batch.get(o)) for o in OUTCOMES) >= whole(batch.get("size")):
                 self._close(then, now)
 
     def _waiting(self) -> list[Document]:
@@ -287,7 +285,7 @@ class MemoryWorkStore:
                 continue
             if source.outcome == Status.PROCESSED or doc.get(IF_FAILED) == RUN:
                 del doc[WAITING_ON][key]
-                doc[WAITING] = _whole(doc.get(WAITING)) - 1
+                doc[WAITING] = whole(doc.get(WAITING)) - 1
                 continue
             update = cascade_update(source, now)
             doc.update(update["$set"])
@@ -315,7 +313,7 @@ class MemoryWorkStore:
         members = [d for d in self._docs.values() if d.get(BATCH_ID) == batch.get("id")]
         if any(d.get("status") not in OUTCOMES for d in members):
             return
-        size = _whole(batch.get("size"))
+        size = whole(batch.get("size"))
         summary: Document = {"id": batch["id"], "size": size, STATE: CLOSED}
         summary.update({o: sum(d.get("status") == o for d in members) for o in OUTCOMES})
         summary.update(missing=max(0, size - len(members)), ended_at=now)
@@ -331,7 +329,7 @@ class MemoryWorkStore:
                 status = None if dep is None else dep.get("status")
                 if status == Status.PROCESSED or (status in OUTCOMES and doc.get(IF_FAILED) == RUN):
                     del doc[WAITING_ON][key]
-                    doc[WAITING] = _whole(doc.get(WAITING)) - 1
+                    doc[WAITING] = whole(doc.get(WAITING)) - 1
                 elif dep is not None and status in OUTCOMES and doc.get("status") == Status.WAITING:
                     self._settle([Ended(dep_id, str(status), None, True)], now)
         self._promote()
@@ -474,10 +472,6 @@ class MemoryWorkStore:
 
     async def close(self) -> None:
         return None
-
-
-def _whole(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _batch_id(doc: Document) -> Any:

@@ -166,6 +166,11 @@ def claim_scope(type_field: str, types: list[str | None] | None) -> Document:
     return {} if types is None else {type_field: {"$in": types}}
 
 
+def ignore_event(event: str, fields: Mapping[str, Any]) -> None:
+    """The default ``WorkStore.on_workflow``: nobody listens."""
+    return
+
+
 class WorkStore(Protocol):
     """Storage for work documents. Every method is one or a few round trips.
 

@@ -50,6 +50,7 @@ from pulling_agent.queue.model import (
     Rejection,
     Status,
     cancel_update,
+    ignore_event,
     new_lease,
 )
 from pulling_agent.queue.ops import Note, run_async
@@ -91,10 +92,6 @@ def _ignore(rejection: Rejection) -> None:
     return None
 
 
-def _ignore_event(event: str, fields: Mapping[str, Any]) -> None:
-    return None
-
-
 class MongoWorkStore:
     def __init__(
         self,
@@ -105,7 +102,7 @@ class MongoWorkStore:
         self.collection = collection
         self.scope = dict(scope or {})  # added to every claim filter (routing by type)
         self.on_rejected = on_rejected
-        self.on_workflow: Callable[[str, Mapping[str, Any]], None] = _ignore_event
+        self.on_workflow: Callable[[str, Mapping[str, Any]], None] = ignore_event
         self._spare: list[Document] = []
         self._spare_at = 0.0
         self._poison: set[Any] = set()  # malformed, and even the dead-letter write failed

@@ -70,7 +70,8 @@ def _seconds(index: Mapping[str, Any]) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def _shown(seconds: float | None) -> str:
+def kept_text(seconds: float | None) -> str:
+    """How long documents are kept: ``7d``, or ``for ever``."""
     return "for ever" if seconds is None else duration_text(seconds)
 
 
@@ -90,9 +91,9 @@ async def ensure(
                     Note(
                         "warning",
                         f"{r.setting} is unset here, but the collection deletes {r.status} "
-                        f"documents {_shown(have)} after {r.field} (index "
+                        f"documents {kept_text(have)} after {r.field} (index "
                         f"{safe_text(index.get('name'), 100)}, made by another agent or by "
-                        f"hand): left as it is. Set {r.setting}={_shown(have)} to say so, or "
+                        f"hand): left as it is. Set {r.setting}={kept_text(have)} to say so, or "
                         "drop the index to keep them for ever",
                     )
                 )
@@ -103,7 +104,7 @@ async def ensure(
             notes.append(
                 Note(
                     "warning",
-                    f"{r.setting}={_shown(seconds)} not applied ({exc.code}): "
+                    f"{r.setting}={kept_text(seconds)} not applied ({exc.code}): "
                     f"{safe_text(exc.details, 300)}; {r.status} documents are kept",
                 )
             )
@@ -117,7 +118,7 @@ async def _apply(
     index: Mapping[str, Any] | None,
     have: float | None,
 ) -> Note:
-    said = f"{r.setting}={_shown(seconds)}"
+    said = f"{r.setting}={kept_text(seconds)}"
     if index is None:
         await collection.create_index(
             [(r.field, ASCENDING)],
@@ -127,12 +128,12 @@ async def _apply(
         )
         return Note(
             "info",
-            f"{said}: {r.status} documents are deleted {_shown(seconds)} "
+            f"{said}: {r.status} documents are deleted {kept_text(seconds)} "
             f"after {r.field} (index {r.index} made)",
         )
     if have == seconds:
         return Note(
-            "info", f"{said}: {r.status} documents are deleted {_shown(seconds)} after {r.field}"
+            "info", f"{said}: {r.status} documents are deleted {kept_text(seconds)} after {r.field}"
         )
     await collection.database.command(
         "collMod",
@@ -141,6 +142,6 @@ async def _apply(
     )
     return Note(
         "warning",
-        f"{said} here, but the collection's index said {_shown(have)} (another agent's value, "
-        f"or set by hand): changed to {_shown(seconds)}",
+        f"{said} here, but the collection's index said {kept_text(have)} (another agent's value, "
+        f"or set by hand): changed to {kept_text(seconds)}",
     )

@@ -202,7 +202,8 @@ def settle(ended: Sequence[Ended], now: datetime) -> Flow[int]:
     return changed
 
 
-def _whole(value: Any) -> int:
+def whole(value: Any) -> int:
+    """An int value as stored, else 0 (a bool is no count)."""
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
@@ -216,7 +217,7 @@ def count(batch_id: str, outcomes: Mapping[str, int], now: datetime) -> Flow[int
     batch = then.get(BATCH)
     if not isinstance(batch, Mapping) or batch.get(STATE) != SEALED:
         return 0
-    if sum(_whole(batch.get(o)) for o in OUTCOMES) < _whole(batch.get("size")):
+    if sum(whole(batch.get(o)) for o in OUTCOMES) < whole(batch.get("size")):
         return 0
     return (yield from close(then["_id"], batch, now))
 
@@ -236,7 +237,7 @@ def close(then_id: Any, batch: Mapping[str, Any], now: datetime) -> Flow[int]:
     rows = yield Aggregate(
         [{"$match": {BATCH_ID: batch_id}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
     )
-    by_status = {row.get("_id"): _whole(row.get("n")) for row in rows}
+    by_status = {row.get("_id"): whole(row.get("n")) for row in rows}
     summary: Document = {"id": batch_id, "size": size, STATE: CLOSED}
     summary.update({o: by_status.get(o, 0) for o in OUTCOMES})
     summary["missing"] = max(0, size - sum(by_status.values()))  # deleted before it ended

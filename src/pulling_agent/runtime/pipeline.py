@@ -22,7 +22,7 @@ import asyncio
 import random
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,7 +36,6 @@ from pulling_agent.queue.model import (
     ClaimKind,
     Completion,
     OutcomeKind,
-    Rejection,
     WorkStore,
 )
 from pulling_agent.queue.retry import (
@@ -50,6 +49,7 @@ from pulling_agent.queue.workflow import annotate, batch_summary
 from pulling_agent.runtime.breaker import StoreBreaker
 from pulling_agent.runtime.outcomes import Outbox
 from pulling_agent.runtime.rate_limit import HORIZON, FleetBucket, RateLimiter
+from pulling_agent.runtime.reports import StoreReports
 from pulling_agent.text import safe_text
 from pulling_agent.timeouts import wait_event
 from pulling_agent.work import Context, Outcome, Retry, Skip, accepts_context
@@ -68,11 +68,6 @@ PACED_FLUSH_LINGER = 0.25
 # about 15 %, with all of them working (bench/throughput.py, docs/BENCHMARKS.md)
 CONTENDED_WAIT = 0.25
 ROUTINE_SWEEP = 2.0  # seconds: a SWEEP_INTERVAL this short (run --embedded, demo) is routine
-WORKFLOW_EVENTS = {
-    "batch_closed": "batch ended: its then job is pending",
-    "dependents_cancelled": "dependents cancelled: a document they wait for did not succeed",
-}
-SHOWN_IDS = ("then_id", "dependency", "id")  # ids from documents: shown as bounded text
 ERROR_BACKOFF = (0.5, 1.0, 2.0, 5.0)  # seconds between retries of a failing store call
 FRESH_ONLY = (ClaimKind.FRESH,)
 RECOVERY = (ClaimKind.EXPIRED, ClaimKind.ORPHANED, ClaimKind.DUE_RETRY)
@@ -157,8 +152,7 @@ class Pipeline:
         self._cancel_sent: dict[Claim, bool] = {}  # worker tasks cancelled for a request
         self._cancellable = bool(getattr(run_handler, "cancellable", True))
         self._namespace = f"{settings.mongodb_database}.{settings.mongodb_collection}"
-        store.on_rejected = self._rejected
-        store.on_workflow = self._workflow_event
+        StoreReports(self.counters, self._log).listen(store)
         # rate limits: each claimed document gets a start time (claims sized to HORIZON
         # seconds of it); workers wait for it
         self.rate_limit = RateLimiter(settings, fleet, lambda: self._clock().timestamp())
@@ -294,32 +288,6 @@ class Pipeline:
             self._claim_failures = await self._store_error("probe", exc, self._claim_failures)
         else:
             self._claim_failures = 0
-
-    def _workflow_event(self, event: str, fields: Mapping[str, Any]) -> None:
-        """A batch closed or dependents were cancelled while settling outcomes."""
-        shown = {k: safe_text(v, 200) if k in SHOWN_IDS else v for k, v in fields.items()}
-        if event == "batch_closed":
-            self.counters.batches_closed += 1
-        elif event == "dependents_cancelled":
-            self.counters.dependents_cancelled += int(fields.get("count", 0))
-        message = WORKFLOW_EVENTS.get(event, event)
-        self._log.info(message, action=f"queue.{event}", **shown)
-
-    def _rejected(self, rejection: Rejection) -> None:
-        self.counters.malformed += 1
-        problem = rejection.problem
-        self._log.error(
-            "malformed document dead-lettered"
-            if rejection.dead_lettered
-            else "malformed document skipped (it could not even be dead-lettered)",
-            action="queue.malformed",
-            doc_id=safe_text(rejection.doc_id, 200),
-            stage=rejection.stage,
-            field=problem.field,
-            value_type=problem.value_type,
-            error=problem.message(),
-            fix=problem.fix,
-        )
 
     async def _sweep(self) -> None:
         """Documents no claim filter matches as they stand (see ``WorkStore.sweep``)."""
