@@ -39,7 +39,13 @@ class HealthFiles:
         details: Mapping[str, object],
         unhealthy: str | None = None,
     ) -> None:
-        """Rewrite liveness, then create or remove readiness to match ``ready``."""
+        """Rewrite liveness and create or remove readiness to match ``ready``.
+
+        The order keeps the two files consistent for a watcher between the writes:
+        readiness goes before liveness names a state that is not ready, and comes only
+        after liveness names the state that is. So readiness never outlives a liveness
+        that says ``paused``, and never appears beside a stale one.
+        """
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         lines = [
             one_line(state, 40),
@@ -48,12 +54,12 @@ class HealthFiles:
         ]
         if unhealthy is not None:
             lines.append(f"{UNHEALTHY}={one_line(unhealthy, 300)}")
-        _atomic_write(self.directory / LIVENESS, "\n".join(lines) + "\n")
         readiness = self.directory / READINESS
+        if not ready:
+            readiness.unlink(missing_ok=True)
+        _atomic_write(self.directory / LIVENESS, "\n".join(lines) + "\n")
         if ready:
             _atomic_write(readiness, f"{state}\ntimestamp={stamp}\n")
-        else:
-            readiness.unlink(missing_ok=True)
 
     def clear(self) -> None:
         for name in (READINESS, LIVENESS):
