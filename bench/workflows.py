@@ -4,7 +4,7 @@ dependents and a large batch against the same documents without a workflow.
 One nx-27017 server, agents in process (PyMongo command monitoring counts every command
 they and the producer send). Prints tables; asserts nothing.
 
-    python -m bench.workflows [--chain 1000] [--members 100000] [--agents 4]
+    python -m bench.workflows [--chain 1000] [--members 100000] [--agents 1] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ async def batch(
     await client.close()
     label = f"batch of {n:,} + then job" if then else f"{n:,} plain documents"
     return (
-        f"{label}, {agents} agents",
+        f"{label}, {agents} agent{'s' if agents != 1 else ''}",
         n,
         enqueued,
         producer / n,
@@ -205,7 +205,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--chain", type=int, default=1_000)
     parser.add_argument("--members", type=int, default=100_000)
-    parser.add_argument("--agents", type=int, default=4)
+    parser.add_argument("--agents", type=int, default=1, help="agents for the plain and batch rows")
     parser.add_argument("--rounds", type=int, default=1, help="plain and batch rows, alternated")
     args = parser.parse_args()
     asyncio.run(main(args.chain, args.members, args.agents, args.rounds))
