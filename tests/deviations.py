@@ -91,8 +91,9 @@ def apply(item: pytest.Item) -> None:
 #   more events than on MongoDB.
 # - A $set of true stores 1: the workflow fields that act as flags are read by existence
 #   (dependents) or are strings (batch.state: open, sealed, closed), as they would be anyway.
-# - A wildcard index (waiting_on.$**) is refused ("Invalid identifier"): the agent warns at
-#   start-up that releasing dependents scans the waiting documents (writes scan on nx anyway).
+# - A wildcard index (waiting_on.$**) is refused ("Invalid identifier"): the producer's first
+#   workflow call skips it (settling then scans the waiting documents; writes scan on nx
+#   anyway), as it skips any workflow index the server refuses.
 # - update_one with a string _id and status {$in: [...]} reports a match it does not apply
 #   (and a string _id equals an integer one): cancel tries one plain status filter at a time.
 # - count_documents is wrong for some filters: the workflow storm polls with find().
