@@ -56,6 +56,7 @@ from pulling_agent.queue.workflow import (
     closed_note,
     dep_key,
     ended_of,
+    waits_from,
     waits_of,
     whole,
 )
@@ -453,8 +454,7 @@ class MemoryWorkStore:
                 if d.get("status") == Status.CANCELLED and d.get(CANCELLED_BY) in keys
             ]
             for doc in found:
-                after = doc.get(AFTER)
-                waits = {dep_key(d): d for d in after} if isinstance(after, list) else {}
+                waits = waits_from(doc.get(AFTER))
                 for name in ("cancelled_at", "cancel_reason", CANCELLED_BY):
                     doc.pop(name, None)
                 doc.update({"status": Status.WAITING.value, WAITING_ON: waits, WAITING: len(waits)})

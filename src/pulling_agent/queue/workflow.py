@@ -138,6 +138,12 @@ def key_or_none(doc_id: Any) -> str | None:
         return None
 
 
+def waits_from(after: Any) -> dict[str, Any]:
+    """``waiting_on`` rebuilt from a stored ``after`` (any shape: what is no id is skipped)."""
+    pairs = ((key_or_none(d), d) for d in (after if isinstance(after, list) else []))
+    return {k: d for k, d in pairs if k is not None}
+
+
 def release(key: str) -> Document:
     return {"$unset": {f"{WAITING_ON}.{key}": ""}, "$inc": {WAITING: -1}}
 
@@ -330,9 +336,7 @@ def revive(dependencies: Sequence[Any], now: datetime) -> Flow[int]:
         seen.update(dep_key(v.get("_id")) for v in fresh)
         requests: list[UpdateOne | UpdateMany] = []
         for victim in fresh:
-            after = victim.get(AFTER)
-            pairs = ((key_or_none(d), d) for d in (after if isinstance(after, list) else []))
-            waits = {k: d for k, d in pairs if k is not None}
+            waits = waits_from(victim.get(AFTER))
             where = {"_id": victim.get("_id"), "status": Status.CANCELLED.value}
             where[CANCELLED_BY] = victim.get(CANCELLED_BY)
             update = {
