@@ -164,7 +164,7 @@ def test_restarted_agent_honours_a_standing_pause_before_its_first_claim(
     [warning] = [e for e in agent.events() if e.get("action") == "api.no_auth"]
     assert warning["host"] == "127.0.0.1", "without tokens the API stays on loopback"
     assert "API_TOKENS" in warning["event"]
-    assert not (agent.health_dir / "readiness").exists()
+    wait_until(lambda: not (agent.health_dir / "readiness").exists(), what="not ready")
     assert statuses(work) == {"pending": 5}
     assert all("attempts" not in d for d in work.find())
     resumed = subprocess.run(

@@ -92,7 +92,7 @@ def test_signals_and_kubelet_style_control_file_swap_change_health_files(spawn: 
 
     agent.signal(signal.SIGUSR1)
     wait_until(lambda: agent.liveness()[:1] == ["paused"], what="paused by SIGUSR1")
-    assert not ready.exists()
+    wait_until(lambda: not ready.exists(), what="readiness removed after liveness said paused")
     assert _health(agent) == 0, "a paused agent is alive"
     assert _health(agent, "--ready") == 1
     agent.signal(signal.SIGUSR2)

@@ -39,12 +39,11 @@ class HealthFiles:
         details: Mapping[str, object],
         unhealthy: str | None = None,
     ) -> None:
-        """Rewrite liveness and create or remove readiness to match ``ready``.
+        """Rewrite liveness, then create or remove readiness to match ``ready``.
 
-        The order keeps the two files consistent for a watcher between the writes:
-        readiness goes before liveness names a state that is not ready, and comes only
-        after liveness names the state that is. So readiness never outlives a liveness
-        that says ``paused``, and never appears beside a stale one.
+        Liveness always goes first, so whoever sees readiness change finds the reason
+        (the state, ``store=unavailable since ...``) already written there. The two files
+        are not changed atomically: a reader who checks both polls for the second.
         """
         stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
         lines = [
@@ -54,12 +53,12 @@ class HealthFiles:
         ]
         if unhealthy is not None:
             lines.append(f"{UNHEALTHY}={one_line(unhealthy, 300)}")
-        readiness = self.directory / READINESS
-        if not ready:
-            readiness.unlink(missing_ok=True)
         _atomic_write(self.directory / LIVENESS, "\n".join(lines) + "\n")
+        readiness = self.directory / READINESS
         if ready:
             _atomic_write(readiness, f"{state}\ntimestamp={stamp}\n")
+        else:
+            readiness.unlink(missing_ok=True)
 
     def clear(self) -> None:
         for name in (READINESS, LIVENESS):
