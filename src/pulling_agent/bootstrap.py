@@ -20,12 +20,14 @@ from pulling_agent.control.follower import ClusterFollower
 from pulling_agent.fleet.registry import AgentRegistry, Heartbeat
 from pulling_agent.fleet.service import AgentService, ClusterService
 from pulling_agent.logs import get_logger
+from pulling_agent.queue.clock import ServerClock
 from pulling_agent.queue.database import Client, close_client, open_client
 from pulling_agent.queue.model import claim_scope
 from pulling_agent.queue.mongo import MongoWorkStore
 from pulling_agent.queue.spread import Spread
 from pulling_agent.queue.wakeup import watch_for_work
 from pulling_agent.runtime.agent import Agent
+from pulling_agent.runtime.clock import ClockWatch
 from pulling_agent.runtime.handlers import HandlerRunner, TypedHandlers
 from pulling_agent.runtime.metrics import AgentMetrics
 from pulling_agent.runtime.pipeline import Clock, RunHandler, utcnow
@@ -44,6 +46,7 @@ class Node:
     cluster: ClusterService
     metrics: AgentMetrics
     follower: ClusterFollower | None
+    clock: ClockWatch | None = None
     api: ApiServer | None = None
     app: FastAPI | None = None
     scheduler: Scheduler | None = None
@@ -58,6 +61,7 @@ class Node:
             "watch_mode": follower.watch_mode if follower else "disabled",
             "jobs": sorted(self.scheduler.jobs) if self.scheduler else [],
             "types": self.types,
+            **(self.clock.snapshot() if self.clock else {}),
         }
 
 
@@ -87,9 +91,14 @@ def build_node(
     settings: Settings,
     client: Client,
     run_handler: RunHandler,
-    clock: Clock = utcnow,
+    clock: Clock | None = None,
     jobs: Sequence[JobDefinition] = (),
 ) -> Node:
+    """The agent's parts. Every time they write or compare is MongoDB's (a
+    :class:`ServerClock`, measured before the first claim) unless ``clock`` is given."""
+    server_clock = ServerClock.of(client) if clock is None else None
+    clock = server_clock.now if server_clock is not None else clock
+    assert clock is not None
     collection = client[settings.mongodb_database][settings.mongodb_collection]
     wakeup = None
     if settings.enable_change_streams is not ChangeStreams.OFF:
@@ -100,6 +109,7 @@ def build_node(
         else settings.served_types
     )
     store = MongoWorkStore(collection, scope=claim_scope(settings.type_field, types))
+    store.clock = clock
     db = client[settings.mongodb_database]
     fleet = None
     if settings.fleet_rate_limit:
@@ -117,6 +127,7 @@ def build_node(
         threads=run_handler if isinstance(run_handler, HandlerRunner | TypedHandlers) else None,
         fleet=fleet,
     )
+    watch = None if server_clock is None else watch_clock(agent, server_clock, settings)
     cluster = cluster_service(settings, client, clock)
     follower = None
     if settings.enable_distributed_control:
@@ -128,7 +139,9 @@ def build_node(
             agent,
             settings.agent_id,
         )
-    node = Node(agent, cluster, AgentMetrics(lambda: node.snapshot(), store.counts), follower)
+    node = Node(
+        agent, cluster, AgentMetrics(lambda: node.snapshot(), store.counts), follower, watch
+    )
     node.types = types
     if follower is not None:
         agent.companions["cluster-follower"] = follower
@@ -174,6 +187,21 @@ def build_node(
     return node
 
 
+def watch_clock(agent: Agent, clock: ServerClock, settings: Settings) -> ClockWatch:
+    """The first of the agent's companions: the server's clock is measured before anything
+    else starts, and claiming waits while the estimate is not good enough."""
+    watch = ClockWatch(
+        clock,
+        settings.agent_id,
+        settings.lease_seconds,
+        settings.heartbeat_interval,
+        agent.pipeline.kick.set,
+    )
+    agent.companions["clock"] = watch
+    agent.clock_gate = watch.blocked
+    return watch
+
+
 def install_console(
     app: FastAPI,
     settings: Settings,
@@ -196,7 +224,8 @@ def install_console(
         clock,
     )
     revocations = Revocations(db[settings.control_collection])
-    ui = UI(data, cluster, jobs, cluster.work.requeue, auth, Sessions(settings.tokens), revocations)
+    sessions = Sessions(settings.tokens, clock=lambda: clock().timestamp())
+    ui = UI(data, cluster, jobs, cluster.work.requeue, auth, sessions, revocations)
     install(app, ui)
 
 

@@ -222,7 +222,7 @@ async def cancel_document(
     """Cancel a work document: a pending one at once (status ``cancelled``), a
     processing one by request (its agent cancels the handler at its next renewal).
     ``not_found``: no pending or processing document has this id."""
-    return await cancel_by_raw_ids(service.work, [doc_id], f"api:{identity}")
+    return await cancel_by_raw_ids(service.work, [doc_id], f"api:{identity}", service.clock())
 
 
 @agent.get("/api/mongo/status", responses=MONGO_DOWN)

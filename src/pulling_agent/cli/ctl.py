@@ -20,6 +20,7 @@ from pulling_agent.text import cell, one_line, print_error
 
 app = typer.Typer(help="Pause, resume or shut down the fleet; show its status.")
 
+SKEW_SHOWN = 1.0  # seconds off MongoDB's clock marked with "!" (doctor warns too)
 Reason = Annotated[str, typer.Option(help="Why; recorded in the audit trail.")]
 Wait = Annotated[
     float, typer.Option(help="Seconds to wait until every live agent has acknowledged.")
@@ -125,14 +126,24 @@ def _fetch_status(url: str, token: str | None, uri: str | None) -> dict[str, Any
     }
 
 
-def _age(stamp: Any, now: datetime) -> str:
+def _when(stamp: Any) -> datetime | None:
     try:
         when = datetime.fromisoformat(str(stamp))
     except ValueError:
-        return "?"
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return f"{(now - when).total_seconds():.0f}s"
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+def _age(stamp: Any, now: datetime) -> str:
+    when = _when(stamp)
+    return "?" if when is None else f"{(now - when).total_seconds():.0f}s"
+
+
+def _offset(value: Any) -> str:
+    """An agent's node clock against MongoDB's: ``+0.002s``; ``!`` past a second."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return "-"
+    return f"{-value:+.3f}s{' !' if abs(value) > SKEW_SHOWN else ''}"
 
 
 def render_status(status: dict[str, Any]) -> Group:
@@ -152,7 +163,7 @@ def render_status(status: dict[str, Any]) -> Group:
     ]
     for name, value in rows:
         head.add_row(name, cell(value))
-    now = datetime.now(UTC)
+    now = _when(stats.get("now")) or datetime.now(UTC)  # ages on MongoDB's clock
     live = len(stats.get("agents") or [])
     agents = Table(title=f"{live} live agent{'' if live == 1 else 's'}")
     for column in (
@@ -165,6 +176,7 @@ def render_status(status: dict[str, Any]) -> Group:
         "in flight",
         "per min",
         "heartbeat",
+        "clock",
     ):
         agents.add_column(column)
     for a in stats.get("agents") or []:
@@ -187,6 +199,7 @@ def render_status(status: dict[str, Any]) -> Group:
                     a.get("in_flight", 0),
                     _per_minute(a.get("throughput_per_min"), unit=""),
                     _age(a.get("heartbeat_at"), now),
+                    _offset(a.get("clock_offset_seconds")),
                 )
             )
         )

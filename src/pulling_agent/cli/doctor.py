@@ -27,19 +27,19 @@ def doctor(
     0 when there are none, 1 when there are (or MongoDB cannot be read)."""
     from rich.console import Console
 
-    from pulling_agent.fleet.registry import AgentRegistry
+    from pulling_agent.fleet.registry import AgentRegistry, skewed
     from pulling_agent.queue import retention
     from pulling_agent.queue.doctor import examine, unserved_types
-    from pulling_agent.runtime.pipeline import utcnow
 
     loaded = settings()
 
     async def action(store: MongoWorkStore) -> Examination:
-        result = await examine(store.collection, utcnow(), loaded.max_attempts, limit)
+        result = await examine(store.collection, store.clock(), loaded.max_attempts, limit)
         db = store.collection.database
         registry = AgentRegistry(db[loaded.agents_collection], loaded.heartbeat_interval)
-        live = await registry.live(utcnow())
+        live = await registry.live(store.clock())
         result.unserved = await unserved_types(store.collection, live, loaded.type_field)
+        result.skewed = skewed(live)
         result.retention = await retention.current(store.collection)
         return result
 
@@ -49,6 +49,14 @@ def doctor(
         raise typer.Exit(1 if result.found or result.unserved else 0)
     console = Console(highlight=False)
     console.print(retention_line(result.retention), markup=False)
+    for agent_id, off in result.skewed.items():
+        console.print(
+            cell(
+                f"agent {agent_id!r}: its node's clock is {abs(off):.1f} s "
+                f"{'ahead of' if off > 0 else 'behind'} MongoDB's (the agent runs on MongoDB's "
+                "time; fix the node: run NTP, e.g. chrony, on it)"
+            )
+        )
     for kind, count in result.unserved.items():
         console.print(
             cell(

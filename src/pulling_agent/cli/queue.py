@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -124,10 +125,8 @@ def dlq_requeue(
         found = {repr(doc_id) for doc_id in failed}
         missing = [raw for raw, options in wanted.items() if not found & {repr(c) for c in options}]
         count: int = await store.requeue(None if all_ else candidates) if found else 0
-        revived = await store.revive_dependents(failed, utcnow()) if with_dependents else 0
+        revived = await store.revive_dependents(failed, store.clock()) if with_dependents else 0
         return count, missing, revived
-
-    from pulling_agent.runtime.pipeline import utcnow
 
     count, missing, revived = with_store(action)
     shown: dict[str, Any] = {"requeued": count, "not_failed": missing}
@@ -153,7 +152,7 @@ def cancel(
     by = identity()
 
     async def action(store: MongoWorkStore) -> dict[str, list[str]]:
-        return await cancel_by_raw_ids(store, ids, by)
+        return await cancel_by_raw_ids(store, ids, by, store.clock())
 
     result = with_store(action)
     echo_json(result)
@@ -265,14 +264,15 @@ def get(
     Exit 1 when no document has this id."""
     from pulling_agent.queue.documents import diagnose
     from pulling_agent.queue.waits import progress, shape_problems
-    from pulling_agent.runtime.pipeline import utcnow
 
     loaded = settings()
+    read_at: list[datetime] = []  # MongoDB's time when the document was read
 
     async def action(store: MongoWorkStore) -> dict[str, Any] | None:
         found: dict[str, Any] | None = await store.collection.find_one(
             {"_id": {"$in": id_candidates(doc_id)}}
         )
+        read_at.append(store.clock())
         if found is not None and isinstance(found.get("batch_id"), str):
             then = await store.collection.find_one({"batch.id": found["batch_id"]})
             found["batch progress"] = "no then document" if then is None else progress(then)
@@ -282,7 +282,7 @@ def get(
     if doc is None:
         print_error(f"pulling-agent: no document has the _id {doc_id!r}")
         raise typer.Exit(1)
-    problems = diagnose(doc, utcnow(), loaded.max_attempts)
+    problems = diagnose(doc, read_at[0], loaded.max_attempts)
     if doc.get("status") == "waiting":
         problems += shape_problems(doc)
     if "batch" in doc:

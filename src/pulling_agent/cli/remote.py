@@ -82,6 +82,7 @@ def direct(action: Callable[[Direct], Awaitable[T]], uri: str) -> T:
     """Run ``action`` on the fleet's services over MongoDB at ``uri``; :class:`CtlError`
     when the settings are invalid or MongoDB cannot be reached."""
     from pulling_agent.bootstrap import cluster_service, job_service
+    from pulling_agent.queue.clock import ServerClock
     from pulling_agent.queue.database import run_with_client
 
     try:
@@ -90,7 +91,10 @@ def direct(action: Callable[[Direct], Awaitable[T]], uri: str) -> T:
         raise CtlError(str(exc)) from None
 
     async def go(client: Client) -> T:
-        return await action(Direct(cluster_service(loaded, client), job_service(loaded, client)))
+        now = (await ServerClock.of(client).ensure()).now  # MongoDB's time, not this host's
+        return await action(
+            Direct(cluster_service(loaded, client, now), job_service(loaded, client, now))
+        )
 
     try:
         return run_with_client(loaded, go)
@@ -104,6 +108,7 @@ def with_store(
     """Run ``action`` on the work collection of ``MONGODB_URI`` (``loaded``: the settings the
     command read already); an unreachable server or a refusal exits 1 with one line (the
     password never shown)."""
+    from pulling_agent.queue.clock import ServerClock
     from pulling_agent.queue.database import run_with_client
     from pulling_agent.queue.mongo import MongoWorkStore
 
@@ -111,7 +116,9 @@ def with_store(
 
     async def go(client: Client) -> T:
         collection = client[loaded.mongodb_database][loaded.mongodb_collection]
-        return await action(MongoWorkStore(collection))
+        store = MongoWorkStore(collection)
+        store.clock = (await ServerClock.of(client).ensure()).now  # MongoDB's, not this host's
+        return await action(store)
 
     try:
         return run_with_client(loaded, go)

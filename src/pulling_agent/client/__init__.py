@@ -19,7 +19,9 @@
 * ``type``: sets ``type_field`` (default ``type``) for routing (``HANDLERS``).
 
 Round trips: one per call; one more when some keys were taken already (to find their
-documents), and one on the first keyed call per collection in the process (the index).
+documents), one on the first keyed call per collection in the process (the index), and a
+``hello`` per client at most once a minute: times are written on MongoDB's clock, not this
+host's (:mod:`pulling_agent.client.clock`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, overload
 
 from pymongo.collection import Collection
 
+from pulling_agent.client.clock import measured
 from pulling_agent.client.enqueue import Batch, enqueue_flow, is_workflow, prepare
 from pulling_agent.client.jobs import (
     Enqueued,
@@ -95,10 +98,11 @@ def enqueue_many(
     :class:`EnqueueError`, whose ``results`` say which went in. With ``then``, the call is a
     batch: ``then`` runs once after every document of the call has ended, and the result
     is a :class:`Batch` (the same list, with ``batch_id`` and ``then``)."""
-    batch, after, then_doc = prepare(jobs, type_field, then)
+    clock = measured(collection)  # MongoDB's time: a hello at most once a minute
+    batch, after, then_doc = prepare(jobs, type_field, then, clock.now())
     if not batch.docs:
         return []
     indexes = indexes_needed(collection, batch.keyed, is_workflow(after, then_doc))
-    results = run_sync(enqueue_flow(batch, after, then_doc, indexes), collection)
+    results = run_sync(enqueue_flow(batch, after, then_doc, indexes, clock.now), collection)
     indexes_made(collection, indexes)
     return results

@@ -16,6 +16,7 @@ from typing import Any, overload
 
 from pymongo.asynchronous.collection import AsyncCollection as Collection
 
+from pulling_agent.client.clock import measured_async
 from pulling_agent.client.enqueue import Batch, enqueue_flow, is_workflow, prepare
 from pulling_agent.client.jobs import (
     Enqueued,
@@ -81,10 +82,11 @@ async def enqueue_many(
     :class:`EnqueueError`, whose ``results`` say which went in. With ``then``, the call is a
     batch: ``then`` runs once after every document of the call has ended, and the result
     is a :class:`Batch` (the same list, with ``batch_id`` and ``then``)."""
-    batch, after, then_doc = prepare(jobs, type_field, then)
+    clock = await measured_async(collection)  # MongoDB's time: a hello at most once a minute
+    batch, after, then_doc = prepare(jobs, type_field, then, clock.now())
     if not batch.docs:
         return []
     indexes = indexes_needed(collection, batch.keyed, is_workflow(after, then_doc))
-    results = await run_async(enqueue_flow(batch, after, then_doc, indexes), collection)
+    results = await run_async(enqueue_flow(batch, after, then_doc, indexes, clock.now), collection)
     indexes_made(collection, indexes)
     return results

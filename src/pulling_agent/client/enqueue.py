@@ -11,7 +11,7 @@ document's insert before the members', and one write sealing the batch after the
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,11 +75,15 @@ def is_workflow(after: list[list[Any]], then: Document | None) -> bool:
 
 
 def prepare(
-    items: Iterable[Job | Mapping[str, Any]], type_field: str, then: Job | None
+    items: Iterable[Job | Mapping[str, Any]],
+    type_field: str,
+    then: Job | None,
+    now: datetime | None = None,
 ) -> tuple[Inserted, list[list[Any]], Document | None]:
     """Every document, checked before any I/O: the members, each one's dependencies, and
-    the then document (``waiting`` for the batch)."""
-    now = datetime.now(UTC)
+    the then document (``waiting`` for the batch). ``now``: MongoDB's time
+    (:mod:`client.clock`); this process's clock when not given."""
+    now = datetime.now(UTC) if now is None else now
     jobs = as_jobs(items)
     docs = [build(job, now, type_field) for job in jobs]
     after = [_after_of(job, n) for n, job in enumerate(jobs)]
@@ -137,7 +141,11 @@ def _link(docs: list[Document], after: list[list[Any]]) -> Flow[list[Document]]:
 
 
 def enqueue_flow(
-    batch: Inserted, after: list[list[Any]], then: Document | None, indexes: list[str]
+    batch: Inserted,
+    after: list[list[Any]],
+    then: Document | None,
+    indexes: list[str],
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Flow[list[Enqueued]]:
     if KEY in indexes:
         refused = yield CreateIndex(KEY_SPEC.keys, KEY_INDEX, KEY_SPEC.options)
@@ -164,7 +172,7 @@ def enqueue_flow(
         results = batch.results(found)
     except EnqueueError as exc:
         failure, results = exc, [r for r in exc.results if r is not None]
-    now = datetime.now(UTC)
+    now = clock()
     inserted = {id(d) for i, d in enumerate(batch.docs) if _created(batch, i)}
     yield from wf.resolve([d for d in waiting if id(d) in inserted], now)
     if then is not None:

@@ -20,7 +20,7 @@ import hmac
 import json
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from pulling_agent.tokens import Principal, Role
@@ -43,8 +43,15 @@ class Session:
 
 
 class Sessions:
-    def __init__(self, tokens: Mapping[str, Principal], seconds: float = SESSION_SECONDS) -> None:
-        """``tokens``: ``{token: Principal}`` as ``API_TOKENS`` gives them now."""
+    def __init__(
+        self,
+        tokens: Mapping[str, Principal],
+        seconds: float = SESSION_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """``tokens``: ``{token: Principal}`` as ``API_TOKENS`` gives them now; ``clock``:
+        seconds since the epoch on MongoDB's clock (the agent's), so that a session one
+        agent issued expires at the same moment on every agent whatever their nodes say."""
         material = sorted(tokens)
         if material:
             joined = "\0".join(material).encode()
@@ -53,13 +60,14 @@ class Sessions:
             self._key = secrets.token_bytes(32)
         self._holders = {self._holder(token): who for token, who in tokens.items()}
         self.seconds = seconds
+        self._clock = clock
 
     def issue(
         self, name: str, role: Role, now: float | None = None, token: str | None = None
     ) -> tuple[str, Session]:
         """A new session and its cookie value; ``token``: the one that signed in (None for
         the anonymous user of a token-less agent)."""
-        start = time.time() if now is None else now
+        start = self._clock() if now is None else now
         session = Session(name, role, start + self.seconds, secrets.token_hex(16))
         holder = "" if token is None else self._holder(token)
         body = json.dumps(
@@ -82,7 +90,7 @@ class Sessions:
             holder = str(data.get("t", ""))
         except (ValueError, KeyError, TypeError, AttributeError):
             return None
-        if session.expires <= (time.time() if now is None else now):
+        if session.expires <= (self._clock() if now is None else now):
             return None
         if self._holders or holder:  # the token must still say who, and what, the session is
             who = self._holders.get(holder)

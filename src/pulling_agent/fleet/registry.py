@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import socket
 from collections import deque
@@ -69,6 +70,22 @@ class AgentRegistry:
         return [d for d in await self.entries() if is_live(d, now, self.heartbeat_interval)]
 
 
+SKEWED_SECONDS = 1.0  # a node's clock this far off MongoDB's is worth a warning (doctor)
+
+
+def skewed(live: list[Document], limit: float = SKEWED_SECONDS) -> dict[str, float]:
+    """Agents whose node clock is more than ``limit`` s off MongoDB's, by how much (s, the
+    node ahead when positive). They run on MongoDB's time regardless; the fix is NTP."""
+    found = {}
+    for entry in live:
+        offset = entry.get("clock_offset_seconds")
+        if not isinstance(offset, int | float) or isinstance(offset, bool):
+            continue
+        if math.isfinite(offset) and abs(offset) > limit:
+            found[str(entry.get("_id"))] = round(-float(offset), 3)
+    return found
+
+
 def share_of(agent_id: str, types: Any, live: list[Document]) -> Share:
     """``agent_id``'s rank among the running live agents that claim the same types (by
     agent id), and how many they are: where it reads fresh work (:mod:`queue.spread`)."""
@@ -97,7 +114,7 @@ class Heartbeat:
         self._snapshot = snapshot
         self._changed = changed
         self._clock = clock
-        self._started_at = clock()
+        self._started_at: datetime | None = None  # at the first beat: on the server's clock
         self._host = socket.gethostname()
         self._samples: deque[tuple[datetime, int]] = deque()
         self._minutes: dict[int, list[int]] = {}  # minute since the epoch -> [processed, failed]
@@ -107,6 +124,8 @@ class Heartbeat:
 
     def document(self) -> Document:
         now = self._clock()
+        if self._started_at is None:
+            self._started_at = now
         snap = self._snapshot()
         processed = int(snap.get("counters", {}).get("processed", 0))
         self._samples.append((now, processed))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Collection
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from pulling_agent.control.cluster import ClusterCommand, ControlState, reported_version
@@ -27,12 +27,14 @@ from pulling_agent.timeouts import wait_event
 ACK_POLL_SECONDS = 0.1
 
 
-async def cancel_by_raw_ids(work: WorkStore, raw_ids: list[str], by: str) -> dict[str, list[str]]:
+async def cancel_by_raw_ids(
+    work: WorkStore, raw_ids: list[str], by: str, now: datetime
+) -> dict[str, list[str]]:
     """Cancel documents named as typed (each reading of each id tried); the answer by the
     ids as given: ``cancelled`` (were pending), ``requested`` (processing), ``not_found``."""
     answer: dict[str, list[str]] = {"cancelled": [], "requested": [], "not_found": []}
     for raw in raw_ids:
-        result = await work.cancel(id_candidates(raw), by, datetime.now(UTC))
+        result = await work.cancel(id_candidates(raw), by, now)
         kind = "cancelled" if result.cancelled else "requested" if result.requested else "not_found"
         answer[kind].append(raw)
     return answer
@@ -149,10 +151,12 @@ class ClusterService:
         return [to_json({k: v for k, v in d.items() if k != "kind"}) for d in docs]
 
     async def stats(self) -> dict[str, Any]:
-        agents = await self.registry.live(self.clock())
+        now = self.clock()
+        agents = await self.registry.live(now)
         backlog = await self.work.counts()
         agents.sort(key=lambda a: str(a["_id"]))
         return {
+            "now": iso(now),  # MongoDB's time as the answering process read it
             "agents": [to_json({"agent_id": a.pop("_id"), **a}) for a in agents],
             "live_agents": len(agents),
             "backlog": backlog,

@@ -40,6 +40,7 @@ class Examination:
     by_field: Counter[str] = field(default_factory=Counter)
     unserved: dict[str, int] = field(default_factory=dict)  # pending by type no agent runs
     retention: dict[str, float | None] = field(default_factory=dict)  # status -> seconds
+    skewed: dict[str, float] = field(default_factory=dict)  # agent -> its node's clock offset
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class Examination:
             "by_field": dict(self.by_field),
             "unserved_types": self.unserved,
             "retention_seconds": self.retention,
+            "skewed_agents": self.skewed,
             "documents": [
                 {
                     "_id": f.doc_id,

@@ -108,6 +108,7 @@ class MongoWorkStore:
         self._poison: set[Any] = set()  # malformed, and even the dead-letter write failed
         self.lost_race = False  # the last claim gave up with candidates lost to other agents
         self.spread = Spread()  # where fresh candidates are read (the fleet sets a share)
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # the agent's: MongoDB's
         self._repair_offset = 0  # where the sweep goes on looking at waiting documents
 
     async def ensure_indexes(self) -> list[str]:
@@ -348,7 +349,7 @@ class MongoWorkStore:
         modified, refused = await self._each(
             [(i, UpdateOne({"_id": i, **fence}, update)) for i in ids]
         )
-        now = datetime.now(UTC)
+        now = self.clock()
         for doc_id, exc in refused:
             await self._reject(doc_id, fence, rejection_reason(exc, None), now, stage="renew")
         return modified

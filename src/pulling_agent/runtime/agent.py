@@ -91,7 +91,7 @@ class Agent:
             settings,
             store,
             run_handler,
-            may_claim=lambda: self.state is AgentState.RUNNING,
+            may_claim=lambda: self.state is AgentState.RUNNING and self.clock_blocked() is None,
             on_settled=self._settled,
             clock=clock,
             on_handler_done=on_handler_done,
@@ -99,6 +99,8 @@ class Agent:
             fleet=fleet,
         )
         self.companions: dict[str, Companion] = {}
+        # why claiming must wait for the clock (runtime.clock), None when it need not
+        self.clock_gate: Callable[[], str | None] | None = None
         self._started: list[str] = []  # companions whose start() completed, in order
         self.backlog: Callable[[], dict[str, int]] | None = None  # as last counted
         self.backlog_age: Callable[[], float | None] | None = None  # seconds since then
@@ -173,8 +175,12 @@ class Agent:
 
     @property
     def ready(self) -> bool:
-        """Running, not paused, and the store answered recently."""
-        return is_ready(self.state) and self.breaker.available
+        """Running, not paused, the store answered recently and the server's clock is
+        known well enough to claim."""
+        return is_ready(self.state) and self.breaker.available and self.clock_blocked() is None
+
+    def clock_blocked(self) -> str | None:
+        return self.clock_gate() if self.clock_gate is not None else None
 
     def _tick(self) -> None:
         self.breaker.evaluate()
@@ -339,6 +345,7 @@ class Agent:
                 await self._stop_companions()
                 prepared = False
             if prepared:
+                self.started_at = self._clock()  # measured by now: on the server's clock
                 self._set_state(AgentState.PAUSED if self.pauses.paused else AgentState.RUNNING)
                 if self.pauses.paused:
                     self._log.info(

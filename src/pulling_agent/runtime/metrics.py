@@ -99,6 +99,7 @@ class AgentCollector(Collector):
         for watch_mode in ("change_streams", "polling", "disabled"):
             mode.add_metric([watch_mode], 1.0 if snap["watch_mode"] == watch_mode else 0.0)
         yield mode
+        yield from _clock_metrics(snap)
         backlog = GaugeMetricFamily(
             "pulling_agent_backlog", "Work documents by status", labels=["status"]
         )
@@ -106,6 +107,28 @@ class AgentCollector(Collector):
         for status in STATUSES:
             backlog.add_metric([status], float(counts.get(status, 0)))
         yield backlog
+
+
+def _clock_metrics(snap: dict[str, Any]) -> Iterator[Metric]:
+    """How far this node's clock is from MongoDB's, and the bound on that estimate (absent
+    until measured, or when the agent runs on its own clock)."""
+    for key, name, help_text in (
+        (
+            "clock_offset_seconds",
+            "pulling_agent_clock_offset_seconds",
+            "MongoDB's clock minus this node's (negative: this node is ahead)",
+        ),
+        (
+            "clock_error_seconds",
+            "pulling_agent_clock_error_seconds",
+            "Bound on the error of the agent's estimate of MongoDB's clock",
+        ),
+    ):
+        family = GaugeMetricFamily(name, help_text)
+        value = snap.get(key)
+        if isinstance(value, int | float):
+            family.add_metric([], float(value))
+        yield family
 
 
 class AgentMetrics:
