@@ -45,6 +45,11 @@ DATE_LIKE_STRING_EQUALITY = (
     "nx-27017 finds nothing by equality on a string that looks like a date ('2026-13-45')"
 )
 
+DATES_TO_THE_SECOND = (
+    "nx-27017 compares dates to the second in a find or update whose filter has another "
+    "condition: {status: pending, available_at: {$lte: now}} matches a document due up to a "
+    "second after now (count_documents with the date alone compares milliseconds)"
+)
 BOOL_SORTS_AS_NUMBER = (
     "nx-27017 sorts a bool among the numbers (true as 1); MongoDB sorts booleans after "
     "numbers, strings, objects, arrays, binary data and ObjectIds"

@@ -20,6 +20,7 @@ from pulling_agent.queue.model import ClaimKind, Completion, ErrorInfo, OutcomeK
 from pulling_agent.queue.mongo import MongoWorkStore
 from tests.deviations import (
     BOOL_SORTS_AS_NUMBER,
+    DATES_TO_THE_SECOND,
     INDEX_NAMES_NOT_KEPT,
     SET_DATETIME_IS_STRING,
     nx_deviation,
@@ -71,6 +72,15 @@ def pending(n: int) -> list[dict[str, Any]]:
 
 def err(at: datetime, attempt: int = 1) -> ErrorInfo:
     return ErrorInfo("ValueError", "bad", "Traceback ...", at, attempt)
+
+
+@nx_deviation(DATES_TO_THE_SECOND)
+async def test_a_document_due_a_fraction_of_a_second_later_is_not_claimed(h: Harness) -> None:
+    t = now()
+    await h.insert([{"status": "pending", "n": 0, "available_at": t + timedelta(seconds=0.6)}])
+    assert await h.store.claim("a1", 5, 30, t + timedelta(seconds=0.1), ALL) == []
+    [claim] = await h.store.claim("a1", 5, 30, t + timedelta(seconds=0.6), ALL)
+    assert claim.kind is ClaimKind.DUE_RETRY
 
 
 async def test_claim_leases_fresh_documents_up_to_the_limit(h: Harness) -> None:

@@ -22,6 +22,24 @@ def record(doc: dict[str, Any]) -> None:
         raise PoisonError(f"document {doc['n']} is poison")
 
 
+def uptime() -> str:
+    with open("/proc/uptime") as f:
+        return f.read().split()[0]
+
+
+def clocked(doc: dict[str, Any]) -> None:
+    """Append ``n pid uptime`` to RECORD_FILE when it starts, then sleep the document's
+    ``sleep`` seconds. ``/proc/uptime`` is one clock for every process of the machine that
+    libfaketime does not touch (it fakes every clock_gettime clock, even CLOCK_BOOTTIME)."""
+    line = f"{doc['n']} {os.getpid()} {uptime()}\n"
+    fd = os.open(os.environ["RECORD_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    time.sleep(float(doc.get("sleep", 0)))
+
+
 def hang(doc: dict[str, Any]) -> None:
     """A sync handler that never finishes in time (its thread cannot be cancelled)."""
     record(doc)

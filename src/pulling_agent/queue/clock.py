@@ -28,6 +28,7 @@ from pulling_agent.queue.database import Client
 DRIFT = 500e-6  # bound on how fast the local monotonic clock may run off the server's (s/s)
 RESOLUTION = 0.001  # localTime is a BSON date: milliseconds, truncated
 STARTUP_SAMPLES = 5  # taken back to back at start-up; the tightest is kept
+FIRST_SAMPLES = 2  # a producer's or the CLI's first: the second runs on a warm connection
 REFRESH = 60.0  # seconds a producer's or the CLI's sample is used before another is taken
 
 
@@ -189,5 +190,5 @@ class ServerClock:
         """Measured, with a sample younger than ``max_age`` s (for producers and the CLI,
         which have no heartbeat): one round trip when needed, none otherwise."""
         if self.stale(max_age):
-            await self.measure(1)
+            await self.measure(FIRST_SAMPLES if self.sample is None else 1)
         return self
