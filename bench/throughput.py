@@ -4,7 +4,11 @@ One run, one nx-27017 server. Every throughput row runs twice: straight to the l
 server, and through a delay proxy (``--delay`` seconds per direction, ping printed). Agent
 CPU per document is measured over the in-memory store. Prints tables; asserts nothing.
 
-    python -m bench.throughput [--docs 2000] [--delay 0.0015] [--priorities]
+    python -m bench.throughput [--docs 2000] [--delay 0.0015] [--priorities] [--local-clock]
+
+The agents run on MongoDB's clock as in production (a ServerClock measured by hello before
+the first claim and on every heartbeat); ``--local-clock`` runs them on their own wall clock,
+as before issue 24, for a back-to-back comparison.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.delay_proxy import ProxyProcess
+from pulling_agent.bootstrap import watch_clock
 from pulling_agent.config import Settings, load_settings
 from pulling_agent.dev.embedded import EmbeddedServer
 from pulling_agent.logs import configure_logging
+from pulling_agent.queue.clock import Sample, ServerClock
 from pulling_agent.queue.memory import MemoryWorkStore
 from pulling_agent.queue.model import WorkStore
 from pulling_agent.queue.mongo import MongoWorkStore
@@ -70,6 +76,7 @@ def settings(uri: str, agent_id: str, workdir: Path, batch_size: int) -> Setting
     )
 
 
+LOCAL_CLOCK = False  # --local-clock: agents on their own wall clock (before issue 24)
 PRIORITIES = False  # --priorities: every document gets a priority 0-9 (claims sort on it)
 
 
@@ -113,10 +120,10 @@ async def agents(
     for client in clients:
         await client.admin.command("ping")
     fleet = [
-        Agent(
+        on_clock(
             settings(uri, f"bench-{i}", workdir, batch_size),
             MongoWorkStore(client.bench.work),
-            noop,
+            None if LOCAL_CLOCK else ServerClock.of(client),
         )
         for i, client in enumerate(clients)
     ]
@@ -129,6 +136,17 @@ async def agents(
     for client in clients:
         await client.close()
     return elapsed
+
+
+def on_clock(config: Settings, store: WorkStore, clock: ServerClock | None) -> Agent:
+    """An agent on ``clock`` (MongoDB's, watched as in production), or on its wall clock."""
+    if clock is None:
+        return Agent(config, store, noop)
+    agent = Agent(config, store, noop, clock=clock.now)
+    if isinstance(store, MongoWorkStore):
+        store.clock = clock.now
+        watch_clock(agent, clock, config)
+    return agent
 
 
 async def run_until(fleet: list[Agent], done: Callable[[], Awaitable[bool]], poll: float) -> float:
@@ -159,7 +177,11 @@ async def ping_ms(uri: str) -> float:
 
 async def cpu_per_document(n: int, batch_size: int, workdir: Path) -> float:
     store: WorkStore = MemoryWorkStore(documents(n))
-    agent = Agent(settings("mongodb://unused/", "cpu", workdir, batch_size), store, noop)
+    clock = None
+    if not LOCAL_CLOCK:  # the estimate's arithmetic on every reading, from a made-up sample
+        clock = ServerClock()
+        clock.record(Sample(datetime.now(UTC), time.monotonic(), 0.001, time.time()))
+    agent = on_clock(settings("mongodb://unused/", "cpu", workdir, batch_size), store, clock)
     started = time.process_time()
     task = asyncio.create_task(agent.run(install_signals=False))
     while agent.pipeline.counters.processed < n:
@@ -219,7 +241,10 @@ async def main(n: int, delay: float, batch_size: int) -> None:
         cpu = await cpu_per_document(max(n, 20_000), batch_size, workdir)
 
     shape = "priorities 0-9" if PRIORITIES else "no priority field"
-    table = Table(title=f"Throughput, no-op handler, BATCH_SIZE={batch_size}, {shape}, nx-27017")
+    clock = "agents on their wall clock" if LOCAL_CLOCK else "agents on MongoDB's clock"
+    table = Table(
+        title=f"Throughput, no-op handler, BATCH_SIZE={batch_size}, {shape}, {clock}, nx-27017"
+    )
     for column in ("loop", "path", "docs", "docs/s", "round trips/doc", "vs seed"):
         table.add_column(column, justify="left" if column in ("loop", "path") else "right")
     seed_rate = {path: rate for label, path, _, rate, _ in rows if label.startswith("seed")}
@@ -243,6 +268,8 @@ if __name__ == "__main__":
     parser.add_argument("--delay", type=float, default=0.0005, help="seconds per direction")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--priorities", action="store_true", help="documents with priorities")
+    parser.add_argument("--local-clock", action="store_true", help="agents on their wall clock")
     args = parser.parse_args()
     PRIORITIES = args.priorities
+    LOCAL_CLOCK = args.local_clock
     asyncio.run(main(args.docs, args.delay, args.batch_size))

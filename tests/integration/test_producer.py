@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient, monitoring
 
 from pulling_agent.client import EnqueueError, InvalidJob, Job, aio, enqueue, enqueue_many
 from pulling_agent.queue.model import ClaimKind
@@ -176,3 +176,51 @@ async def test_fresh_work_is_claimed_highest_priority_first(awork: Any) -> None:
         order += [(c.document.get("priority"), c.document["n"]) for c in claims]
     assert [p for p, _ in order] == [9, 5, 5, 3, 1, 0, None, None]
     assert [n for p, n in order if p == 5] == [2, 4], "equal priorities: oldest first"
+
+
+class Commands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_producer_times_documents_on_mongodbs_clock_for_a_hello_a_minute(
+    mongo_uri: str, db_name: str, kind: str
+) -> None:
+    seen = Commands()
+    if kind == "sync":
+        sync: MongoClient[dict[str, Any]] = MongoClient(
+            mongo_uri, tz_aware=True, event_listeners=[seen]
+        )
+        work = sync[db_name]["work"]
+        for n in range(5):
+            enqueue(work, {"n": n}, delay=30)
+        local_time = sync.admin.command("hello")["localTime"]
+        docs = list(work.find())
+        sync.close()
+    else:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            mongo_uri, tz_aware=True, event_listeners=[seen]
+        )
+        awork = client[db_name]["work"]
+        for n in range(5):
+            await aio.enqueue(awork, {"n": n}, delay=30)
+        local_time = (await client.admin.command("hello"))["localTime"]
+        docs = await awork.find().to_list()
+        await client.close()
+    hellos = [n for n in seen.names if n == "hello"]
+    assert len(hellos) == 2 + 1, seen.names  # two on the first call, none after; ours
+    assert seen.names.count("insert") == 5
+    server_now = local_time.replace(tzinfo=UTC)
+    for doc in docs:  # due 30 s after MongoDB's clock read it, within the calls' span
+        ahead = (doc["available_at"] - server_now).total_seconds()
+        assert 29.0 < ahead <= 30.01, doc

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pulling_agent.fleet.registry import skewed
+from pulling_agent.fleet.registry import offset_text, skewed
 from pulling_agent.queue.clock import DRIFT, RESOLUTION, Sample, ServerClock, sample_of
 from pulling_agent.runtime.clock import ClockWatch
 
@@ -189,10 +189,10 @@ async def test_ensure_asks_only_when_the_sample_is_stale() -> None:
     clock = clock_with(ticks, server)
     await clock.ensure(60)
     await clock.ensure(60)
-    assert server.asked == 1
+    assert server.asked == 2  # the first hello of a client may include its connection's set-up
     ticks.mono += 61
     await clock.ensure(60)
-    assert server.asked == 2
+    assert server.asked == 3
 
 
 # ------------------------------------------------------------------------ the gate
@@ -272,3 +272,33 @@ def test_skewed_ignores_what_is_not_a_real_offset_beyond_a_second(offset: Any) -
 
 def test_skewed_lists_nodes_behind_as_negative() -> None:
     assert skewed([{"_id": "b", "clock_offset_seconds": 300}]) == {"b": -300.0}
+
+
+@pytest.mark.parametrize(
+    ("offset", "shown"),
+    [
+        (-30.0, "+30.000s !"),
+        (300, "-300.000s !"),
+        (0.0004, "-0.000s"),
+        (-0.999, "+0.999s"),
+        (None, "-"),
+        ("30", "-"),
+        (True, "-"),
+        (float("nan"), "-"),
+        (float("-inf"), "-"),
+        ({"$gt": 1}, "-"),
+        ("\x1b[31mred", "-"),
+    ],
+)
+def test_the_offset_is_shown_node_ahead_positive_and_marked_past_a_second(
+    offset: Any, shown: str
+) -> None:
+    assert offset_text(offset) == shown
+
+
+def test_metrics_carry_the_clock_offset_and_bound() -> None:
+    from pulling_agent.runtime.metrics import _clock_metrics
+
+    names = {m.name: m for m in _clock_metrics({"clock_offset_seconds": -2.5})}
+    assert names["pulling_agent_clock_offset_seconds"].samples[0].value == -2.5
+    assert "pulling_agent_clock_error_seconds" in names

@@ -16,11 +16,11 @@ from pulling_agent.cli.options import DEFAULT_URL, AsJson, MongoUri, Token, Url
 from pulling_agent.cli.remote import CtlError, Direct, direct, http, identity
 from pulling_agent.cli.terminal import console, echo_json
 from pulling_agent.control.cluster import ClusterCommand
+from pulling_agent.fleet.registry import offset_text
 from pulling_agent.text import cell, one_line, print_error
 
 app = typer.Typer(help="Pause, resume or shut down the fleet; show its status.")
 
-SKEW_SHOWN = 1.0  # seconds off MongoDB's clock marked with "!" (doctor warns too)
 Reason = Annotated[str, typer.Option(help="Why; recorded in the audit trail.")]
 Wait = Annotated[
     float, typer.Option(help="Seconds to wait until every live agent has acknowledged.")
@@ -139,13 +139,6 @@ def _age(stamp: Any, now: datetime) -> str:
     return "?" if when is None else f"{(now - when).total_seconds():.0f}s"
 
 
-def _offset(value: Any) -> str:
-    """An agent's node clock against MongoDB's: ``+0.002s``; ``!`` past a second."""
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return "-"
-    return f"{-value:+.3f}s{' !' if abs(value) > SKEW_SHOWN else ''}"
-
-
 def render_status(status: dict[str, Any]) -> Group:
     """The fleet as tables. Every value is shown as one inert line: pause reasons, agent
     ids and commands come from documents anyone may have written."""
@@ -199,7 +192,7 @@ def render_status(status: dict[str, Any]) -> Group:
                     a.get("in_flight", 0),
                     _per_minute(a.get("throughput_per_min"), unit=""),
                     _age(a.get("heartbeat_at"), now),
-                    _offset(a.get("clock_offset_seconds")),
+                    offset_text(a.get("clock_offset_seconds")),
                 )
             )
         )

@@ -18,7 +18,7 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 
 from pulling_agent.encoding import as_dict, as_number, id_candidates
-from pulling_agent.fleet.registry import AgentRegistry, is_live
+from pulling_agent.fleet.registry import AgentRegistry, is_live, offset_text
 from pulling_agent.queue import retention, waits
 from pulling_agent.queue import workflow as wf
 from pulling_agent.queue.documents import diagnose
@@ -122,6 +122,7 @@ class ConsoleData:
         docs = await self.registry.entries(limit=500)
         for doc in docs:
             doc["live"] = is_live(doc, now, self.registry.heartbeat_interval)
+            doc["clock_shown"] = offset_text(doc.get("clock_offset_seconds"))
             beat = doc.get("heartbeat_at")
             doc["silent_seconds"] = (
                 (now - beat).total_seconds() if isinstance(beat, datetime) else None

@@ -86,6 +86,15 @@ def skewed(live: list[Document], limit: float = SKEWED_SECONDS) -> dict[str, flo
     return found
 
 
+def offset_text(value: Any) -> str:
+    """An agent's node clock against MongoDB's, as ``ctl status`` and the console show it:
+    ``+30.000s !`` for a node 30 s ahead (``!`` past :data:`SKEWED_SECONDS`), ``-`` when
+    unknown (or not a number: the entry may have been written by anyone)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        return "-"
+    return f"{-value:+.3f}s{' !' if abs(value) > SKEWED_SECONDS else ''}"
+
+
 def share_of(agent_id: str, types: Any, live: list[Document]) -> Share:
     """``agent_id``'s rank among the running live agents that claim the same types (by
     agent id), and how many they are: where it reads fresh work (:mod:`queue.spread`)."""
