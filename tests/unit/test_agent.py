@@ -211,6 +211,28 @@ async def test_standing_pause_in_control_file_is_honoured_before_first_claim(
     await run.stop()
 
 
+async def test_an_unmeasured_server_clock_claims_nothing_until_it_is_known(
+    start: Callable[..., Running],
+) -> None:
+    reason: list[str | None] = ["MongoDB's clock not measured yet"]
+    store = MemoryWorkStore(pending(4))
+    run = start(store)
+    run.agent.clock_gate = lambda: reason[0]  # set before the agent's task first runs
+    await async_wait_until(lambda: run.agent.state is AgentState.RUNNING, what="running")
+    for _ in range(50):  # let every task run many times over; nothing may claim
+        run.agent.pipeline.kick.set()
+        await asyncio.sleep(0)
+    assert "claim" not in store.calls
+    assert statuses(store) == {"pending": 4}
+    assert not run.agent.ready
+    assert not (run.agent.settings.health_dir / READINESS).exists()
+    reason[0] = None
+    run.agent.pipeline.kick.set()
+    await async_wait_until(lambda: statuses(store) == {"processed": 4}, what="claimed once known")
+    assert run.agent.ready
+    await run.stop()
+
+
 async def test_control_file_swapped_like_kubelet_is_followed(
     start: Callable[..., Running], tmp_path: Path
 ) -> None:
