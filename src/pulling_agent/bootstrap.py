@@ -22,6 +22,7 @@ from pulling_agent.fleet.service import AgentService, ClusterService
 from pulling_agent.logs import get_logger
 from pulling_agent.queue.clock import ServerClock
 from pulling_agent.queue.database import Client, close_client, open_client
+from pulling_agent.queue.limits import Limiter, Limits
 from pulling_agent.queue.model import claim_scope
 from pulling_agent.queue.mongo import MongoWorkStore
 from pulling_agent.queue.spread import Spread
@@ -110,6 +111,7 @@ def build_node(
     )
     store = MongoWorkStore(collection, scope=claim_scope(settings.type_field, types))
     store.clock = clock
+    store.limiter = Limiter(fleet_limits(settings, run_handler))
     db = client[settings.mongodb_database]
     fleet = None
     if settings.fleet_rate_limit:
@@ -185,6 +187,20 @@ def build_node(
         )
         agent.companions["api"] = node.api
     return node
+
+
+def fleet_limits(settings: Settings, run_handler: RunHandler) -> Limits:
+    """The fleet-wide limits this agent claims under: the environment's, over a Worker's."""
+    fleet, keyed = {}, {}
+    if isinstance(run_handler, TypedHandlers):
+        fleet, keyed = dict(run_handler.fleet_limits), dict(run_handler.key_limits)
+    return Limits(
+        type_field=settings.type_field,
+        fleet={**fleet, **settings.fleet_limits},
+        key_field=settings.concurrency_key,
+        key_limit=settings.key_concurrency,
+        type_key_limits={**keyed, **settings.type_key_limits},
+    )
 
 
 def watch_clock(agent: Agent, clock: ServerClock, settings: Settings) -> ClockWatch:

@@ -46,6 +46,12 @@ def _default_agent_id() -> str:
 
 
 PositiveFloat = Annotated[float, Field(gt=0)]
+MAX_SLOTS = 10_000  # the largest fleet-wide limit: slots of one type or key value
+# fields the agent writes: neither TYPE_FIELD nor CONCURRENCY_KEY may name one
+AGENT_FIELDS = frozenset(
+    {"status", "attempts", "available_at", "lease", "_id", "error", "errors"}
+    | {"limit_slot", "key_slot"}
+)
 # Retention below an hour would let MongoDB's TTL monitor delete a dependency before a sweep
 # (SWEEP_INTERVAL, a minute by default) repaired an agent's crash between its outcome and
 # its dependents (queue.workflow); 10 years is the longest delay a producer may ask for.
@@ -74,6 +80,9 @@ _HINTS: dict[str, str] = {
     "fleet_rate_limit": "use documents per second for the whole fleet, a number above 0 "
     "such as 200 (the same on every agent), or unset it",
     "type_rate_limit": "use type=documents-per-second entries, e.g. email=5,invoice=0.5",
+    "key_concurrency": f"use a whole number from 1 to {MAX_SLOTS} (documents of one key value "
+    "processing at once across the fleet), or unset it",
+    "concurrency_key": "set it to a field of your documents, e.g. tenant, or unset it",
     "log_level": "use DEBUG, INFO, WARNING or ERROR",
     "log_format": "use auto, json or console",
     "enable_change_streams": "use true (auto-detect), false or always",
@@ -103,6 +112,10 @@ class Settings(BaseSettings):
     type_concurrency: str = ""
     rate_limit: float | None = Field(default=None, gt=0, le=1_000_000)
     type_rate_limit: str = ""
+    type_fleet_concurrency: str = ""  # type=slots across the fleet (queue.limits)
+    concurrency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    key_concurrency: int | None = Field(default=None, ge=1, le=MAX_SLOTS)
+    type_key_concurrency: str = ""
     fleet_rate_limit: float | None = Field(default=None, gt=0, le=1_000_000)
     poll_interval: PositiveFloat = 5.0
     sweep_interval: PositiveFloat = 60.0
@@ -197,10 +210,63 @@ class Settings(BaseSettings):
     @field_validator("type_field")
     @classmethod
     def _type_field_safe(cls, value: str) -> str:
-        owned = {"status", "attempts", "available_at", "lease", "_id", "error", "errors"}
-        if value.startswith("$") or value in owned:
+        if value.startswith("$") or value in AGENT_FIELDS:
             raise ValueError("must be a field of your documents (not _id or an agent field)")
         return value
+
+    @field_validator("concurrency_key", mode="before")
+    @classmethod
+    def _key_field_safe(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and (
+            value.startswith("$") or value in AGENT_FIELDS or "." in value or "\0" in value
+        ):
+            raise ValueError(
+                "must be a top-level field of your documents (not _id, not an agent field, "
+                "no '.' or '$')"
+            )
+        return value
+
+    @field_validator("key_concurrency", mode="before")
+    @classmethod
+    def _blank_count(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _fleet_limits_valid(self) -> Settings:
+        """``TYPE_FLEET_CONCURRENCY`` (0 holds a type's documents back) and the key limits,
+        which need ``CONCURRENCY_KEY``: one line naming the variable and the form."""
+        for variable, raw, least in (
+            ("TYPE_FLEET_CONCURRENCY", self.type_fleet_concurrency, 0),
+            ("TYPE_KEY_CONCURRENCY", self.type_key_concurrency, 1),
+        ):
+            for kind, count in _named_pairs(variable, raw, "invoice=3").items():
+                if not count.isdigit() or not least <= int(count) <= MAX_SLOTS:
+                    raise ValueError(
+                        f"{variable}={kind}={count}: use a whole number from {least} to "
+                        f"{MAX_SLOTS}, e.g. invoice=3"
+                    )
+        for variable, given in (
+            ("KEY_CONCURRENCY", self.key_concurrency is not None),
+            ("TYPE_KEY_CONCURRENCY", bool(self.type_key_concurrency.strip())),
+        ):
+            if given and self.concurrency_key is None:
+                raise ValueError(
+                    f"{variable} needs CONCURRENCY_KEY: set it to the field whose values "
+                    "are limited (e.g. CONCURRENCY_KEY=tenant), or unset it"
+                )
+        return self
+
+    @property
+    def fleet_limits(self) -> dict[str, int]:
+        """``TYPE_FLEET_CONCURRENCY`` as ``{type: slots across the fleet}``."""
+        return {k: int(v) for k, v in parse_pairs(self.type_fleet_concurrency).items()}
+
+    @property
+    def type_key_limits(self) -> dict[str, int]:
+        """``TYPE_KEY_CONCURRENCY`` as ``{type: slots per key value}``."""
+        return {k: int(v) for k, v in parse_pairs(self.type_key_concurrency).items()}
 
     @model_validator(mode="after")
     def _type_limits_known(self) -> Settings:

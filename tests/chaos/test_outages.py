@@ -5,8 +5,6 @@ and shutdown is bounded whatever MongoDB does."""
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,13 +20,6 @@ pytestmark = pytest.mark.system
 
 # process start, interpreter exit and loaded CI machines on top of the agent's own bound
 PROCESS_SLACK = 3.0
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
-    server = EmbeddedServer(tmp_path / "own-server").start()
-    yield server
-    server.stop()
 
 
 def docs(n: int) -> list[dict[str, Any]]:

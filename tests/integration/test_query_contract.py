@@ -157,8 +157,14 @@ async def test_completions_are_one_bulk_write_fenced_on_the_token(
     assert retry["q"] == {"_id": claims[2].doc_id, "lease.token": token, "status": "processing"}
     assert retry["u"]["$set"]["status"] == "pending"
     assert retry["u"]["$set"]["available_at"] == retry_at
-    # an outcome also clears a cancellation request that lost the race with it
-    assert retry["u"]["$unset"] == {"lease": "", "cancel_requested": ""}
+    # an outcome also clears a cancellation request that lost the race with it, and frees
+    # the fleet-wide limit slots the document held (queue.limits), in the same write
+    assert retry["u"]["$unset"] == {
+        "lease": "",
+        "limit_slot": "",
+        "key_slot": "",
+        "cancel_requested": "",
+    }
     assert done["q"] == {
         "_id": {"$in": [claims[0].doc_id, claims[1].doc_id]},
         "lease.token": token,
@@ -169,7 +175,14 @@ async def test_completions_are_one_bulk_write_fenced_on_the_token(
     }
     assert done["u"] == {
         "$set": {"status": "processed", "processed_at": T},
-        "$unset": {"lease": "", "available_at": "", "error": "", "cancel_requested": ""},
+        "$unset": {
+            "lease": "",
+            "limit_slot": "",
+            "key_slot": "",
+            "available_at": "",
+            "error": "",
+            "cancel_requested": "",
+        },
     }
     assert done["multi"] is True
 
@@ -213,7 +226,7 @@ async def test_release_is_fenced_and_can_undo_the_attempt(
     assert statement["q"] == {"_id": {"$in": [1, 2]}, "lease.token": "tok", "status": "processing"}
     assert statement["u"] == {
         "$set": {"status": "pending"},
-        "$unset": {"lease": ""},
+        "$unset": {"lease": "", "limit_slot": "", "key_slot": ""},
         "$inc": {"attempts": -1},
     }
 

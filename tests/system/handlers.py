@@ -58,3 +58,16 @@ async def misbehave(doc: dict[str, Any]) -> None:
     if isinstance(name, str):
         raise getattr(builtins, name)(f"document {doc['n']} raises {name}")
     record(doc)
+
+
+def spans(doc: dict[str, Any]) -> None:
+    """Append ``s n pid t`` when it starts and ``e n pid t`` when it ends to RECORD_FILE
+    (``t``: CLOCK_MONOTONIC, one clock for every process of the machine), sleeping
+    HANDLER_SLEEP in between: what ran at once, for the limit tests."""
+    fd = os.open(os.environ["RECORD_FILE"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"s {doc['n']} {os.getpid()} {time.monotonic()}\n".encode())
+        time.sleep(float(os.environ.get("HANDLER_SLEEP", "0")))
+        os.write(fd, f"e {doc['n']} {os.getpid()} {time.monotonic()}\n".encode())
+    finally:
+        os.close(fd)

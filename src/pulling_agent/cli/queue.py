@@ -37,6 +37,8 @@ SHOWN = (
     "attempts",
     "available_at",
     "lease",
+    "limit_slot",
+    "key_slot",
     "progress",
     "processed_at",
     "failed_at",

@@ -16,7 +16,7 @@ from pulling_agent.errors import InvalidJob as InvalidJob  # re-exported: raised
 from pulling_agent.errors import PullingAgentError
 from pulling_agent.queue import workflow
 from pulling_agent.queue.indexes import INDEXES, KEY_FIELD, PRIORITY_FIELD, IndexSpec
-from pulling_agent.queue.model import Document, Status
+from pulling_agent.queue.model import SLOT_FIELDS, Document, Status
 from pulling_agent.text import safe_text
 
 KEY_INDEX = "pulling_agent_enqueue_key"
@@ -44,6 +44,7 @@ RESERVED = frozenset(
         "enqueued_at",
         KEY_FIELD,
         PRIORITY_FIELD,
+        *SLOT_FIELDS,
         *workflow.FIELDS,
     }
 )

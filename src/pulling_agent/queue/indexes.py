@@ -1,8 +1,8 @@
-"""The indexes of the work collection: what each query needs, in two tables.
+"""The indexes of the work collection: what each query needs, in three tables.
 
-:meth:`MongoWorkStore.ensure_indexes <pulling_agent.queue.mongo.MongoWorkStore.ensure_indexes>`
-creates :data:`INDEXES` at start-up; the producer client creates the key index on first
-use, and :data:`WORKFLOW_INDEXES` on its first workflow.
+:func:`ensure` (the agent's ``ensure_indexes``) creates :data:`INDEXES` at start-up, and
+:data:`SLOT_INDEXES` when fleet-wide limits are set; the producer client creates the key
+index on first use, and :data:`WORKFLOW_INDEXES` on its first workflow.
 """
 
 from __future__ import annotations
@@ -11,9 +11,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import OperationFailure
 
-from pulling_agent.queue.model import Status
+from pulling_agent.errors import ConfigError
+from pulling_agent.queue.database import AUTHENTICATION_FAILED
+from pulling_agent.queue.model import KEY_SLOT, LIMIT_SLOT, Document, Status
 from pulling_agent.queue.workflow import BATCH, BATCH_ID, WAITING, WAITING_ON
 
 PRIORITY_FIELD = "priority"
@@ -73,3 +77,69 @@ WORKFLOW_INDEXES: dict[str, IndexSpec] = {
         {"partialFilterExpression": {f"{BATCH}.id": {"$exists": True}}},
     ),
 }
+
+# Fleet-wide limits (queue.limits): a slot string is held by one document at most. Partial
+# on the string values, so the documents that hold none (all but the few processing under a
+# limit) are not in them: they cost the other writes nothing.
+SLOT_INDEXES: dict[str, IndexSpec] = {
+    f"pulling_agent_{name}": IndexSpec(
+        [(name, ASCENDING)],
+        {"unique": True, "partialFilterExpression": {name: {"$type": "string"}}},
+    )
+    for name in (LIMIT_SLOT, KEY_SLOT)
+}
+# what the server answers when an index of that name or those keys exists with other
+# options, or when existing documents break its uniqueness: trying again cannot help
+INDEX_CONFLICTS = (85, 86, 11000)
+
+
+async def ensure(collection: AsyncCollection[Document], limited: bool) -> list[str]:
+    """Create :data:`INDEXES` (and :data:`SLOT_INDEXES` when ``limited``). All in one
+    ``createIndexes``; when the server refuses one, one by one, so the others are made and
+    the refused one is named (returned, for a warning). A slot index is not optional: a
+    limit without it would not hold, so its absence raises :class:`ConfigError`."""
+    wanted = {**INDEXES, **(SLOT_INDEXES if limited else {})}
+    try:
+        await collection.create_indexes(
+            [IndexModel(spec.keys, name=name, **spec.options) for name, spec in wanted.items()]
+        )
+    except OperationFailure as exc:
+        if exc.code == AUTHENTICATION_FAILED:
+            raise  # not an index problem: the agent cannot work at all
+    else:
+        return await _check_slots(collection) if limited else []
+    warnings = []
+    for name, spec in wanted.items():
+        try:
+            await collection.create_index(spec.keys, name=name, **spec.options)
+        except OperationFailure as exc:
+            if name in SLOT_INDEXES and exc.code in INDEX_CONFLICTS:
+                raise ConfigError(_slot_index_missing(collection, name, exc)) from None
+            if exc.code == AUTHENTICATION_FAILED or name in SLOT_INDEXES:
+                raise  # the agent cannot work (or not yet: the start-up retries)
+            warnings.append(f"index {name} not created ({exc.code}): {exc.details}")
+    return warnings + (await _check_slots(collection) if limited else [])
+
+
+async def _check_slots(collection: AsyncCollection[Document]) -> list[str]:
+    """Every slot field has a unique index (the server said so): else :class:`ConfigError`."""
+    unique = set()
+    async for index in await collection.list_indexes():
+        keys = list(index.get("key", {}))
+        if index.get("unique") and len(keys) == 1:
+            unique.add(keys[0])
+    for name, spec in SLOT_INDEXES.items():
+        if spec.keys[0][0] not in unique:
+            raise ConfigError(_slot_index_missing(collection, name, None))
+    return []
+
+
+def _slot_index_missing(
+    collection: AsyncCollection[Document], name: str, exc: OperationFailure | None
+) -> str:
+    why = f" ({exc.code}: {str(exc)[:200]})" if exc is not None else ""
+    return (
+        f"TYPE_FLEET_CONCURRENCY/KEY_CONCURRENCY need the unique index {name} on "
+        f"{collection.name}, which the server did not make{why}: drop the conflicting index "
+        "(or the documents holding a stray slot), or unset the fleet-wide limits"
+    )

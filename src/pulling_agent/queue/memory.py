@@ -21,7 +21,10 @@ from pulling_agent.queue.documents import (
     priority_rank,
     shows_outcome,
 )
+from pulling_agent.queue.limits import Limiter, assign
 from pulling_agent.queue.model import (
+    SLOT_FIELDS,
+    UNLEASE,
     CancelResult,
     Claim,
     ClaimKind,
@@ -66,6 +69,12 @@ def _ignore(rejection: Rejection) -> None:
     return None
 
 
+def _unlease(doc: Document) -> None:
+    """What ``$unset: UNLEASE`` does: the lease and the limit slots it held go."""
+    for name in UNLEASE:
+        doc.pop(name, None)
+
+
 class MemoryWorkStore:
     def __init__(
         self,
@@ -81,6 +90,7 @@ class MemoryWorkStore:
         self.calls: list[str] = []
         self.lost_race = False  # one event loop: never
         self.spread = Spread()  # where fresh documents are read (the fleet sets a share)
+        self.limiter = Limiter()  # fleet-wide limits (queue.limits)
         self.insert(documents)
 
     def insert(self, documents: Iterable[Document]) -> list[Any]:
@@ -132,7 +142,7 @@ class MemoryWorkStore:
         return isinstance(expires, datetime) and expires < now
 
     def _dead_letter(self, doc: Document, problem: Problem, now: datetime, stage: str) -> None:
-        doc.pop("lease", None)
+        _unlease(doc)
         doc.update(status=Status.FAILED.value, failed_at=now, error=problem.as_error(now))
         self.on_rejected(Rejection(doc["_id"], problem, stage, dead_lettered=True))
 
@@ -147,10 +157,12 @@ class MemoryWorkStore:
         self.calls.append("claim")
         lease = new_lease(owner, lease_seconds, now)
         claims: list[Claim] = []
+        held = self._held() if self.limiter.active else {}
         for kind in kinds:
             docs: Iterable[Document] = self._docs.values()
             if kind is ClaimKind.FRESH:
-                docs = self._fresh(limit - len(claims), now)
+                wanted = len(self._docs) if self.limiter.active else limit - len(claims)
+                docs = self._fresh(wanted, now)  # limited: past the full scopes
             for doc in docs:
                 if len(claims) >= limit:
                     return claims
@@ -159,6 +171,13 @@ class MemoryWorkStore:
                     if problem is not None:
                         self._dead_letter(doc, problem, now, "claim")
                         continue
+                    if self.limiter.active:  # what the unique slot indexes enforce
+                        plan = assign([doc], self.limiter.limits, held)
+                        if not plan.take:
+                            continue  # a scope is full: it waits, pending
+                        for field, slot in plan.take[0][1].items():
+                            held[slot] = doc["_id"]
+                            doc[field] = slot
                     doc["status"] = Status.PROCESSING.value
                     doc["lease"] = dict(lease)
                     doc["attempts"] = attempts_of(doc) + 1
@@ -166,6 +185,14 @@ class MemoryWorkStore:
                         Claim(doc["_id"], lease["token"], doc["attempts"], copy.deepcopy(doc), kind)
                     )
         return claims
+
+    def _held(self) -> dict[str, Any]:
+        return {
+            slot: doc["_id"]
+            for doc in self._docs.values()
+            for slot in (doc.get(name) for name in SLOT_FIELDS)
+            if isinstance(slot, str)
+        }
 
     def _fresh(self, limit: int, now: datetime) -> list[Document]:
         """Fresh documents in claim order (priority, then insertion), from where this
@@ -224,7 +251,7 @@ class MemoryWorkStore:
         return applied
 
     def _outcome(self, doc: Document, c: Completion, now: datetime) -> None:
-        doc.pop("lease", None)
+        _unlease(doc)
         doc.pop("cancel_requested", None)
         if c.kind is OutcomeKind.PROCESSED:
             doc.update(status=Status.PROCESSED.value, processed_at=now)
@@ -354,7 +381,7 @@ class MemoryWorkStore:
             doc = self._leased(doc_id, token)
             if doc is None:
                 continue
-            doc.pop("lease", None)
+            _unlease(doc)
             doc["status"] = Status.PENDING.value
             if undo_attempt:
                 doc["attempts"] = attempts_of(doc) - 1
@@ -372,6 +399,11 @@ class MemoryWorkStore:
         changed = 0
         for doc in self._docs.values():
             status = doc.get("status")
+            if status != Status.PROCESSING and self.limiter.active:  # limits.clear_strays
+                stray = [n for n in SLOT_FIELDS if isinstance(doc.get(n), str)]
+                for name in stray:
+                    del doc[name]
+                changed += len(stray)
             if status == Status.PENDING:
                 value = doc.get("available_at")
                 if value is None or isinstance(value, datetime):
@@ -389,7 +421,7 @@ class MemoryWorkStore:
                 lease = doc.get("lease")
                 expires = lease.get("expires_at") if isinstance(lease, dict) else None
                 if expires is not None and not isinstance(expires, datetime):
-                    doc.pop("lease")
+                    _unlease(doc)
                     doc["status"] = Status.PENDING.value
                     changed += 1
         self._repair(now)
@@ -401,7 +433,7 @@ class MemoryWorkStore:
             doc = self._docs.get(doc_id)
             status = None if doc is None else doc.get("status")
             if doc is not None and status in (Status.PENDING, Status.WAITING):
-                for name in ("available_at", "lease", WAITING, WAITING_ON):
+                for name in ("available_at", *UNLEASE, WAITING, WAITING_ON):
                     doc.pop(name, None)
                 doc.update(
                     status=Status.CANCELLED.value,
@@ -438,7 +470,7 @@ class MemoryWorkStore:
                 wanted is not None and doc["_id"] not in wanted
             ):
                 continue
-            for key in ("available_at", "failed_at", "lease", "error"):
+            for key in ("available_at", "failed_at", *UNLEASE, "error"):
                 doc.pop(key, None)
             doc.update(status=Status.PENDING.value, attempts=0)
             count += 1

@@ -31,6 +31,15 @@ class Status(StrEnum):
 
 
 FINISHED = (Status.PROCESSED, Status.FAILED, Status.CANCELLED)
+
+# A document under a fleet-wide limit holds, while it is processing, one slot string per
+# limit (queue.limits): of its type's limit, and of its key value's. Every write that takes
+# a document out of ``processing`` unsets them with its lease, so a slot frees in the same
+# write as the outcome.
+LIMIT_SLOT = "limit_slot"
+KEY_SLOT = "key_slot"
+SLOT_FIELDS = (LIMIT_SLOT, KEY_SLOT)
+UNLEASE = {"lease": "", LIMIT_SLOT: "", KEY_SLOT: ""}  # the $unset of a lease given up
 UNFINISHED = (Status.PENDING, Status.PROCESSING, Status.WAITING)
 
 
@@ -112,7 +121,7 @@ def cancel_update(by: str, now: datetime) -> Document:
             "cancelled_at": now,
             "cancel_reason": f"cancelled by {by}",
         },
-        "$unset": {"available_at": "", "lease": ""},
+        "$unset": {"available_at": "", **UNLEASE},
     }
 
 

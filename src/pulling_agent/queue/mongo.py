@@ -22,14 +22,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson.errors import InvalidDocument
-from pymongo import ASCENDING, IndexModel, UpdateMany, UpdateOne
+from pymongo import ASCENDING, UpdateMany, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, OperationFailure, WriteError
+from pymongo.errors import BulkWriteError, WriteError
 from pymongo.results import BulkWriteResult, UpdateResult
 
 from pulling_agent.encoding import parse_time
-from pulling_agent.queue import retention
-from pulling_agent.queue.database import AUTHENTICATION_FAILED
+from pulling_agent.queue import cancelling, indexes, retention
 from pulling_agent.queue.documents import (
     NON_DATE_TYPES,
     attempts_of,
@@ -38,8 +37,10 @@ from pulling_agent.queue.documents import (
     rejection_reason,
     shows_outcome,
 )
-from pulling_agent.queue.indexes import FRESH_ORDER, INDEXES
+from pulling_agent.queue.indexes import FRESH_ORDER
+from pulling_agent.queue.limits import Limiter, clear_strays, is_duplicate, with_slots
 from pulling_agent.queue.model import (
+    UNLEASE,
     CancelResult,
     Claim,
     ClaimKind,
@@ -49,7 +50,6 @@ from pulling_agent.queue.model import (
     Problem,
     Rejection,
     Status,
-    cancel_update,
     ignore_event,
     new_lease,
 )
@@ -64,13 +64,9 @@ from pulling_agent.queue.queries import (
 )
 from pulling_agent.queue.spread import Spread, window
 from pulling_agent.queue.workflow import (
-    BATCH_ID,
     DEPENDENTS,
-    WAITING,
-    WAITING_ON,
     Ended,
     dep_key,
-    ended_of,
     repair,
     revive,
     settle,
@@ -78,6 +74,9 @@ from pulling_agent.queue.workflow import (
 from pulling_agent.text import one_line
 
 SPARE_MAX_AGE = 1.0  # seconds a spare candidate list stays usable
+# the kinds whose documents hold no slot yet: those of a full scope only wait (the others
+# are interrupted documents, which take their own slots back)
+WAITING_KINDS = (ClaimKind.FRESH, ClaimKind.DUE_RETRY)
 CONTENTION_ROUNDS = 3  # look again at once when other agents won some of the candidates
 
 # What the BSON encoder raises for a value it cannot write (an int beyond 64 bits, a key
@@ -110,29 +109,10 @@ class MongoWorkStore:
         self.spread = Spread()  # where fresh candidates are read (the fleet sets a share)
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # the agent's: MongoDB's
         self._repair_offset = 0  # where the sweep goes on looking at waiting documents
+        self.limiter = Limiter()  # fleet-wide limits (queue.limits); none unless set
 
     async def ensure_indexes(self) -> list[str]:
-        """All of them in one ``createIndexes``; when the server refuses one, one by one, so
-        the others are made and the refused one is named."""
-        models = [
-            IndexModel(spec.keys, name=name, **spec.options) for name, spec in INDEXES.items()
-        ]
-        try:
-            await self.collection.create_indexes(models)
-        except OperationFailure as exc:
-            if exc.code == AUTHENTICATION_FAILED:
-                raise  # not an index problem: the agent cannot work at all
-        else:
-            return []
-        warnings = []
-        for name, spec in INDEXES.items():
-            try:
-                await self.collection.create_index(spec.keys, name=name, **spec.options)
-            except OperationFailure as exc:
-                if exc.code == AUTHENTICATION_FAILED:
-                    raise  # not an index problem: the agent cannot work at all
-                warnings.append(f"index {name} not created ({exc.code}): {exc.details}")
-        return warnings
+        return await indexes.ensure(self.collection, self.limiter.active)
 
     def _noted(self, note: Note) -> None:
         self.on_workflow(note.event, note.fields)
@@ -158,8 +138,9 @@ class MongoWorkStore:
                     return claims
                 won, found = await self._claim_kind(kind, remaining, lease, now)
                 claims.extend(won)
-                self.lost_race = len(won) < found
-                if not self.lost_race:  # nothing lost to another agent: no need to look again
+                lost = len(won) < found  # to another agent, or waiting for a limit's slot
+                self.lost_race = self.lost_race or lost  # work is there: look again soon
+                if not lost:  # no need to look again now
                     break
         return claims
 
@@ -169,30 +150,42 @@ class MongoWorkStore:
         """Claim up to ``limit`` documents of one kind. Returns the claims and how many
         candidates were found (more than claimed when another agent won some)."""
         match = {**claim_filter(kind, now), **self.scope}
+        excluded = self.limiter.excluded() if kind in WAITING_KINDS else []
+        if excluded:  # full scopes: their documents would only wait (queue.limits)
+            match["$nor"] = excluded
         found, from_spare = await self._candidates(kind, match, limit)
         candidates = await self._screen(found, match, now)
+        slots: dict[Any, dict[str, str]] = {}
+        blocked = 0  # candidates waiting for a slot: work is there, behind full scopes
+        if candidates and self.limiter.active:
+            slots, blocked = await self.limiter.plan(self.collection, candidates)
+            candidates = [doc for doc in candidates if dep_key(doc["_id"]) in slots]
+            slots = {key: taken for key, taken in slots.items() if taken}
         if not candidates:
             if from_spare and found:
                 self._spare = []
-            return [], len(candidates)
+            return [], blocked
         ids = [doc["_id"] for doc in candidates]
         update = {
             "$set": {"status": Status.PROCESSING.value, "lease": lease},
             "$inc": {"attempts": 1},
         }
-        modified, refused = await self._claim_write(kind, ids, match, update)
+        modified, refused = await self._claim_write(kind, ids, match, update, slots)
+        lost = [i for i, exc in refused if is_duplicate(exc)]  # another agent took the slot
+        refused = [(i, exc) for i, exc in refused if not is_duplicate(exc)]
         if refused:
             by_id = {doc["_id"]: doc for doc in candidates}
             for doc_id, exc in refused:
                 await self._reject(doc_id, match, rejection_reason(exc, by_id.get(doc_id)), now)
-        if not refused and modified == len(ids):
-            for doc in candidates:
+        if not refused and modified == len(ids) - len(lost):
+            won = [doc for doc in candidates if doc["_id"] not in lost] if lost else candidates
+            for doc in won:
                 doc.update(
                     status=Status.PROCESSING.value,
                     lease=dict(lease),
                     attempts=attempts_of(doc) + 1,
+                    **slots.get(dep_key(doc["_id"]), {}),
                 )
-            won = candidates
         elif modified == 0 and not refused:
             won = []
         else:  # another agent took some, or some were refused: read back what we hold
@@ -201,14 +194,32 @@ class MongoWorkStore:
         if from_spare and len(won) < len(ids):
             self._spare = []  # stale: other agents got there first
         claims = [Claim(d["_id"], lease["token"], attempts_of(d), d, kind) for d in won]
-        return claims, len(candidates) - len(refused)
+        return claims, len(candidates) - len(refused) + blocked
 
     async def _claim_write(
-        self, kind: ClaimKind, ids: list[Any], match: Document, update: Document
+        self,
+        kind: ClaimKind,
+        ids: list[Any],
+        match: Document,
+        update: Document,
+        slots: Mapping[Any, Mapping[str, str]],
     ) -> tuple[int, list[tuple[Any, BaseException]]]:
         """The conditional claim write. Returns how many documents it modified and the
         documents the server refused (a WriteError about one document must not fail the
-        others). Per-document writes happen only after a batch write reported an error."""
+        others). Per-document writes happen only after a batch write reported an error,
+        or when documents take limit slots (each its own: queue.limits)."""
+        if slots:
+            return await self._each(
+                [
+                    (
+                        i,
+                        UpdateOne(
+                            {"_id": i, **match}, with_slots(update, slots.get(dep_key(i), {}))
+                        ),
+                    )
+                    for i in ids
+                ]
+            )
         if kind is ClaimKind.FRESH:
             try:
                 result = await self.collection.update_many({"_id": {"$in": ids}, **match}, update)
@@ -357,6 +368,7 @@ class MongoWorkStore:
     async def complete(self, completions: Sequence[Completion], now: datetime) -> int:
         if not completions:
             return 0
+        self.limiter.freed(c.doc_id for c in completions)
         applied = await self._write_outcomes(completions, now)
         all_applied = applied == len(completions)
         if not all_applied:  # lost leases, or dependents arrived meanwhile
@@ -468,7 +480,8 @@ class MongoWorkStore:
     async def release(self, token: str, doc_ids: Sequence[Any], undo_attempt: bool) -> int:
         if not doc_ids:
             return 0
-        update: Document = {"$set": {"status": Status.PENDING.value}, "$unset": {"lease": ""}}
+        self.limiter.freed(doc_ids)
+        update: Document = {"$set": {"status": Status.PENDING.value}, "$unset": dict(UNLEASE)}
         fence = leased_filter(list(doc_ids), token)
         if undo_attempt:
             try:
@@ -510,9 +523,11 @@ class MongoWorkStore:
                         "status": Status.PROCESSING.value,
                         "lease.expires_at": doc["lease"]["expires_at"],
                     },
-                    {"$set": {"status": Status.PENDING.value}, "$unset": {"lease": ""}},
+                    {"$set": {"status": Status.PENDING.value}, "$unset": dict(UNLEASE)},
                 )
                 changed += result.modified_count
+        if self.limiter.active:
+            changed += await clear_strays(self.collection)
         repaired, self._repair_offset = await run_async(
             repair(self._repair_offset, now), self.collection, self._noted
         )
@@ -533,33 +548,7 @@ class MongoWorkStore:
         return result.modified_count
 
     async def cancel(self, doc_ids: Sequence[Any], by: str, now: datetime) -> CancelResult:
-        result = CancelResult()
-        update = cancel_update(by, now)
-        update["$unset"].update({WAITING: "", WAITING_ON: ""})
-        for doc_id in doc_ids:  # an operator's few ids: a few conditional writes each
-            if await self._cancel_one(doc_id, update):
-                result.cancelled.append(doc_id)
-                continue
-            running = await self.collection.update_one(
-                {"_id": doc_id, "status": Status.PROCESSING.value},
-                {"$set": {"cancel_requested": {"by": by, "at": now}}},
-            )
-            (result.requested if running.matched_count else result.not_found).append(doc_id)
-        if result.cancelled:  # their dependents and batches learn of it
-            found = self.collection.find(
-                {"_id": {"$in": result.cancelled}}, {BATCH_ID: 1, DEPENDENTS: 1}
-            )
-            ended = [ended_of(doc, Status.CANCELLED.value) async for doc in found]
-            await run_async(settle(ended, now), self.collection, self._noted)
-        return result
-
-    async def _cancel_one(self, doc_id: Any, update: Document) -> bool:
-        """Cancel a document that has not started (pending, or waiting in a workflow)."""
-        for status in (Status.PENDING, Status.WAITING):  # one plain filter each
-            done = await self.collection.update_one({"_id": doc_id, "status": status.value}, update)
-            if done.modified_count:
-                return True
-        return False
+        return await cancelling.cancel(self.collection, doc_ids, by, now, self._noted)
 
     async def cancel_requested(self, token: str) -> list[Any]:
         cursor = self.collection.find(
@@ -581,7 +570,7 @@ class MongoWorkStore:
             match,
             {
                 "$set": {"status": Status.PENDING.value, "attempts": 0},
-                "$unset": {"available_at": "", "failed_at": "", "lease": "", "error": ""},
+                "$unset": {"available_at": "", "failed_at": "", **UNLEASE, "error": ""},
             },
         )
         return result.modified_count

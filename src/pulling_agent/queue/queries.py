@@ -9,7 +9,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pulling_agent.queue.model import ClaimKind, Completion, Document, OutcomeKind, Problem, Status
+from pulling_agent.queue.model import (
+    UNLEASE,
+    ClaimKind,
+    Completion,
+    Document,
+    OutcomeKind,
+    Problem,
+    Status,
+)
 from pulling_agent.queue.workflow import DEPENDENTS
 
 FINAL = {
@@ -39,7 +47,7 @@ def dead_letter_update(problem: Problem, now: datetime) -> Document:
             "failed_at": now,
             "error": problem.as_error(now),
         },
-        "$unset": {"lease": ""},
+        "$unset": dict(UNLEASE),
     }
 
 
@@ -54,7 +62,7 @@ def completion_update(c: Completion, now: datetime) -> Document:
     if c.kind is OutcomeKind.PROCESSED:
         return {
             "$set": {"status": Status.PROCESSED.value, "processed_at": now},
-            "$unset": {"lease": "", "available_at": "", "error": "", "cancel_requested": ""},
+            "$unset": {**UNLEASE, "available_at": "", "error": "", "cancel_requested": ""},
         }
     if c.kind is OutcomeKind.CANCELLED:
         return {
@@ -63,7 +71,7 @@ def completion_update(c: Completion, now: datetime) -> Document:
                 "cancelled_at": now,
                 "cancel_reason": c.reason,
             },
-            "$unset": {"lease": "", "available_at": "", "cancel_requested": ""},
+            "$unset": {**UNLEASE, "available_at": "", "cancel_requested": ""},
         }
     fields: Document = {}
     if c.error is not None:
@@ -72,14 +80,14 @@ def completion_update(c: Completion, now: datetime) -> Document:
         fields.update(status=Status.PENDING.value, available_at=c.available_at)
         return {
             "$set": fields,
-            "$unset": {"lease": "", "cancel_requested": ""},
+            "$unset": {**UNLEASE, "cancel_requested": ""},
             "$inc": {"attempts": -1},
         }
     if c.kind is OutcomeKind.RETRY:
         fields.update(status=Status.PENDING.value, available_at=c.available_at)
-        return {"$set": fields, "$unset": {"lease": "", "cancel_requested": ""}}
+        return {"$set": fields, "$unset": {**UNLEASE, "cancel_requested": ""}}
     fields.update(status=Status.FAILED.value, failed_at=now)
-    return {"$set": fields, "$unset": {"lease": "", "available_at": "", "cancel_requested": ""}}
+    return {"$set": fields, "$unset": {**UNLEASE, "available_at": "", "cancel_requested": ""}}
 
 
 def outcome_filter(c: Completion, doc_id: Any = None) -> Document:

@@ -198,6 +198,9 @@ class TypedHandlers:
         self._type_field = type_field
         self._limits = {kind: asyncio.Semaphore(n) for kind, n in limits.items()}
         self._all = [*runners.values(), *([default] if default else [])]
+        # a Worker's fleet_concurrency= / key_concurrency= (the environment's win: bootstrap)
+        self.fleet_limits: dict[str, int] = {}
+        self.key_limits: dict[str, int] = {}
 
     @property
     def served_types(self) -> list[str | None]:
@@ -298,5 +301,13 @@ def _from_registry(settings: Settings, default: HandlerRunner | None) -> TypedHa
     }
     if None in worker.handlers:
         default = _runner(settings, worker.handlers[None], f"HANDLERS {spec} (no type)")
+    if worker.key_concurrency and settings.concurrency_key is None:
+        raise ConfigError(
+            f"HANDLERS={spec}: key_concurrency= for {sorted(worker.key_concurrency)[0]!r} "
+            "needs CONCURRENCY_KEY (the field whose values are limited, e.g. tenant)"
+        )
     limits = {**worker.concurrency, **settings.type_limits}
-    return TypedHandlers(runners, default, settings.type_field, limits)
+    handlers = TypedHandlers(runners, default, settings.type_field, limits)
+    handlers.fleet_limits = dict(worker.fleet_concurrency)
+    handlers.key_limits = dict(worker.key_concurrency)
+    return handlers

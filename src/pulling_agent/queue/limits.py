@@ -1,0 +1,305 @@
+"""Fleet-wide limits: at most N documents of a type, or of one value of a key field (a
+tenant, a customer), processing at once across every agent of the fleet.
+
+MongoDB has no advisory locks and no ``SKIP LOCKED``; a counter beside the queue would need
+a transaction with every claim and every outcome. Here a limit is a set of **slots**, and
+a slot is a string a processing document carries: ``limit_slot`` for its type's limit
+(``t:invoice#2``: slot 2 of 3), ``key_slot`` for its key value's (``k:*=s:acme#0``). A
+unique sparse index on each field lets at most one document hold a slot string, so a
+scope of N slots has at most N documents processing: the claim write sets each document's
+slots, and the server refuses a second holder atomically (duplicate key) - the same
+conditional write that makes a claim exclusive makes the limit exact.
+
+* Freeing a slot costs nothing: every write that takes a document out of ``processing``
+  (outcome, retry, release, recovery, requeue) unsets its slots with its lease
+  (``model.UNLEASE``), in the same write.
+* A held slot needs no renewal of its own: it lives as long as its document's lease.
+* A dead agent's slots stay with their documents until their leases expire and the
+  recovery claim takes the documents over - slots included - so an interrupted document
+  runs again first and nothing is ever held by nobody.
+
+Which slot number to try comes from one read of the slots held in the candidates' scopes
+(one ``find`` on the slot indexes per claim write); a stale read only costs a duplicate
+key, never a second holder. Scopes found full are left out of the next candidate reads for
+a moment (:func:`exclusion`), so a blocked tenant at the head of the queue does not hide
+the documents behind it. Pure, apart from :func:`held_slots`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import bson
+from bson import ObjectId
+from pymongo.asynchronous.collection import AsyncCollection
+
+from pulling_agent.queue.model import KEY_SLOT, LIMIT_SLOT, SLOT_FIELDS, Document, Status
+from pulling_agent.queue.workflow import dep_key
+from pulling_agent.text import one_line
+
+ANY_TYPE = "*"  # the scope of KEY_CONCURRENCY: a key value's documents of every type
+MAX_KEY_BYTES = 200  # a longer key (or one not a string or an integer) is slotted by hash
+MAX_EXCLUDED = 500  # key values one claim's filter leaves out, at most
+MAX_HOLDING = 100_000  # documents whose scopes a limiter remembers (a bound, never reached)
+FULL_MAX_AGE = 1.0  # seconds a scope found full stays out of the candidate reads
+DUPLICATE_KEY = 11000
+# a key value a filter can name exactly ($in): others are only slotted, never excluded
+EXCLUDABLE = (str, int, float, bool, ObjectId, datetime)
+
+
+def key_text(value: Any) -> str:
+    """The slot text of a key value: itself for a short string or an integer, else a
+    digest of its BSON (so any value of any size gives a bounded, index-safe string)."""
+    if isinstance(value, str):
+        raw = value.encode("utf-8", "surrogatepass")
+        if len(raw) <= MAX_KEY_BYTES:
+            return "s:" + value
+        return "h:" + hashlib.sha256(b"s" + raw).hexdigest()[:40]
+    if isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63:
+        return f"i:{value}"
+    try:
+        raw = bson.encode({"v": value})
+    except Exception:  # not BSON (the in-memory store holds any Python value)
+        raw = f"{type(value).__qualname__}:{value!r}".encode("utf-8", "surrogatepass")
+    return "h:" + hashlib.sha256(raw).hexdigest()[:40]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One limit as one document meets it: its slot field, name and capacity."""
+
+    field: str  # LIMIT_SLOT or KEY_SLOT
+    name: str  # t:<type>  or  k:<type or *>=<key text>
+    capacity: int
+    kind: str | None  # the type the limit is of (None: a key limit of every type)
+    value: Any = None  # the key value (key limits)
+
+    def slot(self, n: int) -> str:
+        return f"{self.name}#{n}"
+
+    def owns(self, slot: Any) -> bool:
+        """``slot`` is one of this scope's (a document's own, kept on a recovery claim)."""
+        if not isinstance(slot, str) or not slot.startswith(self.name + "#"):
+            return False
+        number = slot[len(self.name) + 1 :]
+        return number.isdigit() and int(number) < self.capacity and number == str(int(number))
+
+    def shown(self, key_field: str | None) -> str:
+        """For people: ``invoice`` or ``tenant='acme' (invoice)``, one inert line."""
+        if self.field == LIMIT_SLOT:
+            return one_line(self.kind, 100)
+        where = f" ({one_line(self.kind, 100)})" if self.kind is not None else ""
+        return f"{key_field}={one_line(repr(self.value), 100)}{where}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The fleet-wide limits an agent claims under (``TYPE_FLEET_CONCURRENCY``,
+    ``CONCURRENCY_KEY`` with ``KEY_CONCURRENCY`` / ``TYPE_KEY_CONCURRENCY``)."""
+
+    type_field: str = "type"
+    fleet: Mapping[str, int] = field(default_factory=dict)  # type -> slots in the fleet
+    key_field: str | None = None
+    key_limit: int | None = None  # slots per key value, documents of every type
+    type_key_limits: Mapping[str, int] = field(default_factory=dict)  # per (type, key)
+
+    @property
+    def active(self) -> bool:
+        keyed = self.key_field is not None and bool(self.key_limit or self.type_key_limits)
+        return bool(self.fleet) or keyed
+
+    def scopes_of(self, doc: Mapping[str, Any]) -> list[Scope]:
+        """The limits ``doc`` is under: none, its type's, its key value's, or both."""
+        kind = doc.get(self.type_field)
+        kind = kind if isinstance(kind, str) else None
+        scopes = []
+        if kind is not None and kind in self.fleet:
+            scopes.append(Scope(LIMIT_SLOT, f"t:{kind}", self.fleet[kind], kind))
+        if self.key_field is not None:
+            value = doc.get(self.key_field)
+            per_type = self.type_key_limits.get(kind) if kind is not None else None
+            capacity = per_type or self.key_limit
+            if value is not None and capacity:
+                of = kind if per_type else None
+                name = f"k:{ANY_TYPE if of is None else of}={key_text(value)}"
+                scopes.append(Scope(KEY_SLOT, name, capacity, of, value))
+        return scopes
+
+
+@dataclass
+class Plan:
+    """What one claim write tries: each candidate with the slots it gets, and the scopes
+    found full (their candidates wait)."""
+
+    take: list[tuple[Document, dict[str, str]]] = field(default_factory=list)
+    full: dict[str, Scope] = field(default_factory=dict)
+    blocked: int = 0
+
+
+def assign(candidates: Iterable[Document], limits: Limits, held: Mapping[str, Any]) -> Plan:
+    """Give each candidate, in claim order, a free slot of each of its scopes (its own
+    slot first: a recovered document keeps what it held). ``held``: slot -> the ``_id``
+    of the document holding it, as last read. A candidate with a full scope waits."""
+    taken: dict[str, Any] = dict(held)
+    plan = Plan()
+    for doc in candidates:
+        chosen: dict[str, str] = {}
+        for scope in limits.scopes_of(doc):
+            slot = _free(scope, doc, taken)
+            if slot is None:
+                plan.full[scope.name] = scope
+                break
+            chosen[scope.field] = slot
+        else:
+            for slot in chosen.values():
+                taken[slot] = doc["_id"]
+            plan.take.append((doc, chosen))
+            continue
+        plan.blocked += 1
+    return plan
+
+
+def _free(scope: Scope, doc: Document, taken: Mapping[str, Any]) -> str | None:
+    own = doc.get(scope.field)
+    if isinstance(own, str) and scope.owns(own) and taken.get(own, doc["_id"]) == doc["_id"]:
+        return own
+    for n in range(scope.capacity):
+        slot = scope.slot(n)
+        if slot not in taken:
+            return slot
+    return None
+
+
+def slot_query(scopes: Iterable[Scope]) -> Document | None:
+    """The filter of the documents holding any slot of ``scopes``: an exact ``$in`` for a
+    scope of one slot, a range of its names for more (both on the slot indexes)."""
+    exact: dict[str, list[str]] = {}
+    ranges: list[Document] = []
+    for scope in {s.name: s for s in scopes}.values():
+        if scope.capacity == 1:
+            exact.setdefault(scope.field, []).append(scope.slot(0))
+        else:  # "#" + 1 == "$": every "<name>#n"
+            ranges.append({scope.field: {"$gte": scope.name + "#", "$lt": scope.name + "$"}})
+    clauses = [{name: {"$in": slots}} for name, slots in exact.items()] + ranges
+    if not clauses:
+        return None
+    return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+
+async def held_slots(
+    collection: AsyncCollection[Document], scopes: Sequence[Scope]
+) -> dict[str, Any]:
+    """The slots of ``scopes`` held now: slot -> holder ``_id`` (one find)."""
+    query = slot_query(scopes)
+    if query is None:
+        return {}
+    held: dict[str, Any] = {}
+    async for doc in collection.find(query, dict.fromkeys(SLOT_FIELDS, 1)):
+        for name in SLOT_FIELDS:
+            slot = doc.get(name)
+            if isinstance(slot, str):
+                held[slot] = doc["_id"]
+    return held
+
+
+async def clear_strays(collection: AsyncCollection[Document]) -> int:
+    """Unset slots on documents that are not processing (only a producer writing the
+    agent's fields makes one): held by nobody, they would keep a slot from every claim. On
+    the slot indexes: one ``update_many`` per field, over the few documents that hold one."""
+    cleared = 0
+    for name in SLOT_FIELDS:
+        stray = {name: {"$type": "string"}, "status": {"$ne": Status.PROCESSING.value}}
+        result = await collection.update_many(stray, {"$unset": {name: ""}})
+        cleared += result.modified_count
+    return cleared
+
+
+def exclusion(full: Iterable[Scope], limits: Limits) -> list[Document]:
+    """``$nor`` clauses that leave the documents of full scopes out of a candidate read:
+    a full type by name, full key values (those a filter can name exactly) by value."""
+    types: list[str] = []
+    keys: dict[str | None, list[Any]] = {}
+    count = 0
+    for scope in full:
+        if scope.field == LIMIT_SLOT and scope.kind is not None:
+            types.append(scope.kind)
+        elif isinstance(scope.value, EXCLUDABLE) and count < MAX_EXCLUDED:
+            keys.setdefault(scope.kind, []).append(scope.value)
+            count += 1
+    clauses: list[Document] = []
+    if types:
+        clauses.append({limits.type_field: {"$in": types}})
+    for kind, values in keys.items():
+        clause: Document = {str(limits.key_field): {"$in": values}}
+        if kind is not None:
+            clause[limits.type_field] = kind
+        clauses.append(clause)
+    return clauses
+
+
+def is_duplicate(exc: BaseException) -> bool:
+    """A write refused because another document holds the slot (E11000)."""
+    return getattr(exc, "code", None) == DUPLICATE_KEY
+
+
+def with_slots(update: Document, slots: Mapping[str, str]) -> Document:
+    """A claim update that also sets the document's slots."""
+    return {**update, "$set": {**update["$set"], **slots}} if slots else update
+
+
+class Limiter:
+    """One store's limits and what its claims learnt: the scopes found full (left out of
+    the next candidate reads for ``FULL_MAX_AGE``, or until this agent frees a slot of
+    theirs) and the scopes of the documents it holds."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._full: dict[str, tuple[Scope, float]] = {}  # name -> scope, until (monotonic)
+        self._holding: dict[str, list[str]] = {}  # dep_key(_id) -> scope names it holds
+
+    @property
+    def active(self) -> bool:
+        return self.limits.active
+
+    def excluded(self) -> list[Document]:
+        """The ``$nor`` clauses of the scopes found full lately (empty: none)."""
+        if not self._full:
+            return []
+        now = time.monotonic()
+        for name in [n for n, (_, until) in self._full.items() if until <= now]:
+            del self._full[name]
+        return exclusion((scope for scope, _ in self._full.values()), self.limits)
+
+    async def plan(
+        self, collection: AsyncCollection[Document], candidates: Sequence[Document]
+    ) -> tuple[dict[str, dict[str, str]], int]:
+        """The slots each candidate gets (by ``dep_key``; a candidate under no limit gets
+        none), and how many wait for a full scope. One find, when any is limited."""
+        scopes = [s for doc in candidates for s in self.limits.scopes_of(doc)]
+        plan = assign(candidates, self.limits, await held_slots(collection, scopes))
+        return self.learn(plan), plan.blocked
+
+    def learn(self, plan: Plan) -> dict[str, dict[str, str]]:
+        until = time.monotonic() + FULL_MAX_AGE
+        for name, scope in plan.full.items():
+            self._full[name] = (scope, until)
+        taken = {}
+        for doc, slots in plan.take:
+            key = dep_key(doc["_id"])
+            taken[key] = slots
+            if slots:
+                if len(self._holding) >= MAX_HOLDING:
+                    self._holding.clear()  # only a hint: a full scope then ages out
+                self._holding[key] = [s.rpartition("#")[0] for s in slots.values()]
+        return taken
+
+    def freed(self, doc_ids: Iterable[Any]) -> None:
+        """This agent's documents left ``processing``: their scopes have room again."""
+        for doc_id in doc_ids:
+            for name in self._holding.pop(dep_key(doc_id), ()):
+                self._full.pop(name, None)

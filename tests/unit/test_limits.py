@@ -1,0 +1,228 @@
+"""queue.limits' pure parts: slot texts, which slot a candidate gets, the filters."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pulling_agent.config import load_settings
+from pulling_agent.errors import ConfigError
+from pulling_agent.queue import limits as limits_module
+from pulling_agent.queue.limits import (
+    MAX_EXCLUDED,
+    Limiter,
+    Limits,
+    Plan,
+    assign,
+    exclusion,
+    key_text,
+    slot_query,
+)
+from pulling_agent.worker import Worker
+from tests.conftest import make_settings
+
+LIMITS = Limits(fleet={"invoice": 2}, key_field="tenant", key_limit=1)
+
+
+def doc(i: int, **fields: Any) -> dict[str, Any]:
+    return {"_id": i, "status": "pending", **fields}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a",
+        "",
+        "x" * 10_000,
+        "\udcff",
+        0,
+        -(2**63),
+        2**63,
+        1.5,
+        True,
+        None,
+        [1],
+        {"a": 1},
+        b"\x00",
+        object(),
+    ],
+)
+def test_every_key_value_has_a_bounded_slot_text(value: Any) -> None:
+    text = key_text(value)
+    assert isinstance(text, str) and 2 <= len(text) <= 2 + 200
+    assert key_text(value) == text, "the same value, the same slot, in every agent"
+
+
+def test_key_texts_tell_values_and_types_apart() -> None:
+    values = ["7", 7, 7.0, True, "x" * 201, "x" * 202, [7], {"v": 7}]
+    assert len({key_text(v) for v in values}) == len(values)
+
+
+def test_a_candidate_takes_the_lowest_free_slot_and_a_full_scope_blocks_it() -> None:
+    plan = assign(
+        [
+            doc(1, type="invoice"),
+            doc(2, type="invoice"),
+            doc(3, type="invoice"),
+            doc(4, type="email"),
+        ],
+        LIMITS,
+        {"t:invoice#0": 99},
+    )
+    assert [(d["_id"], slots) for d, slots in plan.take] == [
+        (1, {"limit_slot": "t:invoice#1"}),
+        (4, {}),
+    ]
+    assert plan.blocked == 2 and list(plan.full) == ["t:invoice"]
+
+
+def test_a_recovered_document_keeps_its_own_slot() -> None:
+    mine = doc(1, type="invoice", limit_slot="t:invoice#1", status="processing")
+    plan = assign([doc(2, type="invoice"), mine], LIMITS, {"t:invoice#1": 1})
+    assert [(d["_id"], s["limit_slot"]) for d, s in plan.take] == [
+        (2, "t:invoice#0"),
+        (1, "t:invoice#1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "stale", ["t:invoice#2", "t:invoice#01", "t:invoice#-1", "t:email#0", 5, None]
+)
+def test_a_slot_the_scope_does_not_own_is_not_kept(stale: Any) -> None:
+    """A capacity lowered since the claim, a forged or non-string slot: a fresh one."""
+    [(_, slots)] = assign([doc(1, type="invoice", limit_slot=stale)], LIMITS, {}).take
+    assert slots == {"limit_slot": "t:invoice#0"}
+
+
+def test_key_and_type_scopes_both_apply_and_either_blocks() -> None:
+    candidates = [
+        doc(1, type="invoice", tenant="a"),
+        doc(2, type="invoice", tenant="a"),
+        doc(3, type="invoice", tenant="b"),
+    ]
+    plan = assign(candidates, LIMITS, {})
+    assert [s for _, s in plan.take] == [
+        {"limit_slot": "t:invoice#0", "key_slot": "k:*=s:a#0"},
+        {"limit_slot": "t:invoice#1", "key_slot": "k:*=s:b#0"},
+    ]
+    assert plan.blocked == 1 and list(plan.full) == ["k:*=s:a"]
+
+
+def test_a_per_type_key_limit_is_its_own_scope() -> None:
+    limits = Limits(key_field="tenant", key_limit=2, type_key_limits={"export": 1})
+    [export] = limits.scopes_of(doc(1, type="export", tenant="a"))
+    [other] = limits.scopes_of(doc(2, type="email", tenant="a"))
+    assert (export.name, export.capacity) == ("k:export=s:a", 1)
+    assert (other.name, other.capacity) == ("k:*=s:a", 2)
+    assert limits.scopes_of(doc(3, type={"$ne": 1}, tenant=None)) == [], "no key, odd type"
+
+
+def test_the_held_slots_query_is_exact_for_one_slot_and_a_range_for_more() -> None:
+    scopes = LIMITS.scopes_of(doc(1, type="invoice", tenant="a")) * 2
+    assert slot_query(scopes) == {
+        "$or": [
+            {"key_slot": {"$in": ["k:*=s:a#0"]}},
+            {"limit_slot": {"$gte": "t:invoice#", "$lt": "t:invoice$"}},
+        ]
+    }
+    assert slot_query([]) is None
+
+
+def test_exclusion_names_values_never_operators_and_is_bounded() -> None:
+    plan = assign(
+        [doc(i, tenant=v) for i, v in enumerate(["a", "a", {"$gt": ""}, {"$gt": ""}])], LIMITS, {}
+    )
+    assert exclusion(plan.full.values(), LIMITS) == [{"tenant": {"$in": ["a"]}}]
+    many = assign([doc(i, tenant=f"t{i // 2}") for i in range(4 * MAX_EXCLUDED)], LIMITS, {})
+    [clause] = exclusion(many.full.values(), LIMITS)
+    assert len(clause["tenant"]["$in"]) == MAX_EXCLUDED
+
+
+def test_a_full_scope_is_excluded_until_it_ages_or_this_agent_frees_a_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    limiter = Limiter(LIMITS)
+    taken = limiter.learn(
+        assign([doc(1, type="invoice"), doc(2, type="invoice"), doc(3, type="invoice")], LIMITS, {})
+    )
+    assert limiter.excluded() == [{"type": {"$in": ["invoice"]}}]
+    limiter.freed([1])
+    assert limiter.excluded() == [], "a slot of ours came free: look again"
+    assert len(taken) == 2, "two documents took the two slots"
+    limiter.learn(assign([doc(4, type="invoice")], LIMITS, {"t:invoice#0": 2, "t:invoice#1": 3}))
+    assert limiter.excluded() != []
+    clock[0] += limits_module.FULL_MAX_AGE
+    assert limiter.excluded() == [], "another agent's slot may have come free: look again"
+    assert Plan().take == [] and not Limiter().active
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"TYPE_FLEET_CONCURRENCY": "invoice=-1"},
+            "TYPE_FLEET_CONCURRENCY=invoice=-1: use a whole number from 0",
+        ),
+        ({"TYPE_FLEET_CONCURRENCY": "invoice=10001"}, "from 0 to 10000"),
+        ({"TYPE_FLEET_CONCURRENCY": "invoice"}, "TYPE_FLEET_CONCURRENCY: entry 1"),
+        ({"KEY_CONCURRENCY": "1"}, "KEY_CONCURRENCY needs CONCURRENCY_KEY"),
+        ({"TYPE_KEY_CONCURRENCY": "export=1"}, "TYPE_KEY_CONCURRENCY needs CONCURRENCY_KEY"),
+        ({"CONCURRENCY_KEY": "tenant", "KEY_CONCURRENCY": "0"}, "KEY_CONCURRENCY is invalid"),
+        ({"CONCURRENCY_KEY": "tenant", "TYPE_KEY_CONCURRENCY": "export=0"}, "from 1 to 10000"),
+        ({"CONCURRENCY_KEY": "lease"}, "CONCURRENCY_KEY is invalid: must be a top-level field"),
+        ({"CONCURRENCY_KEY": "a.b"}, "CONCURRENCY_KEY is invalid"),
+        ({"CONCURRENCY_KEY": "$x"}, "CONCURRENCY_KEY is invalid"),
+    ],
+)
+def test_bad_limit_settings_are_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as raised:
+        load_settings(
+            mongodb_uri="mongodb://127.0.0.1:1/", mongodb_database="d", mongodb_collection="w"
+        )
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_limit_settings_parse(tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path,
+        type_fleet_concurrency="invoice=3, paused=0",
+        concurrency_key="tenant",
+        key_concurrency=2,
+        type_key_concurrency="export=1",
+    )
+    assert settings.fleet_limits == {"invoice": 3, "paused": 0}
+    assert settings.type_key_limits == {"export": 1}
+    assert (settings.concurrency_key, settings.key_concurrency) == ("tenant", 2)
+    assert make_settings(tmp_path, concurrency_key=" ").concurrency_key is None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"fleet_concurrency": -1},
+        {"fleet_concurrency": True},
+        {"key_concurrency": 0},
+        {"key_concurrency": 10_001},
+        {"concurrency": 0},
+    ],
+)
+def test_a_worker_refuses_bad_limits(options: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="must be a whole number from"):
+        Worker().handler("invoice", **options)
+
+
+def test_a_worker_keeps_its_fleet_limits() -> None:
+    worker = Worker()
+    worker.handler("export", fleet_concurrency=3, key_concurrency=1)(lambda d: None)
+    assert (worker.fleet_concurrency, worker.key_concurrency) == ({"export": 3}, {"export": 1})
+    with pytest.raises(ValueError, match="needs a type"):
+        worker.handler(None, fleet_concurrency=1)
