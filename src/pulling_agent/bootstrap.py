@@ -22,6 +22,7 @@ from pulling_agent.fleet.service import AgentService, ClusterService
 from pulling_agent.logs import get_logger
 from pulling_agent.queue.clock import ServerClock
 from pulling_agent.queue.database import Client, close_client, open_client
+from pulling_agent.queue.fairness import Walk
 from pulling_agent.queue.limits import Limiter, Limits
 from pulling_agent.queue.model import claim_scope
 from pulling_agent.queue.mongo import MongoWorkStore
@@ -112,6 +113,7 @@ def build_node(
     store = MongoWorkStore(collection, scope=claim_scope(settings.type_field, types))
     store.clock = clock
     store.limiter = Limiter(fleet_limits(settings, run_handler))
+    store.walk = Walk(settings.concurrency_key if settings.fair_claiming else None)
     db = client[settings.mongodb_database]
     fleet = None
     if settings.fleet_rate_limit:

@@ -116,6 +116,7 @@ class Settings(BaseSettings):
     concurrency_key: str | None = Field(default=None, min_length=1, max_length=200)
     key_concurrency: int | None = Field(default=None, ge=1, le=MAX_SLOTS)
     type_key_concurrency: str = ""
+    fair_claiming: bool = True  # with CONCURRENCY_KEY: key values take turns (queue.fairness)
     fleet_rate_limit: float | None = Field(default=None, gt=0, le=1_000_000)
     poll_interval: PositiveFloat = 5.0
     sweep_interval: PositiveFloat = 60.0
@@ -247,6 +248,11 @@ class Settings(BaseSettings):
                         f"{variable}={kind}={count}: use a whole number from {least} to "
                         f"{MAX_SLOTS}, e.g. invoice=3"
                     )
+        if self.concurrency_key is not None and self.concurrency_key == self.type_field:
+            raise ValueError(
+                f"CONCURRENCY_KEY={self.concurrency_key} is TYPE_FIELD: limit a type's documents "
+                "with TYPE_FLEET_CONCURRENCY, and give CONCURRENCY_KEY another field"
+            )
         for variable, given in (
             ("KEY_CONCURRENCY", self.key_concurrency is not None),
             ("TYPE_KEY_CONCURRENCY", bool(self.type_key_concurrency.strip())),

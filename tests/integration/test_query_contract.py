@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient, monitoring
 
+from pulling_agent.queue.fairness import Walk, fair_index
 from pulling_agent.queue.indexes import INDEXES
+from pulling_agent.queue.limits import Limiter, Limits
 from pulling_agent.queue.model import ClaimKind, Completion, ErrorInfo, OutcomeKind
 from pulling_agent.queue.mongo import MongoWorkStore
 
@@ -288,3 +290,69 @@ async def test_a_flush_of_batch_members_adds_one_counter_update_per_batch(
     bump = sent[1][1]
     assert bump["query"] == {"batch.id": batch.batch_id, "status": "waiting"}
     assert bump["update"] == {"$inc": {"batch.processed": 2, "batch.failed": 1}}
+
+
+async def test_a_fair_claim_reads_on_from_its_place_in_the_key_space(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    """queue.fairness: the walk's read is an equality on the priority level and a range on
+    the key, on the index {status, available_at, priority: -1, key}: it costs the documents
+    it returns, never the tenants it passes."""
+    store, recorder = rec
+    store.walk = Walk("n")
+    await store.ensure_indexes()
+    recorder.take()
+    first = await store.claim("agent-1", 5, 30, T, [ClaimKind.FRESH])
+    assert [c.document["n"] for c in first] == [0, 1, 2, 3, 4], "the smallest keys first"
+    [(_, find), _update] = recorder.take()
+    assert find["filter"] == {"status": "pending", "available_at": None}
+    assert find["sort"] == {"priority": -1, "n": 1} and find["limit"] == 10
+    await store.claim("agent-1", 5, 30, T, [ClaimKind.FRESH])
+    [(_, head), (_, walk), _update] = recorder.take()
+    assert head["limit"] == 1 and head["sort"] == {"priority": -1}, "a look at the head's level"
+    later = "string object array binData objectId bool date timestamp regex".split()
+    assert walk["filter"] == {
+        "status": "pending",
+        "available_at": None,
+        "priority": None,
+        "$or": [{"n": {"$gt": 4}}, *({"n": {"$type": alias}} for alias in later)],
+    }
+    assert walk["sort"] == {"priority": -1, "n": 1}
+    assert fair_index("n")["pulling_agent_fair"].keys == [
+        ("status", 1),
+        ("available_at", 1),
+        ("priority", -1),
+        ("n", 1),
+    ]
+
+
+async def test_limited_claims_set_each_documents_slots_and_free_them_with_the_lease(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    store, recorder = rec
+    store.limiter = Limiter(Limits(key_field="n", key_limit=1, fleet={"t": 2}))
+    await store.collection.update_many({"n": {"$lt": 3}}, {"$set": {"type": "t"}})
+    recorder.take()
+    claims = await store.claim("agent-1", 3, 30, T, [ClaimKind.FRESH])
+    commands = recorder.take()
+    # n=2 waits (type t has 2 slots): a second round takes n=3 from the spare candidates
+    # a scope of one slot has none to choose: only the type's slots are read
+    assert [name for name, _ in commands] == ["find", "find", "update", "update"]
+    (_, find), (_, held), (_, update), (_, update_again) = commands
+    assert held["filter"] == {"limit_slot": {"$gte": "t:t#", "$lt": "t:t$"}}
+    assert held["projection"] == {"limit_slot": 1, "key_slot": 1}
+    assert update["ordered"] is False, "one round trip, each document its own slots"
+    first, second = update["updates"]
+    assert first["q"] == {"_id": claims[0].doc_id, "status": "pending", "available_at": None}
+    assert first["u"]["$set"]["limit_slot"] == "t:t#0"
+    assert first["u"]["$set"]["key_slot"] == "k:*=i:0#0"
+    assert second["u"]["$set"]["limit_slot"] == "t:t#1"
+    [third] = update_again["updates"]
+    assert third["q"]["$nor"] == [{"type": {"$in": ["t"]}}], "the full type is left out"
+    assert third["u"]["$set"]["key_slot"] == "k:*=i:3#0" and "limit_slot" not in third["u"]["$set"]
+    assert [c.document["n"] for c in claims] == [0, 1, 3]
+    done = [Completion(c.doc_id, c.token, OutcomeKind.PROCESSED) for c in claims]
+    await store.complete(done, T)
+    [(_, outcome)] = recorder.take()
+    [statement] = outcome["updates"]
+    assert {"limit_slot", "key_slot", "lease"} <= set(statement["u"]["$unset"]), "freed with it"

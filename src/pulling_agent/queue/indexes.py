@@ -93,12 +93,17 @@ SLOT_INDEXES: dict[str, IndexSpec] = {
 INDEX_CONFLICTS = (85, 86, 11000)
 
 
-async def ensure(collection: AsyncCollection[Document], limited: bool) -> list[str]:
-    """Create :data:`INDEXES` (and :data:`SLOT_INDEXES` when ``limited``). All in one
+async def ensure(
+    collection: AsyncCollection[Document],
+    limited: bool,
+    extra: Mapping[str, IndexSpec] | None = None,
+) -> list[str]:
+    """Create :data:`INDEXES` (:data:`SLOT_INDEXES` when ``limited``, and ``extra``: the
+    fair walk's, queue.fairness). All in one
     ``createIndexes``; when the server refuses one, one by one, so the others are made and
     the refused one is named (returned, for a warning). A slot index is not optional: a
     limit without it would not hold, so its absence raises :class:`ConfigError`."""
-    wanted = {**INDEXES, **(SLOT_INDEXES if limited else {})}
+    wanted = {**INDEXES, **(SLOT_INDEXES if limited else {}), **(extra or {})}
     try:
         await collection.create_indexes(
             [IndexModel(spec.keys, name=name, **spec.options) for name, spec in wanted.items()]

@@ -139,6 +139,7 @@ class Plan:
     take: list[tuple[Document, dict[str, str]]] = field(default_factory=list)
     full: dict[str, Scope] = field(default_factory=dict)
     blocked: int = 0
+    scopes: dict[str, Scope] = field(default_factory=dict)  # of the slots taken, by slot
 
 
 def assign(candidates: Iterable[Document], limits: Limits, held: Mapping[str, Any]) -> Plan:
@@ -156,6 +157,8 @@ def assign(candidates: Iterable[Document], limits: Limits, held: Mapping[str, An
                 break
             chosen[scope.field] = slot
         else:
+            for scope in limits.scopes_of(doc):
+                plan.scopes[chosen[scope.field]] = scope
             for slot in chosen.values():
                 taken[slot] = doc["_id"]
             plan.take.append((doc, chosen))
@@ -261,6 +264,7 @@ class Limiter:
         self.limits = limits or Limits()
         self._full: dict[str, tuple[Scope, float]] = {}  # name -> scope, until (monotonic)
         self._holding: dict[str, list[str]] = {}  # dep_key(_id) -> scope names it holds
+        self._scopes: dict[str, Scope] = {}  # the last plan's slots -> their scopes
 
     @property
     def active(self) -> bool:
@@ -281,10 +285,24 @@ class Limiter:
         """The slots each candidate gets (by ``dep_key``; a candidate under no limit gets
         none), and how many wait for a full scope. One find, when any is limited."""
         scopes = [s for doc in candidates for s in self.limits.scopes_of(doc)]
-        plan = assign(candidates, self.limits, await held_slots(collection, scopes))
+        # a scope of one slot has nothing to choose: its slot is tried, and the unique
+        # index refuses it if held (refused() learns that): no read
+        choose = [s for s in scopes if s.capacity > 1]
+        plan = assign(candidates, self.limits, await held_slots(collection, choose))
         return self.learn(plan), plan.blocked
 
+    def refused(self, slots: Iterable[Mapping[str, str]]) -> None:
+        """The server refused these slots (held by documents the plan did not see): their
+        scopes are full, left out of the next reads like those the plan found full."""
+        until = time.monotonic() + FULL_MAX_AGE
+        for taken in slots:
+            for slot in taken.values():
+                scope = self._scopes.get(slot)
+                if scope is not None:
+                    self._full[scope.name] = (scope, until)
+
     def learn(self, plan: Plan) -> dict[str, dict[str, str]]:
+        self._scopes = plan.scopes
         until = time.monotonic() + FULL_MAX_AGE
         for name, scope in plan.full.items():
             self._full[name] = (scope, until)

@@ -21,6 +21,7 @@ from pulling_agent.queue.documents import (
     priority_rank,
     shows_outcome,
 )
+from pulling_agent.queue.fairness import Walk
 from pulling_agent.queue.limits import Limiter, assign
 from pulling_agent.queue.model import (
     SLOT_FIELDS,
@@ -91,6 +92,7 @@ class MemoryWorkStore:
         self.lost_race = False  # one event loop: never
         self.spread = Spread()  # where fresh documents are read (the fleet sets a share)
         self.limiter = Limiter()  # fleet-wide limits (queue.limits)
+        self.walk = Walk()  # fair claiming between key values (queue.fairness)
         self.insert(documents)
 
     def insert(self, documents: Iterable[Document]) -> list[Any]:
@@ -161,11 +163,13 @@ class MemoryWorkStore:
         for kind in kinds:
             docs: Iterable[Document] = self._docs.values()
             if kind is ClaimKind.FRESH:
-                wanted = len(self._docs) if self.limiter.active else limit - len(claims)
+                everything = self.limiter.active or self.walk.active
+                wanted = len(self._docs) if everything else limit - len(claims)
                 docs = self._fresh(wanted, now)  # limited: past the full scopes
+            first = len(claims)
             for doc in docs:
                 if len(claims) >= limit:
-                    return claims
+                    break
                 if self._eligible(doc, kind, now):
                     problem = check_attempts(doc)
                     if problem is not None:
@@ -184,6 +188,8 @@ class MemoryWorkStore:
                     claims.append(
                         Claim(doc["_id"], lease["token"], doc["attempts"], copy.deepcopy(doc), kind)
                     )
+            if kind is ClaimKind.FRESH and self.walk.active:  # the walk moves past them
+                self.walk.take([c.document for c in claims[first:]], limit)
         return claims
 
     def _held(self) -> dict[str, Any]:
@@ -209,7 +215,7 @@ class MemoryWorkStore:
         found = ranked[skip : skip + read]
         if skip and len(found) < limit:  # the slice is past the end: the head
             found = ranked[:read]
-        return found
+        return self.walk.mirror(found) if self.walk.active else found
 
     def _leased(self, doc_id: Any, token: str) -> Document | None:
         doc = self._docs.get(doc_id)

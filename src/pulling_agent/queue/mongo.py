@@ -37,6 +37,7 @@ from pulling_agent.queue.documents import (
     rejection_reason,
     shows_outcome,
 )
+from pulling_agent.queue.fairness import Walk, fair_index
 from pulling_agent.queue.indexes import FRESH_ORDER
 from pulling_agent.queue.limits import Limiter, clear_strays, is_duplicate, with_slots
 from pulling_agent.queue.model import (
@@ -110,9 +111,11 @@ class MongoWorkStore:
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)  # the agent's: MongoDB's
         self._repair_offset = 0  # where the sweep goes on looking at waiting documents
         self.limiter = Limiter()  # fleet-wide limits (queue.limits); none unless set
+        self.walk = Walk()  # fair claiming between key values (queue.fairness); off unless set
 
     async def ensure_indexes(self) -> list[str]:
-        return await indexes.ensure(self.collection, self.limiter.active)
+        fair = fair_index(str(self.walk.key_field)) if self.walk.active else {}
+        return await indexes.ensure(self.collection, self.limiter.active, fair)
 
     def _noted(self, note: Note) -> None:
         self.on_workflow(note.event, note.fields)
@@ -172,6 +175,7 @@ class MongoWorkStore:
         }
         modified, refused = await self._claim_write(kind, ids, match, update, slots)
         lost = [i for i, exc in refused if is_duplicate(exc)]  # another agent took the slot
+        self.limiter.refused(slots.get(dep_key(i), {}) for i in lost)
         refused = [(i, exc) for i, exc in refused if not is_duplicate(exc)]
         if refused:
             by_id = {doc["_id"]: doc for doc in candidates}
@@ -298,6 +302,8 @@ class MongoWorkStore:
         while they are younger than ``SPARE_MAX_AGE``. The conditional update re-checks
         every candidate, so a stale one is merely lost, never double-claimed.
         """
+        if kind is ClaimKind.FRESH and self.walk.active:
+            return await self.walk.candidates(self._find, match, limit, FRESH_ORDER), False
         if kind is ClaimKind.FRESH and self._spare:
             if time.monotonic() - self._spare_at < SPARE_MAX_AGE:
                 taken, self._spare = self._spare[:limit], self._spare[limit:]

@@ -1,0 +1,246 @@
+"""Fair claiming between the values of ``CONCURRENCY_KEY``: a walk over the key values.
+
+Reading the queue's head serves it in priority and arrival order: one tenant's burst of a
+million documents at the head makes every other tenant wait behind it. With a key field,
+an agent reads fresh work instead **on from where it left off in the key space**: each read
+is ``{…, priority: P, <key>: {$gt: last key}}`` sorted by key, on the index
+``{status, available_at, priority: -1, <key>}``, so it costs the documents it returns
+(never a scan of the tenants skipped) and comes back with the next tenants in key order.
+A claim takes up to its batch from that read — a tenant at most one claim's worth per
+turn — and moves on; when the read comes back short (the walk reached the end of the key
+values), the claim reads again from the top (the highest priority's smallest key) and the
+next turn begins. So every tenant with work gets a turn in every round, whatever its
+backlog: round robin between key values, with a quantum of one claim.
+
+Priority comes first: the walk stays within one priority level, and at least once a second
+(``LEVEL_MAX_AGE``) a one-document read of the head checks whether a higher level has
+arrived; it is walked at once. Within a tenant, documents come in priority and arrival
+order. Documents without the key field form one more "tenant" (they sort first). A key
+value of a type no filter can compare exactly (a sub-document, an array, NaN) does not
+move the walk: its documents are claimed where the read finds them.
+
+Pure, apart from the reads the store makes with it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bson import ObjectId
+
+from pulling_agent.queue.documents import priority_rank
+from pulling_agent.queue.indexes import PRIORITY_FIELD, IndexSpec
+from pulling_agent.queue.limits import key_text
+from pulling_agent.queue.model import Document
+from pulling_agent.queue.spread import window
+
+Find = Callable[[Document, int, int, list[tuple[str, int]]], Awaitable[list[Document]]]
+LEVEL_MAX_AGE = 1.0  # seconds between looks at the head for a higher priority
+# key values a $gt can continue from exactly (type bracketing: a string cursor goes on among
+# strings; the wrap to the top reaches the other types)
+WALKABLE = (str, int, float, bool, ObjectId, datetime)
+
+
+def fair_index(key_field: str) -> dict[str, IndexSpec]:
+    """The index the walk reads: fresh work by priority level, then key value."""
+    keys = [("status", 1), ("available_at", 1), (PRIORITY_FIELD, -1), (key_field, 1)]
+    return {"pulling_agent_fair": IndexSpec(keys)}
+
+
+def key_order(value: Any) -> tuple[int, Any]:
+    """A key value as MongoDB sorts it (BSON type order first), for the memory store."""
+    if value is None:
+        return (-1, "")
+    group = _group(value)
+    if isinstance(value, float) and math.isnan(value):
+        return (group, -math.inf)  # MongoDB sorts NaN below every number
+    if not walkable(value):
+        return (group, key_text(value))
+    if isinstance(value, bool | int | float):
+        return (group, float(value))
+    if isinstance(value, datetime):
+        return (group, value.timestamp())
+    return (group, str(value))
+
+
+# BSON's comparison order of the types after the numbers (and the aliases $type takes)
+_TYPE_GROUPS: list[list[str]] = [
+    ["double", "int", "long", "decimal"],
+    ["string"],
+    ["object"],
+    ["array"],
+    ["binData"],
+    ["objectId"],
+    ["bool"],
+    ["date"],
+    ["timestamp"],
+    ["regex"],
+]
+
+
+_GROUP_OF: dict[type, int] = {str: 1, dict: 2, list: 3, bytes: 4, ObjectId: 5, datetime: 7}
+
+
+def _group(value: Any) -> int:
+    """The index in :data:`_TYPE_GROUPS` of a (non-null) key value's type."""
+    if isinstance(value, bool):
+        return 6
+    if isinstance(value, int | float):
+        return 0
+    return next((g for t, g in _GROUP_OF.items() if isinstance(value, t)), 9)
+
+
+@dataclass(frozen=True, slots=True)
+class _AfterGroup:
+    """The walk's place after every key of one type group: where a key value a ``$gt``
+    cannot go on from (a sub-document, an array, binary, NaN) leaves it, so that all the
+    keys of such a type share one turn."""
+
+    group: int
+
+
+def walkable(value: Any) -> bool:
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return isinstance(value, WALKABLE)
+
+
+class Walk:
+    """One agent's place in the key space: the priority level and key value its last
+    claim ended on (None: the next read starts at the top)."""
+
+    def __init__(self, key_field: str | None = None) -> None:
+        self.key_field = key_field
+        self._at: tuple[Any, Any] | None = None  # (priority value, key value)
+        self._level_seen = -math.inf  # monotonic time the head's level was last checked
+
+    @property
+    def active(self) -> bool:
+        return self.key_field is not None
+
+    @property
+    def order(self) -> list[tuple[str, int]]:
+        return [(PRIORITY_FIELD, -1), (str(self.key_field), 1)]
+
+    def on_from(self, match: Document) -> Document | None:
+        """The filter of the documents after the walk's place (None: start at the top):
+        within its priority level, the greater keys of its type (``$gt`` compares within
+        one BSON type) and every key of the types BSON sorts after it."""
+        if self._at is None:
+            return None
+        level, key = self._at
+        field = str(self.key_field)
+        if key is None:  # after the documents without a key: every key
+            walk: Document = {field: {"$nin": [None]}}
+        else:  # one $type per clause: the same on MongoDB, and nx-27017 takes no list
+            group = key.group if isinstance(key, _AfterGroup) else _group(key)
+            later = [
+                {field: {"$type": alias}}
+                for aliases in _TYPE_GROUPS[group + 1 :]
+                for alias in aliases
+            ]
+            same = [] if isinstance(key, _AfterGroup) else [{field: {"$gt": key}}]
+            walk = {"$or": same + later}
+        if "$or" in match or PRIORITY_FIELD in match or field in match:
+            return {"$and": [match, {PRIORITY_FIELD: level, **walk}]}
+        return {**match, PRIORITY_FIELD: level, **walk}
+
+    def level_due(self) -> bool:
+        """Time to look at the head for a higher priority level than the walk's."""
+        return self._at is not None and time.monotonic() - self._level_seen >= LEVEL_MAX_AGE
+
+    def head(self, top: Sequence[Document]) -> None:
+        """The head as read now: a higher level than the walk's starts a walk of it."""
+        self._level_seen = time.monotonic()
+        if self._at is not None and top:
+            here = priority_rank({PRIORITY_FIELD: self._at[0]})
+            if priority_rank(top[0]) > here:
+                self._at = None
+
+    def take(self, found: Iterable[Document], limit: int) -> list[Document]:
+        """Up to ``limit`` of ``found`` (walk order, read on from the walk's place, then
+        from the top), each once; the walk moves to the last one taken."""
+        taken: list[Document] = []
+        seen: set[str] = set()
+        for doc in found:
+            mark = key_text(doc["_id"])
+            if mark in seen:
+                continue
+            seen.add(mark)
+            taken.append(doc)
+            if len(taken) >= limit:
+                break
+        if taken:
+            last = taken[-1]
+            key = last.get(str(self.key_field))
+            place = key if key is None or walkable(key) else _AfterGroup(_group(key))
+            self._at = (last.get(PRIORITY_FIELD), place)
+        return taken
+
+    def wrapped(self) -> None:
+        """The walk reached the end of the key values: the next read starts at the top."""
+        self._at = None
+
+    async def candidates(
+        self, find: Find, match: Document, limit: int, head_order: list[tuple[str, int]]
+    ) -> list[Document]:
+        """Fresh candidates on from the walk's place, then from the top when it reached the
+        end of the key values: one find, two at a round's end (and a one-document look at
+        the head at most once a second). ``find(filter, limit, skip, sort)`` reads."""
+        read = window(limit)
+        if self.level_due():  # a higher priority may have come
+            self.head(await find(match, 1, 0, head_order))
+        found: list[Document] = []
+        on = self.on_from(match)
+        if on is not None:
+            found = await find(on, read, 0, self.order)
+        if len(found) < limit:
+            self.wrapped()
+            found += await find(match, read, 0, self.order)
+        return self.take(found, limit)
+
+    def mirror(self, ordered: Sequence[Document]) -> list[Document]:
+        """For the memory store: ``ordered`` (fresh work in priority order) as the MongoDB
+        store reads it: on from the walk's place within its level, then from the top."""
+        field = str(self.key_field)
+        if self.level_due():
+            self.head(ordered[:1])
+        by_walk = sorted(ordered, key=lambda d: (_neg(priority_rank(d)), key_order(d.get(field))))
+        if self._at is None:
+            return by_walk
+        level = priority_rank({PRIORITY_FIELD: self._at[0]})
+        place = self._at[1]
+        after = (place.group + 0.5,) if isinstance(place, _AfterGroup) else key_order(place)
+        rest = [d for d in by_walk if priority_rank(d) == level and key_order(d.get(field)) > after]
+        return rest + by_walk
+
+
+def _neg(rank: tuple[int, Any]) -> tuple[int, Any]:
+    """Descending order of a priority rank (its value may be any comparable)."""
+    kind, value = rank
+    if isinstance(value, int | float):
+        return (-kind, -value)
+    return (-kind, _Desc(value))
+
+
+class _Desc:
+    """A value that sorts in reverse (strings, datetimes' ranks, booleans)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __lt__(self, other: _Desc) -> bool:
+        return bool(other.value < self.value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Desc) and bool(self.value == other.value)
+
+    def __hash__(self) -> int:
+        return hash(self.value)
