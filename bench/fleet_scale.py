@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,14 @@ class WireCounter:
 class Fleet:
     """``count`` agent processes on ``uri``."""
 
-    def __init__(self, count: int, uri: str, workdir: Path) -> None:
+    def __init__(
+        self,
+        count: int,
+        uri: str,
+        workdir: Path,
+        extra: dict[str, str] | None = None,
+        handler: str = "bench.fleet_scale:noop",
+    ) -> None:
         self.processes: list[subprocess.Popen[bytes]] = []
         for n in range(count):
             env = {
@@ -122,12 +129,13 @@ class Fleet:
                 "MONGODB_DATABASE": "bench",
                 "MONGODB_COLLECTION": COLLECTION,
                 "AGENT_ID": f"agent-{n:02d}",
-                "HANDLER": "bench.fleet_scale:noop",
+                "HANDLER": handler,
                 "ENABLE_API": "false",
                 "LOG_LEVEL": "WARNING",
                 "LOG_FORMAT": "json",
                 "HEALTH_DIR": str(workdir / f"health-{n}"),
                 "CONTROL_FILE": str(workdir / "no-control"),
+                **(extra or {}),
             }
             log = (workdir / f"agent-{n}.log").open("wb")
             self.processes.append(
@@ -155,8 +163,14 @@ async def noop(document: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def fleet(count: int, uri: str, workdir: Path) -> Iterator[Fleet]:
-    agents = Fleet(count, uri, workdir)
+def fleet(
+    count: int,
+    uri: str,
+    workdir: Path,
+    extra: dict[str, str] | None = None,
+    handler: str = "bench.fleet_scale:noop",
+) -> Iterator[Fleet]:
+    agents = Fleet(count, uri, workdir, extra, handler)
     try:
         yield agents
     finally:
@@ -237,6 +251,16 @@ def straight(count: int, docs: int, tmp: Path) -> float:
             direct.close()
 
 
+def with_ratios(
+    values: Sequence[float], base: Sequence[float], formats: Sequence[str]
+) -> list[str]:
+    """Table cells: each value as ``formats`` says, then its ratio to ``base``'s."""
+    cells = []
+    for value, first, form in zip(values, base, formats, strict=True):
+        cells += [format(value, form), f"{value / first:.2f}x"]
+    return cells
+
+
 async def main(counts: list[int], docs: int) -> None:
     table = Table(title=f"{docs} documents, agents as processes, one nx-27017 (2 cores)")
     for column in (
@@ -257,13 +281,7 @@ async def main(counts: list[int], docs: int) -> None:
             rate = straight(count, docs, Path(tmp))
             first = first or (whole, steady, rate)
             table.add_row(
-                str(count),
-                f"{whole:.3f}",
-                f"{whole / first[0]:.2f}x",
-                f"{steady:.3f}",
-                f"{steady / first[1]:.2f}x",
-                f"{rate:,.0f}",
-                f"{rate / first[2]:.2f}x",
+                str(count), *with_ratios((whole, steady, rate), first, (".3f", ".3f", ",.0f"))
             )
             Console().print(
                 f"{count} agents: {whole:.3f} / {steady:.3f} rt/doc, {rate:,.0f} docs/s"

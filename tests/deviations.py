@@ -54,11 +54,6 @@ BOOL_SORTS_AS_NUMBER = (
     "nx-27017 sorts a bool among the numbers (true as 1); MongoDB sorts booleans after "
     "numbers, strings, objects, arrays, binary data and ObjectIds"
 )
-TYPE_ALIASES_UNMATCHED = (
-    "nx-27017's $type matches no objectId, date or binData value (they sort and compare among "
-    "the strings), and a $type list fails ('isinstance() arg 2 must be a type'): a walk over "
-    "key values cannot reach ObjectId or date keys past the strings"
-)
 DATE_MATCH_IN_AGGREGATE = (
     "nx-27017 matches nothing in an aggregation's $match on a date comparison "
     "(available_at $lte now), where find and MongoDB match"

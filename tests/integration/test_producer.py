@@ -224,3 +224,22 @@ async def test_a_producer_times_documents_on_mongodbs_clock_for_a_hello_a_minute
     for doc in docs:  # due 30 s after MongoDB's clock read it, within the calls' span
         ahead = (doc["available_at"] - server_now).total_seconds()
         assert 29.0 < ahead <= 30.01, doc
+
+
+def test_two_clients_of_one_uri_keep_their_own_clock(mongo_uri: str, db_name: str) -> None:
+    """Clients of one URI compare equal (PyMongo compares their options): a clock kept by
+    client would be shared, and the second would never ask the server (a flaky test saw
+    it: one hello instead of three, when an earlier test's client was still alive)."""
+    first: MongoClient[dict[str, Any]] = MongoClient(mongo_uri, tz_aware=True)
+    seen = Commands()
+    second: MongoClient[dict[str, Any]] = MongoClient(
+        mongo_uri, tz_aware=True, event_listeners=[seen]
+    )
+    try:
+        assert first == second
+        enqueue(first[db_name]["work"], {"n": 1})
+        enqueue(second[db_name]["work"], {"n": 2})
+        assert seen.names.count("hello") == 2, seen.names
+    finally:
+        first.close()
+        second.close()

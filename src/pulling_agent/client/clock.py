@@ -24,15 +24,18 @@ from pymongo.errors import PyMongoError
 
 from pulling_agent.queue.clock import FIRST_SAMPLES, REFRESH, ServerClock
 
-_clocks: weakref.WeakKeyDictionary[Any, ServerClock] = weakref.WeakKeyDictionary()
+# by the client's identity: clients compare equal by their options (two clients of one
+# URI are ==), and each keeps its own estimate; an entry goes with its client
+_clocks: dict[int, ServerClock] = {}
 _lock = threading.Lock()
 
 
 def _clock_of(client: MongoClient[Any] | AsyncMongoClient[Any]) -> ServerClock:
     with _lock:
-        clock = _clocks.get(client)
+        clock = _clocks.get(id(client))
         if clock is None:
-            clock = _clocks[client] = ServerClock()
+            clock = _clocks[id(client)] = ServerClock()
+            weakref.finalize(client, _clocks.pop, id(client), None)
         return clock
 
 

@@ -15,23 +15,33 @@ backlog: round robin between key values, with a quantum of one claim.
 Priority comes first: the walk stays within one priority level, and at least once a second
 (``LEVEL_MAX_AGE``) a one-document read of the head checks whether a higher level has
 arrived; it is walked at once. Within a tenant, documents come in priority and arrival
-order. Documents without the key field form one more "tenant" (they sort first). A key
-value of a type no filter can compare exactly (a sub-document, an array, NaN) does not
-move the walk: its documents are claimed where the read finds them.
+order. Documents without the key field form one more "tenant" (they sort first).
+
+Key values of several BSON types: a ``$gt`` compares within one type (type bracketing), so
+when the keys of one type end, the walk goes on to the next type group it has seen keys of,
+from that group's least value (``$gte: ""`` for the strings, ``$gte: ObjectId(0…)``…: one
+range on the index, never an ``$or``), before going back to the top. At the end of a
+round the walk also reads one document of a type group it has not seen keys of (one group
+a round, each at most every ``PROBE_AGAIN`` seconds), so keys of every type are found
+within ten rounds. A value a ``$gt`` cannot go on from (a sub-document,
+an array, binary, NaN) moves the walk past its whole type group: such keys of one type
+share a turn.
 
 Pure, apart from the reads the store makes with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from bson import ObjectId
+from bson import Binary, ObjectId, Timestamp
+from pymongo.errors import OperationFailure
 
 from pulling_agent.queue.documents import priority_rank
 from pulling_agent.queue.indexes import PRIORITY_FIELD, IndexSpec
@@ -41,8 +51,10 @@ from pulling_agent.queue.spread import window
 
 Find = Callable[[Document, int, int, list[tuple[str, int]]], Awaitable[list[Document]]]
 LEVEL_MAX_AGE = 1.0  # seconds between looks at the head for a higher priority
+SPARE_MAX_AGE = 1.0  # seconds the rest of a one-key read may feed the next claim
+PROBE_AGAIN = 10.0  # seconds before a type group found empty is looked for again
 # key values a $gt can continue from exactly (type bracketing: a string cursor goes on among
-# strings; the wrap to the top reaches the other types)
+# the strings; the next type group is read from its least value)
 WALKABLE = (str, int, float, bool, ObjectId, datetime)
 
 
@@ -68,30 +80,35 @@ def key_order(value: Any) -> tuple[int, Any]:
     return (group, str(value))
 
 
-# BSON's comparison order of the types after the numbers (and the aliases $type takes)
-_TYPE_GROUPS: list[list[str]] = [
-    ["double", "int", "long", "decimal"],
-    ["string"],
-    ["object"],
-    ["array"],
-    ["binData"],
-    ["objectId"],
-    ["bool"],
-    ["date"],
-    ["timestamp"],
-    ["regex"],
+# BSON's type groups after null, in its comparison order, and the filter of each group's
+# keys from its first: a range from the group's least value (type bracketing keeps a
+# MongoDB range within one type, on the index), or $type where no least value exists
+_STARTS: list[Any] = [
+    {"$gte": -math.inf},
+    {"$gte": ""},
+    {"$gte": {}},
+    {"$type": "array"},
+    {"$gte": Binary(b"")},
+    {"$gte": ObjectId("0" * 24)},
+    {"$gte": False},
+    {"$gte": datetime(1, 1, 1, tzinfo=UTC)},
+    {"$gte": Timestamp(0, 0)},
+    {"$type": "regex"},
 ]
-
-
 _GROUP_OF: dict[type, int] = {str: 1, dict: 2, list: 3, bytes: 4, ObjectId: 5, datetime: 7}
+KEYLESS = -1  # the group of the documents without a key (null sorts before every type)
 
 
 def _group(value: Any) -> int:
-    """The index in :data:`_TYPE_GROUPS` of a (non-null) key value's type."""
+    """The index in :data:`_STARTS` of a key value's type group (:data:`KEYLESS`: none)."""
+    if value is None:
+        return KEYLESS
     if isinstance(value, bool):
         return 6
     if isinstance(value, int | float):
         return 0
+    if isinstance(value, Timestamp):
+        return 8
     return next((g for t, g in _GROUP_OF.items() if isinstance(value, t)), 9)
 
 
@@ -112,12 +129,17 @@ def walkable(value: Any) -> bool:
 
 class Walk:
     """One agent's place in the key space: the priority level and key value its last
-    claim ended on (None: the next read starts at the top)."""
+    claim ended on (None: the next read starts at the top), and the key types it has seen
+    (the groups a walk goes on to when one ends)."""
 
     def __init__(self, key_field: str | None = None) -> None:
         self.key_field = key_field
-        self._at: tuple[Any, Any] | None = None  # (priority value, key value)
+        self._at: tuple[Any, Any] | None = None  # (priority value, key value or _AfterGroup)
         self._level_seen = -math.inf  # monotonic time the head's level was last checked
+        self._groups: set[int] = set()  # the type groups of the keys seen
+        self._probed: dict[int, float] = {}  # group -> when it was last looked for
+        self._spare: list[Document] = []  # the rest of a read of a level with one key
+        self._spare_at = 0.0
 
     @property
     def active(self) -> bool:
@@ -127,28 +149,51 @@ class Walk:
     def order(self) -> list[tuple[str, int]]:
         return [(PRIORITY_FIELD, -1), (str(self.key_field), 1)]
 
+    def _within(self, match: Document, level: Any, condition: Document) -> Document:
+        field = str(self.key_field)
+        if PRIORITY_FIELD in match or field in match:
+            return {"$and": [match, {PRIORITY_FIELD: level, field: condition}]}
+        return {**match, PRIORITY_FIELD: level, field: condition}
+
     def on_from(self, match: Document) -> Document | None:
-        """The filter of the documents after the walk's place (None: start at the top):
-        within its priority level, the greater keys of its type (``$gt`` compares within
-        one BSON type) and every key of the types BSON sorts after it."""
+        """The filter of the greater keys of the walk's key's type, within its priority
+        level (``$gt`` compares within one BSON type, on the index); None: the walk is at
+        the top, or at the end of a type group."""
         if self._at is None:
             return None
         level, key = self._at
-        field = str(self.key_field)
-        if key is None:  # after the documents without a key: every key
-            walk: Document = {field: {"$nin": [None]}}
-        else:  # one $type per clause: the same on MongoDB, and nx-27017 takes no list
-            group = key.group if isinstance(key, _AfterGroup) else _group(key)
-            later = [
-                {field: {"$type": alias}}
-                for aliases in _TYPE_GROUPS[group + 1 :]
-                for alias in aliases
-            ]
-            same = [] if isinstance(key, _AfterGroup) else [{field: {"$gt": key}}]
-            walk = {"$or": same + later}
-        if "$or" in match or PRIORITY_FIELD in match or field in match:
-            return {"$and": [match, {PRIORITY_FIELD: level, **walk}]}
-        return {**match, PRIORITY_FIELD: level, **walk}
+        if key is None or isinstance(key, _AfterGroup):
+            return None
+        return self._within(match, level, {"$gt": key})
+
+    def next_group(self, match: Document) -> Document | None:
+        """The filter of the keys of the next type group with keys (as seen), after the
+        walk's place; None: no such group (the walk goes back to the top)."""
+        if self._at is None:
+            return None
+        level, key = self._at
+        here = key.group if isinstance(key, _AfterGroup) else _group(key)
+        later = sorted(g for g in self._groups if g > here)
+        return self._within(match, level, _STARTS[later[0]]) if later else None
+
+    def probe(self, match: Document) -> Document | None:
+        """A one-document look for keys of a type group not seen yet (one not looked for in
+        ``PROBE_AGAIN`` seconds); None: none is due."""
+        now = time.monotonic()
+        for group in range(len(_STARTS)):
+            if (
+                group not in self._groups
+                and now - self._probed.get(group, -math.inf) >= PROBE_AGAIN
+            ):
+                self._probed[group] = now
+                return {**match, str(self.key_field): _STARTS[group]}
+        return None
+
+    def learn(self, found: Iterable[Document]) -> None:
+        for doc in found:
+            group = _group(doc.get(str(self.key_field)))
+            if group != KEYLESS:
+                self._groups.add(group)
 
     def level_due(self) -> bool:
         """Time to look at the head for a higher priority level than the walk's."""
@@ -192,16 +237,37 @@ class Walk:
         """Fresh candidates on from the walk's place, then from the top when it reached the
         end of the key values: one find, two at a round's end (and a one-document look at
         the head at most once a second). ``find(filter, limit, skip, sort)`` reads."""
+        if self._spare and time.monotonic() - self._spare_at < SPARE_MAX_AGE:
+            spare, self._spare = self._spare[:limit], self._spare[limit:]
+            return self.take(spare, limit)
+        self._spare = []
         read = window(limit)
         if self.level_due():  # a higher priority may have come
             self.head(await find(match, 1, 0, head_order))
         found: list[Document] = []
-        on = self.on_from(match)
-        if on is not None:
-            found = await find(on, read, 0, self.order)
-        if len(found) < limit:
+        walked = False  # a read on from the walk's place came back
+        for step in (self.on_from, self.next_group):
+            query = step(match)
+            if query is not None and len(found) < limit:
+                found += await find(query, read, 0, self.order)
+                walked = True
+        if len(found) < limit:  # the end of a round
             self.wrapped()
-            found += await find(match, read, 0, self.order)
+            probe = self.probe(match)
+            if probe is not None:  # keys of a type not seen yet?
+                with contextlib.suppress(OperationFailure):  # a server that cannot: skip it
+                    self.learn(await find(probe, 1, 0, self.order))
+            top = await find(match, read, 0, self.order)
+            if (
+                walked
+                and not found
+                and len({key_text(d.get(str(self.key_field))) for d in top}) == 1
+            ):
+                # one key at this level, nothing after it: the next claim takes the rest
+                # of this read, as a claim from the head does (a stale one is only lost)
+                self._spare, self._spare_at = top[limit:], time.monotonic()
+            found += top
+        self.learn(found)
         return self.take(found, limit)
 
     def mirror(self, ordered: Sequence[Document]) -> list[Document]:
