@@ -23,7 +23,7 @@ from pulling_agent.logs import get_logger
 from pulling_agent.queue.clock import ServerClock
 from pulling_agent.queue.database import Client, close_client, open_client
 from pulling_agent.queue.fairness import Walk
-from pulling_agent.queue.limits import Limiter, Limits
+from pulling_agent.queue.limits import Limiter, Limits, limits_of
 from pulling_agent.queue.model import claim_scope
 from pulling_agent.queue.mongo import MongoWorkStore
 from pulling_agent.queue.spread import Spread
@@ -53,6 +53,7 @@ class Node:
     app: FastAPI | None = None
     scheduler: Scheduler | None = None
     types: list[str | None] | None = None  # what the agent claims (None: every document)
+    limiter: Limiter | None = None  # the fleet-wide limits it claims under
 
     def snapshot(self) -> dict[str, Any]:
         follower = self.follower
@@ -64,6 +65,7 @@ class Node:
             "jobs": sorted(self.scheduler.jobs) if self.scheduler else [],
             "types": self.types,
             **(self.clock.snapshot() if self.clock else {}),
+            **({"limits": self.limiter.snapshot()} if self.limiter and self.limiter.active else {}),
         }
 
 
@@ -112,8 +114,7 @@ def build_node(
     )
     store = MongoWorkStore(collection, scope=claim_scope(settings.type_field, types))
     store.clock = clock
-    store.limiter = Limiter(fleet_limits(settings, run_handler))
-    store.walk = Walk(settings.concurrency_key if settings.fair_claiming else None)
+    store.limiter, store.walk = Limiter(fleet_limits(settings, run_handler)), fair_walk(settings)
     db = client[settings.mongodb_database]
     fleet = None
     if settings.fleet_rate_limit:
@@ -147,6 +148,7 @@ def build_node(
         agent, cluster, AgentMetrics(lambda: node.snapshot(), store.counts), follower, watch
     )
     node.types = types
+    node.limiter = store.limiter
     if follower is not None:
         agent.companions["cluster-follower"] = follower
         cluster.on_issued = follower.apply
@@ -193,16 +195,13 @@ def build_node(
 
 def fleet_limits(settings: Settings, run_handler: RunHandler) -> Limits:
     """The fleet-wide limits this agent claims under: the environment's, over a Worker's."""
-    fleet, keyed = {}, {}
     if isinstance(run_handler, TypedHandlers):
-        fleet, keyed = dict(run_handler.fleet_limits), dict(run_handler.key_limits)
-    return Limits(
-        type_field=settings.type_field,
-        fleet={**fleet, **settings.fleet_limits},
-        key_field=settings.concurrency_key,
-        key_limit=settings.key_concurrency,
-        type_key_limits={**keyed, **settings.type_key_limits},
-    )
+        return limits_of(settings, run_handler.fleet_limits, run_handler.key_limits)
+    return limits_of(settings)
+
+
+def fair_walk(settings: Settings) -> Walk:
+    return Walk(settings.concurrency_key if settings.fair_claiming else None)
 
 
 def watch_clock(agent: Agent, clock: ServerClock, settings: Settings) -> ClockWatch:

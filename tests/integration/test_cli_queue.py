@@ -96,6 +96,44 @@ def test_get_shows_one_document(cli_env: dict[str, str | None], work: Any) -> No
     assert missing.returncode == 1 and "nope" in missing.stderr
 
 
+def test_get_says_which_fleet_wide_limit_a_document_waits_for(
+    cli_env: dict[str, str | None], work: Any
+) -> None:
+    work.insert_many(
+        [
+            {"_id": n, "status": "processing", "type": "invoice", "limit_slot": f"t:invoice#{n}"}
+            for n in range(3)
+        ]
+        + [
+            {"_id": 9, "status": "pending", "type": "invoice", "tenant": "a\x1b[2J"},
+            {
+                "_id": 10,
+                "status": "processing",
+                "tenant": "a\x1b[2J",
+                "key_slot": "k:*=s:a\x1b[2J#0",
+            },
+            {"_id": 11, "status": "pending", "type": "email"},
+        ]
+    )
+    env = {
+        **cli_env,
+        "COLUMNS": "300",
+        "TYPE_FLEET_CONCURRENCY": "invoice=3",
+        "CONCURRENCY_KEY": "tenant",
+        "KEY_CONCURRENCY": "1",
+    }
+    shown = invoke(env, "get", "9")
+    assert shown.returncode == 0, shown.stderr
+    assert "waiting for" in shown.stdout and "invoice (3/3 running)" in shown.stdout
+    assert "\x1b" not in shown.stdout, "a hostile key value is shown inertly"
+    as_json = json.loads(invoke(env, "get", "9", "--json").stdout)
+    assert as_json["waiting_for"] == [
+        "a slot of invoice (3/3 running)",
+        "a slot of tenant='a\\x1b[2J' (1/1 running)",
+    ]
+    assert json.loads(invoke(env, "get", "11", "--json").stdout)["waiting_for"] == []
+
+
 def test_enqueue_from_the_command_line(cli_env: dict[str, str | None], work: Any) -> None:
     args = ("enqueue", '{"to": "a@example.com"}', "--key", "k1", "--type", "email", "--json")
     first = invoke(cli_env, *args, "--priority", "5", "--delay", "5m")

@@ -21,6 +21,7 @@ from pulling_agent.queue.limits import (
     key_text,
     slot_query,
 )
+from pulling_agent.queue.workflow import dep_key
 from pulling_agent.worker import Worker
 from tests.conftest import make_settings
 
@@ -226,3 +227,27 @@ def test_a_worker_keeps_its_fleet_limits() -> None:
     assert (worker.fleet_concurrency, worker.key_concurrency) == ({"export": 3}, {"export": 1})
     with pytest.raises(ValueError, match="needs a type"):
         worker.handler(None, fleet_concurrency=1)
+
+
+def test_limit_metrics_appear_with_limits_and_count_what_waited() -> None:
+    from pulling_agent.runtime.metrics import _limit_metrics
+
+    assert list(_limit_metrics({})) == [], "no limits set: no limit metrics"
+    families = {
+        m.name: m for m in _limit_metrics({"limits": {"waited": 7, "refused": 2, "holding": 3}})
+    }
+    assert families["pulling_agent_limit_waits"].samples[0].value == 7
+    assert families["pulling_agent_limit_refusals"].samples[0].value == 2
+    assert families["pulling_agent_limit_slots_held"].samples[0].value == 3
+
+
+def test_a_limiter_counts_what_waited_and_what_was_refused() -> None:
+    limiter = Limiter(LIMITS)
+    plan = assign(
+        [doc(1, type="invoice"), doc(2, type="invoice"), doc(3, type="invoice")], LIMITS, {}
+    )
+    limiter.waited += plan.blocked
+    taken = limiter.learn(plan)
+    limiter.refused([taken[dep_key(1)]])
+    assert limiter.snapshot() == {"waited": 1, "refused": 1, "holding": 2}
+    assert limiter.excluded() == [{"type": {"$in": ["invoice"]}}], "a refused slot's scope is full"

@@ -265,16 +265,20 @@ def get(
     the last error and the error history, and why agents would never process it (if so).
     Exit 1 when no document has this id."""
     from pulling_agent.queue.documents import diagnose
+    from pulling_agent.queue.limits import limits_of, waiting_for
     from pulling_agent.queue.waits import progress, shape_problems
 
     loaded = settings()
     read_at: list[datetime] = []  # MongoDB's time when the document was read
+    slots: list[str] = []  # the fleet-wide limits it waits for (as this environment sets them)
 
     async def action(store: MongoWorkStore) -> dict[str, Any] | None:
         found: dict[str, Any] | None = await store.collection.find_one(
             {"_id": {"$in": id_candidates(doc_id)}}
         )
         read_at.append(store.clock())
+        if found is not None:
+            slots.extend(await waiting_for(store.collection, limits_of(loaded), found))
         if found is not None and isinstance(found.get("batch_id"), str):
             then = await store.collection.find_one({"batch.id": found["batch_id"]})
             found["batch progress"] = "no then document" if then is None else progress(then)
@@ -292,6 +296,7 @@ def get(
     if as_json:
         whole = to_json(doc)
         whole["problems"] = [{"field": p.field, "reason": p.reason, "fix": p.fix} for p in problems]
+        whole["waiting_for"] = slots
         typer.echo(json.dumps(whole))
         return
     shown = table(cell(f"document {doc_id}"))
@@ -306,6 +311,8 @@ def get(
     errors = doc.get("errors")
     if isinstance(errors, list) and errors:
         shown.add_row("errors", cell(f"{len(errors)} recorded (--json shows them)"))
+    for slot in slots:
+        shown.add_row("waiting for", cell(slot, 300))
     for problem in problems:
         shown.add_row(cell(f"problem: {problem.field}"), cell(f"{problem.reason}; {problem.fix}"))
     show(shown)

@@ -23,9 +23,12 @@ from that group's least value (``$gte: ""`` for the strings, ``$gte: ObjectId(0â
 range on the index, never an ``$or``), before going back to the top. At the end of a
 round the walk also reads one document of a type group it has not seen keys of (one group
 a round, each at most every ``PROBE_AGAIN`` seconds), so keys of every type are found
-within ten rounds. A value a ``$gt`` cannot go on from (a sub-document,
-an array, binary, NaN) moves the walk past its whole type group: such keys of one type
-share a turn.
+within eight rounds (arrays and regular expressions, which have no least value to range
+from, only by the reads that come across them). A walk that finds one key alone at its
+level reads as a claim from the head does (a window, its rest the next claim's) and looks
+past that key once a second (``ALONE_RECHECK``): a new tenant waits at most that long. A
+value a ``$gt`` cannot go on from (a sub-document, an array, binary, NaN) moves the walk
+past its whole type group: such keys of one type share a turn.
 
 Pure, apart from the reads the store makes with it.
 """
@@ -52,7 +55,8 @@ from pulling_agent.queue.spread import window
 Find = Callable[[Document, int, int, list[tuple[str, int]]], Awaitable[list[Document]]]
 LEVEL_MAX_AGE = 1.0  # seconds between looks at the head for a higher priority
 SPARE_MAX_AGE = 1.0  # seconds the rest of a one-key read may feed the next claim
-PROBE_AGAIN = 10.0  # seconds before a type group found empty is looked for again
+ALONE_RECHECK = 1.0  # seconds a walk that found one key reads the top only (new keys wait)
+PROBE_AGAIN = 30.0  # seconds before a type group found empty is looked for again
 # key values a $gt can continue from exactly (type bracketing: a string cursor goes on among
 # the strings; the next type group is read from its least value)
 WALKABLE = (str, int, float, bool, ObjectId, datetime)
@@ -95,6 +99,9 @@ _STARTS: list[Any] = [
     {"$gte": Timestamp(0, 0)},
     {"$type": "regex"},
 ]
+# no least value to range from: a $type, which may scan (1.7 s a read on nx-27017 at 100,000
+# documents), is read only once keys of the type were seen (arrays, regular expressions)
+_NOT_PROBED = frozenset({3, 9})
 _GROUP_OF: dict[type, int] = {str: 1, dict: 2, list: 3, bytes: 4, ObjectId: 5, datetime: 7}
 KEYLESS = -1  # the group of the documents without a key (null sorts before every type)
 
@@ -139,6 +146,7 @@ class Walk:
         self._groups: set[int] = set()  # the type groups of the keys seen
         self._probed: dict[int, float] = {}  # group -> when it was last looked for
         self._spare: list[Document] = []  # the rest of a read of a level with one key
+        self._alone_until = 0.0  # until then the walk found one key lately: read the top
         self._spare_at = 0.0
 
     @property
@@ -183,6 +191,7 @@ class Walk:
         for group in range(len(_STARTS)):
             if (
                 group not in self._groups
+                and group not in _NOT_PROBED
                 and now - self._probed.get(group, -math.inf) >= PROBE_AGAIN
             ):
                 self._probed[group] = now
@@ -232,11 +241,19 @@ class Walk:
         self._at = None
 
     async def candidates(
-        self, find: Find, match: Document, limit: int, head_order: list[tuple[str, int]]
+        self,
+        find: Find,
+        match: Document,
+        limit: int,
+        head_order: list[tuple[str, int]],
+        skip: int = 0,
     ) -> list[Document]:
         """Fresh candidates on from the walk's place, then from the top when it reached the
         end of the key values: one find, two at a round's end (and a one-document look at
-        the head at most once a second). ``find(filter, limit, skip, sort)`` reads."""
+        the head at most once a second). ``find(filter, limit, skip, sort)`` reads; ``skip``
+        is how far this agent's share of the fleet reads ahead (queue.spread), so that
+        agents walking together, or sharing one tenant, do not all read the same window
+        (the share with no skip walks every key)."""
         if self._spare and time.monotonic() - self._spare_at < SPARE_MAX_AGE:
             spare, self._spare = self._spare[:limit], self._spare[limit:]
             return self.take(spare, limit)
@@ -246,10 +263,14 @@ class Walk:
             self.head(await find(match, 1, 0, head_order))
         found: list[Document] = []
         walked = False  # a read on from the walk's place came back
+        alone = time.monotonic() < self._alone_until  # one key lately: look past it rarely
         for step in (self.on_from, self.next_group):
-            query = step(match)
+            query = None if alone else step(match)
             if query is not None and len(found) < limit:
-                found += await find(query, read, 0, self.order)
+                ahead = await find(query, read, skip, self.order)
+                if skip and len(ahead) < limit:  # the share's slice is past the end
+                    ahead = await find(query, read, 0, self.order)
+                found += ahead
                 walked = True
         if len(found) < limit:  # the end of a round
             self.wrapped()
@@ -257,15 +278,21 @@ class Walk:
             if probe is not None:  # keys of a type not seen yet?
                 with contextlib.suppress(OperationFailure):  # a server that cannot: skip it
                     self.learn(await find(probe, 1, 0, self.order))
-            top = await find(match, read, 0, self.order)
-            if (
-                walked
-                and not found
-                and len({key_text(d.get(str(self.key_field))) for d in top}) == 1
-            ):
+            top = await find(match, read, skip, self.order)
+            if skip and len(top) < limit:  # the share's slice is past the end: the top
+                top = await find(match, read, 0, self.order)
+            if (alone or (walked and not found)) and len(
+                {key_text(d.get(str(self.key_field))) for d in top}
+            ) == 1:
                 # one key at this level, nothing after it: the next claim takes the rest
-                # of this read, as a claim from the head does (a stale one is only lost)
-                self._spare, self._spare_at = top[limit:], time.monotonic()
+                # of this read, as a claim from the head does (a stale one is only lost),
+                # and for ALONE_RECHECK claims read the top alone, as the head would
+                now = time.monotonic()
+                self._spare, self._spare_at = top[limit:], now
+                if not alone:
+                    self._alone_until = now + ALONE_RECHECK
+            else:
+                self._alone_until = 0.0
             found += top
         self.learn(found)
         return self.take(found, limit)

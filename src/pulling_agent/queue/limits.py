@@ -38,6 +38,7 @@ import bson
 from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
+from pulling_agent.config import Settings
 from pulling_agent.queue.model import KEY_SLOT, LIMIT_SLOT, SLOT_FIELDS, Document, Status
 from pulling_agent.queue.workflow import dep_key
 from pulling_agent.text import one_line
@@ -222,6 +223,40 @@ async def clear_strays(collection: AsyncCollection[Document]) -> int:
     return cleared
 
 
+def limits_of(
+    settings: Settings,
+    fleet: Mapping[str, int] | None = None,
+    keyed: Mapping[str, int] | None = None,
+) -> Limits:
+    """The fleet-wide limits of ``settings`` (the environment), over a Worker's ``fleet``
+    and ``keyed`` options (its fleet_concurrency= and key_concurrency=)."""
+    return Limits(
+        type_field=settings.type_field,
+        fleet={**(fleet or {}), **settings.fleet_limits},
+        key_field=settings.concurrency_key,
+        key_limit=settings.key_concurrency,
+        type_key_limits={**(keyed or {}), **settings.type_key_limits},
+    )
+
+
+async def waiting_for(
+    collection: AsyncCollection[Document], limits: Limits, doc: Mapping[str, Any]
+) -> list[str]:
+    """For people (``get``): the full scopes a pending document waits for, as
+    ``a slot of invoice (3/3 running)`` (one count on the slot index each)."""
+    if doc.get("status") != Status.PENDING.value:
+        return []
+    waits = []
+    for scope in limits.scopes_of(doc):
+        query = slot_query([scope])
+        held = await collection.count_documents(query) if query is not None else 0
+        if held >= scope.capacity:
+            waits.append(
+                f"a slot of {scope.shown(limits.key_field)} ({held}/{scope.capacity} running)"
+            )
+    return waits
+
+
 def exclusion(full: Iterable[Scope], limits: Limits) -> list[Document]:
     """``$nor`` clauses that leave the documents of full scopes out of a candidate read:
     a full type by name, full key values (those a filter can name exactly) by value."""
@@ -265,6 +300,12 @@ class Limiter:
         self._full: dict[str, tuple[Scope, float]] = {}  # name -> scope, until (monotonic)
         self._holding: dict[str, list[str]] = {}  # dep_key(_id) -> scope names it holds
         self._scopes: dict[str, Scope] = {}  # the last plan's slots -> their scopes
+        self.waited = 0  # candidates that waited for a full scope
+        self.refused_total = 0  # claims the unique slot indexes refused (another held it)
+
+    def snapshot(self) -> dict[str, int]:
+        """For the metrics and the registry entry."""
+        return {"waited": self.waited, "refused": self.refused_total, "holding": len(self._holding)}
 
     @property
     def active(self) -> bool:
@@ -289,6 +330,7 @@ class Limiter:
         # index refuses it if held (refused() learns that): no read
         choose = [s for s in scopes if s.capacity > 1]
         plan = assign(candidates, self.limits, await held_slots(collection, choose))
+        self.waited += plan.blocked
         return self.learn(plan), plan.blocked
 
     def refused(self, slots: Iterable[Mapping[str, str]]) -> None:
@@ -296,6 +338,7 @@ class Limiter:
         scopes are full, left out of the next reads like those the plan found full."""
         until = time.monotonic() + FULL_MAX_AGE
         for taken in slots:
+            self.refused_total += 1
             for slot in taken.values():
                 scope = self._scopes.get(slot)
                 if scope is not None:

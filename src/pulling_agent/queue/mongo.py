@@ -303,7 +303,8 @@ class MongoWorkStore:
         every candidate, so a stale one is merely lost, never double-claimed.
         """
         if kind is ClaimKind.FRESH and self.walk.active:
-            return await self.walk.candidates(self._find, match, limit, FRESH_ORDER), False
+            skip = self.spread.offset(window(limit))
+            return await self.walk.candidates(self._find, match, limit, FRESH_ORDER, skip), False
         if kind is ClaimKind.FRESH and self._spare:
             if time.monotonic() - self._spare_at < SPARE_MAX_AGE:
                 taken, self._spare = self._spare[:limit], self._spare[limit:]

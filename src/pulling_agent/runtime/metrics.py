@@ -100,6 +100,7 @@ class AgentCollector(Collector):
             mode.add_metric([watch_mode], 1.0 if snap["watch_mode"] == watch_mode else 0.0)
         yield mode
         yield from _clock_metrics(snap)
+        yield from _limit_metrics(snap)
         backlog = GaugeMetricFamily(
             "pulling_agent_backlog", "Work documents by status", labels=["status"]
         )
@@ -107,6 +108,36 @@ class AgentCollector(Collector):
         for status in STATUSES:
             backlog.add_metric([status], float(counts.get(status, 0)))
         yield backlog
+
+
+def _limit_metrics(snap: dict[str, Any]) -> Iterator[Metric]:
+    """Fleet-wide limits (queue.limits), when set: what waited for a slot, what the unique
+    slot indexes refused, and the documents this agent holds slots for."""
+    limits = snap.get("limits")
+    if not isinstance(limits, dict):
+        return
+    for key, family in (
+        (
+            "waited",
+            CounterMetricFamily(
+                "pulling_agent_limit_waits", "Candidates left pending: a limit's slots were full"
+            ),
+        ),
+        (
+            "refused",
+            CounterMetricFamily(
+                "pulling_agent_limit_refusals", "Claims refused: another document held the slot"
+            ),
+        ),
+        (
+            "holding",
+            GaugeMetricFamily(
+                "pulling_agent_limit_slots_held", "Documents of this agent holding limit slots"
+            ),
+        ),
+    ):
+        family.add_metric([], float(limits.get(key, 0)))
+        yield family
 
 
 def _clock_metrics(snap: dict[str, Any]) -> Iterator[Metric]:
