@@ -303,7 +303,8 @@ class Walk:
         field = str(self.key_field)
         if self.level_due():
             self.head(ordered[:1])
-        by_walk = sorted(ordered, key=lambda d: (_neg(priority_rank(d)), key_order(d.get(field))))
+        by_key = sorted(ordered, key=lambda d: key_order(d.get(field)))
+        by_walk = sorted(by_key, key=priority_rank, reverse=True)  # stable: keys stay sorted
         if self._at is None:
             return by_walk
         level = priority_rank({PRIORITY_FIELD: self._at[0]})
@@ -311,29 +312,3 @@ class Walk:
         after = (place.group + 0.5,) if isinstance(place, _AfterGroup) else key_order(place)
         rest = [d for d in by_walk if priority_rank(d) == level and key_order(d.get(field)) > after]
         return rest + by_walk
-
-
-def _neg(rank: tuple[int, Any]) -> tuple[int, Any]:
-    """Descending order of a priority rank (its value may be any comparable)."""
-    kind, value = rank
-    if isinstance(value, int | float):
-        return (-kind, -value)
-    return (-kind, _Desc(value))
-
-
-class _Desc:
-    """A value that sorts in reverse (strings, datetimes' ranks, booleans)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __lt__(self, other: _Desc) -> bool:
-        return bool(other.value < self.value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Desc) and bool(self.value == other.value)
-
-    def __hash__(self) -> int:
-        return hash(self.value)
