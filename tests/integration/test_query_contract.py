@@ -15,8 +15,14 @@ from pymongo import AsyncMongoClient, monitoring
 
 from pulling_agent.queue.fairness import Walk, fair_index
 from pulling_agent.queue.indexes import INDEXES
-from pulling_agent.queue.limits import Limiter, Limits
-from pulling_agent.queue.model import ClaimKind, Completion, ErrorInfo, OutcomeKind
+from pulling_agent.queue.limits import Limiter, Limits, typed_index
+from pulling_agent.queue.model import (
+    ClaimKind,
+    Completion,
+    ErrorInfo,
+    OutcomeKind,
+    claim_scope,
+)
 from pulling_agent.queue.mongo import MongoWorkStore
 
 T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -354,7 +360,8 @@ async def test_limited_claims_set_each_documents_slots_and_free_them_with_the_le
     assert first["u"]["$set"]["key_slot"] == "k:*=i:0#0"
     assert second["u"]["$set"]["limit_slot"] == "t:t#1"
     [third] = update_again["updates"]
-    assert third["q"]["$nor"] == [{"type": {"$in": ["t"]}}], "the full type is left out"
+    assert third["q"]["type"] == {"$nin": ["t"]}, "the full type is left out (on its bounds)"
+    assert "$nor" not in third["q"], "a $nor would read through the full type's backlog"
     assert third["u"]["$set"]["key_slot"] == "k:*=i:3#0" and "limit_slot" not in third["u"]["$set"]
     assert [c.document["n"] for c in claims] == [0, 1, 3]
     done = [Completion(c.doc_id, c.token, OutcomeKind.PROCESSED) for c in claims]
@@ -362,3 +369,24 @@ async def test_limited_claims_set_each_documents_slots_and_free_them_with_the_le
     [(_, outcome)] = recorder.take()
     [statement] = outcome["updates"]
     assert {"limit_slot", "key_slot", "lease"} <= set(statement["u"]["$unset"]), "freed with it"
+
+
+async def test_an_agent_routed_to_full_types_only_reads_nothing_until_a_slot_frees(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    store, recorder = rec
+    store.limiter = Limiter(Limits(fleet={"t": 1}))
+    store.scope = claim_scope("type", ["t"])
+    await store.collection.update_many({}, {"$set": {"type": "t"}})
+    recorder.take()
+    [claim] = await store.claim("agent-1", 3, 30, T, [ClaimKind.FRESH])
+    assert [name for name, _ in recorder.take()] == ["find", "update"], "1 slot: no held read"
+    assert await store.claim("agent-1", 3, 30, T, [ClaimKind.FRESH]) == []
+    assert recorder.take() == [], "its only type is full: no read through that backlog"
+    await store.complete([Completion(claim.doc_id, claim.token, OutcomeKind.PROCESSED)], T)
+    recorder.take()
+    assert len(await store.claim("agent-1", 3, 30, T, [ClaimKind.FRESH])) == 1, "freed: read"
+    assert await store.ensure_indexes() == []
+    fields = [list(index["key"]) async for index in await store.collection.list_indexes()]
+    typed = typed_index("type")["pulling_agent_limited_types"].keys
+    assert [name for name, _ in typed] in fields, "full types skipped by the index bounds"

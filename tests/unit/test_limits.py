@@ -19,7 +19,9 @@ from pulling_agent.queue.limits import (
     assign,
     exclusion,
     key_text,
+    narrowed,
     slot_query,
+    typed_index,
 )
 from pulling_agent.queue.workflow import dep_key
 from pulling_agent.worker import Worker
@@ -30,6 +32,32 @@ LIMITS = Limits(fleet={"invoice": 2}, key_field="tenant", key_limit=1)
 
 def doc(i: int, **fields: Any) -> dict[str, Any]:
     return {"_id": i, "status": "pending", **fields}
+
+
+def test_full_types_narrow_the_type_condition_never_a_nor_through_their_backlog() -> None:
+    base = {"status": "pending", "available_at": None}
+    assert narrowed(base, "type", []) is base
+    assert narrowed(base, "type", ["invoice"]) == {**base, "type": {"$nin": ["invoice"]}}
+    routed = {**base, "kind": {"$in": ["invoice", "email", None]}}
+    assert narrowed(routed, "kind", ["invoice"]) == {**base, "kind": {"$in": ["email", None]}}
+    assert narrowed(routed, "kind", ["invoice", "email"]) == {**base, "kind": {"$in": [None]}}
+    only = {**base, "type": {"$in": ["invoice"]}}
+    assert narrowed(only, "type", ["invoice"]) is None, "routed to full types only: no read"
+    odd = {**base, "type": "invoice", "$nor": [{"x": 1}]}
+    assert narrowed(odd, "type", ["invoice"]) == {
+        **odd,
+        "$nor": [{"x": 1}, {"type": {"$in": ["invoice"]}}],
+    }
+    limiter = Limiter(LIMITS)
+    docs = [doc(i, type="invoice", tenant=t) for i, t in enumerate("abc")]
+    limiter.learn(assign([*docs, doc(3, type="email", tenant="a")], LIMITS, {}))
+    assert limiter.leave_out(base) == {
+        **base,
+        "type": {"$nin": ["invoice"]},
+        "$nor": [{"tenant": {"$in": ["a"]}}],
+    }
+    assert limiter.indexes() == typed_index("type") and Limiter().indexes() == {}
+    assert typed_index("kind")["pulling_agent_limited_types"].keys[-1] == ("kind", 1)
 
 
 @pytest.mark.parametrize(
@@ -137,6 +165,10 @@ def test_exclusion_names_values_never_operators_and_is_bounded() -> None:
         [doc(i, tenant=v) for i, v in enumerate(["a", "a", {"$gt": ""}, {"$gt": ""}])], LIMITS, {}
     )
     assert exclusion(plan.full.values(), LIMITS) == [{"tenant": {"$in": ["a"]}}]
+    full_type = assign(
+        [doc(1, type="invoice"), doc(2, type="invoice"), doc(3, type="invoice")], LIMITS, {}
+    )
+    assert exclusion(full_type.full.values(), LIMITS) == [], "types: narrowed(), not $nor"
     many = assign([doc(i, tenant=f"t{i // 2}") for i in range(4 * MAX_EXCLUDED)], LIMITS, {})
     [clause] = exclusion(many.full.values(), LIMITS)
     assert len(clause["tenant"]["$in"]) == MAX_EXCLUDED
@@ -151,14 +183,14 @@ def test_a_full_scope_is_excluded_until_it_ages_or_this_agent_frees_a_slot(
     taken = limiter.learn(
         assign([doc(1, type="invoice"), doc(2, type="invoice"), doc(3, type="invoice")], LIMITS, {})
     )
-    assert limiter.excluded() == [{"type": {"$in": ["invoice"]}}]
+    assert limiter.excluded() == (["invoice"], [])
     limiter.freed([1])
-    assert limiter.excluded() == [], "a slot of ours came free: look again"
+    assert limiter.excluded() == ([], []), "a slot of ours came free: look again"
     assert len(taken) == 2, "two documents took the two slots"
     limiter.learn(assign([doc(4, type="invoice")], LIMITS, {"t:invoice#0": 2, "t:invoice#1": 3}))
-    assert limiter.excluded() != []
+    assert limiter.excluded() != ([], [])
     clock[0] += limits_module.FULL_MAX_AGE
-    assert limiter.excluded() == [], "another agent's slot may have come free: look again"
+    assert limiter.excluded() == ([], []), "another agent's slot may have come free: look again"
     assert Plan().take == [] and not Limiter().active
 
 
@@ -250,4 +282,4 @@ def test_a_limiter_counts_what_waited_and_what_was_refused() -> None:
     taken = limiter.learn(plan)
     limiter.refused([taken[dep_key(1)]])
     assert limiter.snapshot() == {"waited": 1, "refused": 1, "holding": 2}
-    assert limiter.excluded() == [{"type": {"$in": ["invoice"]}}], "a refused slot's scope is full"
+    assert limiter.excluded() == (["invoice"], []), "a refused slot's scope is full"

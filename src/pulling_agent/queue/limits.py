@@ -39,6 +39,7 @@ from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
 from pulling_agent.config import Settings
+from pulling_agent.queue.indexes import PRIORITY_FIELD, IndexSpec
 from pulling_agent.queue.model import KEY_SLOT, LIMIT_SLOT, SLOT_FIELDS, Document, Status
 from pulling_agent.queue.workflow import dep_key
 from pulling_agent.text import one_line
@@ -258,26 +259,46 @@ async def waiting_for(
 
 
 def exclusion(full: Iterable[Scope], limits: Limits) -> list[Document]:
-    """``$nor`` clauses that leave the documents of full scopes out of a candidate read:
-    a full type by name, full key values (those a filter can name exactly) by value."""
-    types: list[str] = []
+    """``$nor`` clauses that leave the documents of full key scopes out of a candidate read,
+    by value (those a filter can name exactly; full types: :func:`narrowed`)."""
     keys: dict[str | None, list[Any]] = {}
     count = 0
     for scope in full:
-        if scope.field == LIMIT_SLOT and scope.kind is not None:
-            types.append(scope.kind)
-        elif isinstance(scope.value, EXCLUDABLE) and count < MAX_EXCLUDED:
+        if scope.field == KEY_SLOT and isinstance(scope.value, EXCLUDABLE) and count < MAX_EXCLUDED:
             keys.setdefault(scope.kind, []).append(scope.value)
             count += 1
     clauses: list[Document] = []
-    if types:
-        clauses.append({limits.type_field: {"$in": types}})
     for kind, values in keys.items():
         clause: Document = {str(limits.key_field): {"$in": values}}
         if kind is not None:
             clause[limits.type_field] = kind
         clauses.append(clause)
     return clauses
+
+
+def narrowed(match: Document, type_field: str, types: Sequence[str]) -> Document | None:
+    """``match`` without the documents of the full ``types``; None when nothing is left (an
+    agent routed to full types only: no read at all). A condition on the type field itself
+    (``$in`` of the routed types, ``$nin`` of the full ones) rather than a ``$nor``: on
+    :func:`typed_index` the server skips a full type's backlog by the index bounds instead
+    of reading through it (nx-27017: 463 -> 35 ms at 20,000 pending of a full type)."""
+    if not types:
+        return match
+    condition = match.get(type_field)
+    if condition is None:
+        return {**match, type_field: {"$nin": list(types)}}
+    if isinstance(condition, dict) and list(condition) == ["$in"]:  # routing (claim_scope)
+        left = [t for t in condition["$in"] if t not in types]
+        return {**match, type_field: {"$in": left}} if left else None
+    nor = [*match.get("$nor", []), {type_field: {"$in": list(types)}}]
+    return {**match, "$nor": nor}
+
+
+def typed_index(type_field: str) -> dict[str, IndexSpec]:
+    """The index a read leaving full types out runs on: the claim index's order (status,
+    ``available_at``, priority), then the type, so their documents are skipped by bounds."""
+    keys = [("status", 1), ("available_at", 1), (PRIORITY_FIELD, -1), (type_field, 1)]
+    return {"pulling_agent_limited_types": IndexSpec(keys)}
 
 
 def is_duplicate(exc: BaseException) -> bool:
@@ -311,14 +332,29 @@ class Limiter:
     def active(self) -> bool:
         return self.limits.active
 
-    def excluded(self) -> list[Document]:
-        """The ``$nor`` clauses of the scopes found full lately (empty: none)."""
+    def excluded(self) -> tuple[list[str], list[Document]]:
+        """The types and the ``$nor`` key clauses of the scopes found full lately."""
         if not self._full:
-            return []
+            return [], []
         now = time.monotonic()
         for name in [n for n, (_, until) in self._full.items() if until <= now]:
             del self._full[name]
-        return exclusion((scope for scope, _ in self._full.values()), self.limits)
+        full = [scope for scope, _ in self._full.values()]
+        types = [s.kind for s in full if s.field == LIMIT_SLOT and s.kind is not None]
+        return types, exclusion(full, self.limits)
+
+    def indexes(self) -> dict[str, IndexSpec]:
+        """The index the reads leaving full types out need (none without type limits)."""
+        return typed_index(self.limits.type_field) if self.limits.fleet else {}
+
+    def leave_out(self, match: Document) -> Document | None:
+        """``match`` without the documents of the scopes found full lately (None: all it
+        could claim is full)."""
+        types, clauses = self.excluded()
+        narrow = narrowed(match, self.limits.type_field, types)
+        if narrow is not None and clauses:
+            narrow = {**narrow, "$nor": [*narrow.get("$nor", []), *clauses]}
+        return narrow
 
     async def plan(
         self, collection: AsyncCollection[Document], candidates: Sequence[Document]

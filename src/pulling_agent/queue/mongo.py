@@ -115,7 +115,8 @@ class MongoWorkStore:
 
     async def ensure_indexes(self) -> list[str]:
         fair = fair_index(str(self.walk.key_field)) if self.walk.active else {}
-        return await indexes.ensure(self.collection, self.limiter.active, fair)
+        extra = {**fair, **self.limiter.indexes()}
+        return await indexes.ensure(self.collection, self.limiter.active, extra)
 
     def _noted(self, note: Note) -> None:
         self.on_workflow(note.event, note.fields)
@@ -153,9 +154,11 @@ class MongoWorkStore:
         """Claim up to ``limit`` documents of one kind. Returns the claims and how many
         candidates were found (more than claimed when another agent won some)."""
         match = {**claim_filter(kind, now), **self.scope}
-        excluded = self.limiter.excluded() if kind in WAITING_KINDS else []
-        if excluded:  # full scopes: their documents would only wait (queue.limits)
-            match["$nor"] = excluded
+        if kind in WAITING_KINDS and self.limiter.active:  # full scopes' documents only wait
+            narrow = self.limiter.leave_out(match)
+            if narrow is None:  # every type this agent runs is full: nothing to read
+                return [], 0
+            match = narrow
         found, from_spare = await self._candidates(kind, match, limit)
         candidates = await self._screen(found, match, now)
         slots: dict[Any, dict[str, str]] = {}
