@@ -47,7 +47,7 @@ from bson import Binary, ObjectId, Timestamp
 from pymongo.errors import OperationFailure
 
 from pulling_agent.queue.documents import priority_rank
-from pulling_agent.queue.indexes import PRIORITY_FIELD, IndexSpec
+from pulling_agent.queue.indexes import PRIORITY_FIELD, IndexSpec, claim_order_then
 from pulling_agent.queue.limits import key_text
 from pulling_agent.queue.model import Document
 from pulling_agent.queue.spread import window
@@ -64,8 +64,7 @@ WALKABLE = (str, int, float, bool, ObjectId, datetime)
 
 def fair_index(key_field: str) -> dict[str, IndexSpec]:
     """The index the walk reads: fresh work by priority level, then key value."""
-    keys = [("status", 1), ("available_at", 1), (PRIORITY_FIELD, -1), (key_field, 1)]
-    return {"pulling_agent_fair": IndexSpec(keys)}
+    return {"pulling_agent_fair": IndexSpec(claim_order_then(key_field))}
 
 
 def key_order(value: Any) -> tuple[int, Any]:

@@ -50,6 +50,13 @@ INDEXES: dict[str, IndexSpec] = {
     ),
 }
 
+
+def claim_order_then(name: str) -> list[tuple[str, int]]:
+    """The claim index's keys, then ``name``: the fresh read's order, and within one
+    priority a field the server can bound (the fair walk's key, a limited type)."""
+    return [*INDEXES["pulling_agent_claim_priority"].keys, (name, ASCENDING)]
+
+
 # Workflows (queue.workflow), made by the producer client on its first call with ``after``
 # or ``then`` (once per collection and process), not by the agents: a queue that never uses
 # them has none of them. Partial: only waiting documents and batch members are in them, so

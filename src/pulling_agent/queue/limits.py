@@ -39,7 +39,7 @@ from bson import ObjectId
 from pymongo.asynchronous.collection import AsyncCollection
 
 from pulling_agent.config import Settings
-from pulling_agent.queue.indexes import PRIORITY_FIELD, IndexSpec
+from pulling_agent.queue.indexes import IndexSpec, claim_order_then
 from pulling_agent.queue.model import KEY_SLOT, LIMIT_SLOT, SLOT_FIELDS, Document, Status
 from pulling_agent.queue.workflow import dep_key
 from pulling_agent.text import one_line
@@ -297,8 +297,7 @@ def narrowed(match: Document, type_field: str, types: Sequence[str]) -> Document
 def typed_index(type_field: str) -> dict[str, IndexSpec]:
     """The index a read leaving full types out runs on: the claim index's order (status,
     ``available_at``, priority), then the type, so their documents are skipped by bounds."""
-    keys = [("status", 1), ("available_at", 1), (PRIORITY_FIELD, -1), (type_field, 1)]
-    return {"pulling_agent_limited_types": IndexSpec(keys)}
+    return {"pulling_agent_limited_types": IndexSpec(claim_order_then(type_field))}
 
 
 def is_duplicate(exc: BaseException) -> bool:
