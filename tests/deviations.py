@@ -25,6 +25,11 @@ INDEX_NAMES_NOT_KEPT = (
 PARTIAL_INDEX_IS_FULL = (
     "nx-27017 accepts partialFilterExpression and drops it: the index covers every document"
 )
+DUPLICATE_KEY_WITHOUT_KEY_VALUE = (
+    "nx-27017's duplicate key error (E11000) carries no keyValue/keyPattern, only its own "
+    "message ('UNIQUE constraint failed: index ...'): which slot another document holds is "
+    "not said, so every scope of the refused document counts as full for a second"
+)
 COLLMOD_IGNORED = (
     "nx-27017 answers collMod ok and changes nothing (expireAfterSeconds stays as created)"
 )

@@ -185,7 +185,7 @@ def build_node(
             settings.secrets(),
         )
         if settings.enable_console:
-            install_console(app, settings, db, cluster, job_service, auth, clock)
+            install_console(app, settings, db, cluster, job_service, auth, clock, store.limiter)
         node.api = ApiServer(
             app, settings.api_bind_host, settings.api_port, settings.agent_id, bool(settings.tokens)
         )
@@ -227,8 +227,10 @@ def install_console(
     jobs: JobService,
     auth: TokenAuth,
     clock: Clock,
+    limiter: Limiter,
 ) -> None:
-    """The web console (``ENABLE_CONSOLE``) on the API's app, authorised as the API."""
+    """The web console (``ENABLE_CONSOLE``) on the API's app, authorised as the API; it
+    shows the limits this agent claims under."""
     from pulling_agent.console.data import ConsoleData
     from pulling_agent.console.revocations import Revocations
     from pulling_agent.console.routes import UI, install
@@ -239,6 +241,8 @@ def install_console(
         cluster.registry,
         settings.max_attempts,
         clock,
+        limiter.limits,
+        settings.lease_seconds,
     )
     revocations = Revocations(db[settings.control_collection])
     sessions = Sessions(settings.tokens, clock=lambda: clock().timestamp())

@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient
 
 from pulling_agent.bootstrap import Node
 from pulling_agent.console.session import COOKIE, Sessions
+from pulling_agent.queue.limits import key_text
 from pulling_agent.runtime.state import AgentState
 from pulling_agent.tokens import Role
 from tests.conftest import async_wait_until
@@ -312,3 +313,66 @@ async def test_the_console_shows_dependencies_batches_and_retention(
     overview = (await api.get("/ui/overview")).text
     assert cell(overview, "count-waiting") == "2"
     assert "failed 3d" in overview and "processed for ever" in overview
+
+
+async def test_the_overview_shows_fleet_limits_and_a_document_what_it_waits_for(
+    start_node: Any, client: Client, db_name: str
+) -> None:
+    """Slots held by live leases (another agent's documents): the type's running/limit and
+    its waiting documents, the busiest key values (hostile ones as text), and a waiting
+    document's reason in the document view."""
+    api = await start_node(
+        api_tokens=f"grafana:{READER}:read",
+        api_host="127.0.0.1",
+        type_fleet_concurrency="invoice=2",
+        concurrency_key="tenant",
+        key_concurrency=1,
+    )
+    work = client[db_name]["work"]
+    lease = {
+        "owner": "other-agent",
+        "token": "t",
+        "expires_at": datetime.now(UTC) + timedelta(hours=1),
+    }
+    held = {"status": "processing", "attempts": 1, "lease": lease}
+    await work.insert_many(
+        [
+            {**held, "_id": "i0", "type": "invoice", "limit_slot": "t:invoice#0"},
+            {**held, "_id": "i1", "type": "invoice", "limit_slot": "t:invoice#1"},
+            {
+                **held,
+                "_id": "k0",
+                "type": "mail",
+                "tenant": HOSTILE,
+                "key_slot": f"k:*={key_text(HOSTILE)}#0",
+            },
+            {**held, "_id": "k1", "type": "mail", "tenant": "acme", "key_slot": "k:*=s:acme#0"},
+        ]
+    )
+    await work.insert_many(
+        [{"_id": f"w{i}", "status": "pending", "attempts": 0, "type": "invoice"} for i in range(3)]
+    )
+    await sign_in(api, READER)
+    page = (await api.get("/ui/partials/overview")).text
+    types = re.search(r'id="type-limits">(.*?)</table>', page, re.S)
+    assert types is not None
+    assert "invoice 2 2 3 pending wait for a slot" in " ".join(
+        re.sub(r"<[^>]+>", " ", types.group(1)).split()
+    )
+    assert cell(page, "key-values").startswith("2 key value(s) hold a slot now")
+    keys = re.search(r'id="key-limits">(.*?)</table>', page, re.S)
+    assert keys is not None and "acme" in keys.group(1)
+    assert "<script>" not in page and "\x1b" not in page and "&lt;script&gt;" in keys.group(1)
+    doc = (await api.get("/ui/partials/document", params={"id": "w0"})).text
+    assert cell(doc, "doc-waiting-for") == "a slot of invoice (2/2 running)"
+    running = (await api.get("/ui/partials/document", params={"id": "i0"})).text
+    assert 'id="doc-waiting-for"' not in running
+    assert 'id="limit-disagreements"' not in page
+    # an agent claiming every type under no limit breaks the fleet's: the console says so
+    rogue = {"_id": "rogue", "heartbeat_at": datetime.now(UTC), "state": "running"}
+    await client[db_name]["agent_registry"].insert_one(rogue)
+    page = (await api.get("/ui/partials/overview")).text
+    found = re.search(r'id="limit-disagreements"><li>([^<]*)<', page)
+    assert (
+        found is not None and "invoice" in found.group(1) and "no limit on rogue" in found.group(1)
+    )

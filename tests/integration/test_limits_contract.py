@@ -24,6 +24,7 @@ from pulling_agent.queue.limits import Limiter, Limits
 from pulling_agent.queue.memory import MemoryWorkStore
 from pulling_agent.queue.model import ClaimKind, Completion, OutcomeKind, WorkStore
 from pulling_agent.queue.mongo import MongoWorkStore
+from tests.deviations import DUPLICATE_KEY_WITHOUT_KEY_VALUE, nx_deviation
 from tests.integration.test_store_contract import Harness
 
 ALL = (ClaimKind.EXPIRED, ClaimKind.DUE_RETRY, ClaimKind.FRESH)
@@ -187,6 +188,22 @@ async def test_a_full_key_at_the_head_does_not_hide_the_keys_behind_it(fleet: Fl
     claims = await store.claim("a1", 10, 30, now(), ALL)
     tenants = Counter(c.document["tenant"] for c in claims)
     assert tenants == Counter({"big": 1, "t0": 1, "t1": 1, "t2": 1, "t3": 1, "t4": 1})
+
+
+@nx_deviation(DUPLICATE_KEY_WITHOUT_KEY_VALUE)
+async def test_a_refused_claim_leaves_out_only_the_scope_the_server_names(fleet: Fleet) -> None:
+    """Another agent holds invoice's one slot: a claim of a zeta invoice is refused on the
+    type's slot, and zeta's other documents are claimed at once (zeta's key was free)."""
+    both = Limits(fleet={"invoice": 1}, key_field="tenant", key_limit=1)
+    first, second = await agents(fleet, both, 2)
+    await fleet.insert(docs("invoice", 1, tenant="a"))
+    [held] = await first.claim("a1", 1, 30, now(), ALL)
+    await fleet.insert(docs("invoice", 1, tenant="zeta"))
+    await fleet.insert(docs("mail", 1, tenant="zeta"))
+    claimed = await second.claim("a2", 1, 30, now(), ALL)
+    claimed += await second.claim("a2", 1, 30, now(), ALL)
+    assert [(c.document["type"], c.document["tenant"]) for c in claimed] == [("mail", "zeta")]
+    assert held.document["tenant"] == "a"
 
 
 HOSTILE = [

@@ -390,3 +390,25 @@ async def test_an_agent_routed_to_full_types_only_reads_nothing_until_a_slot_fre
     fields = [list(index["key"]) async for index in await store.collection.list_indexes()]
     typed = typed_index("type")["pulling_agent_limited_types"].keys
     assert [name for name, _ in typed] in fields, "full types skipped by the index bounds"
+
+
+async def test_a_read_past_the_full_types_that_found_nothing_is_not_sent_again(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    """One type full, a backlog of it and nothing else: the claim that found the type full
+    reads past it once; the next claims send nothing while the same scopes are full (else
+    every claim ends in that read), and read again once a slot frees."""
+    store, recorder = rec
+    store.limiter = Limiter(Limits(fleet={"t": 1}))
+    await store.collection.update_many({}, {"$set": {"type": "t"}})
+    recorder.take()
+    [claim] = await store.claim("agent-1", 3, 30, T, [ClaimKind.FRESH])
+    commands = recorder.take()
+    assert [name for name, _ in commands] == ["find", "update", "find"], "no doomed write"
+    assert commands[-1][1]["filter"]["type"] == {"$nin": ["t"]}, "past the full type, once"
+    for _ in range(3):
+        assert await store.claim("agent-1", 3, 30, T, [ClaimKind.FRESH]) == []
+    assert recorder.take() == [], "nothing is there but the full type: no read"
+    await store.complete([Completion(claim.doc_id, claim.token, OutcomeKind.PROCESSED)], T)
+    recorder.take()
+    assert len(await store.claim("agent-1", 3, 30, T, [ClaimKind.FRESH])) == 1, "freed: read"

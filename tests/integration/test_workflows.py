@@ -17,10 +17,12 @@ from pymongo import AsyncMongoClient
 from pulling_agent.client import InvalidJob, Job, aio
 from pulling_agent.client.enqueue import Batch, enqueue_flow, prepare
 from pulling_agent.queue import workflow as wf
+from pulling_agent.queue.limits import Limiter, Limits
 from pulling_agent.queue.memory import MemoryWorkStore
 from pulling_agent.queue.model import Claim, ClaimKind, Completion, OutcomeKind, WorkStore
 from pulling_agent.queue.mongo import MongoWorkStore
 from pulling_agent.queue.ops import Update, perform_async, run_async
+from tests.conftest import async_wait_until
 from tests.deviations import MIXED_ID_TYPES_IN_UPDATE, SUBDOCUMENT_IN_IN, nx_deviation
 
 ALL = (ClaimKind.EXPIRED, ClaimKind.DUE_RETRY, ClaimKind.FRESH)
@@ -247,6 +249,45 @@ async def test_a_batch_then_job_runs_once_after_every_member_ended(f: Flowing) -
     doc = await f.get(then)
     assert doc["status"] == "processing", "a then job is made pending once, never again"
     assert doc["lease"]["token"] == running.token and len(members) == 5
+
+
+async def test_a_then_job_and_a_dependent_obey_their_limits_and_keep_their_key_on_retry(
+    f: Flowing,
+) -> None:
+    """A workflow's documents are documents: released, they wait for their type's and their
+    key's slots like any other, and a retry keeps the key (and frees the slots)."""
+    f.store.limiter = Limiter(Limits(fleet={"invoice": 1}, key_field="tenant", key_limit=1))  # type: ignore[attr-defined]
+    await f.store.ensure_indexes()
+    [first] = await f.enqueue([Job({"tenant": "acme"}, type="invoice")])
+    [holder] = await f.claim()
+    assert holder.doc_id == first
+    *members, then = await f.enqueue(
+        [Job({"tenant": f"m{i}"}, type="mail") for i in range(2)],
+        then=Job({"tenant": "zeta"}, type="invoice"),
+    )
+    [dependent] = await f.enqueue([Job({"tenant": "acme"}, type="mail", after=[members[0]])])
+    claims = await f.claim()
+    assert ids_of(claims) == set(members)
+    await f.finish(claims)
+    assert await f.status(then, dependent) == ["pending", "pending"]
+    assert await f.claim() == [], "invoice's one slot and acme's are held by the first"
+    await f.finish([holder])
+    released: dict[Any, Claim] = {}
+
+    async def both() -> bool:  # a scope found full stays out of reads for up to a second
+        released.update((c.doc_id, c) for c in await f.claim())
+        return set(released) == {then, dependent}
+
+    await async_wait_until(both, timeout=10, interval=0.05, what="both released documents")
+    doc = await f.get(then)
+    assert (doc["limit_slot"], doc["key_slot"]) == ("t:invoice#0", "k:*=s:zeta#0")
+    retry = Completion(then, released[then].token, OutcomeKind.RETRY, available_at=now())
+    assert await f.store.complete([retry], now()) == 1
+    doc = await f.get(then)
+    assert doc["status"] == "pending" and doc["tenant"] == "zeta"
+    assert "limit_slot" not in doc and "key_slot" not in doc
+    [again] = await f.claim()
+    assert again.doc_id == then and (await f.get(then))["key_slot"] == "k:*=s:zeta#0"
 
 
 async def test_a_cancelled_member_counts_as_ended(f: Flowing) -> None:

@@ -281,5 +281,50 @@ def test_a_limiter_counts_what_waited_and_what_was_refused() -> None:
     limiter.waited += plan.blocked
     taken = limiter.learn(plan)
     limiter.refused([taken[dep_key(1)]])
-    assert limiter.snapshot() == {"waited": 1, "refused": 1, "holding": 2}
+    snap = limiter.snapshot()
+    assert {k: snap[k] for k in ("waited", "refused", "holding")} == {
+        "waited": 1,
+        "refused": 1,
+        "holding": 2,
+    }
+    assert snap["set"] == {
+        "types": [["invoice", 2]],
+        "key": "tenant",
+        "key_limit": 1,
+        "type_key": [],
+    }, "what it claims under, published for doctor and the console (queue.occupancy)"
     assert limiter.excluded() == (["invoice"], []), "a refused slot's scope is full"
+
+
+def test_a_refusal_names_only_the_slot_the_server_says_is_held() -> None:
+    from pymongo.errors import WriteError
+
+    slots = {"limit_slot": "t:invoice#0", "key_slot": "k:*=s:zeta#0"}
+    said = {"code": 11000, "keyValue": {"limit_slot": "t:invoice#0"}}
+    assert limits_module.conflicting(slots, WriteError("E11000", 11000, said)) == {
+        "limit_slot": "t:invoice#0"
+    }
+    unsaid: list[Any] = [
+        None,
+        {},
+        {"keyValue": "limit_slot"},
+        {"keyValue": {"limit_slot": "t:invoice#1"}},  # not a slot this claim tried
+        {"keyValue": {"$where": [1]}},
+    ]
+    for details in unsaid:
+        assert limits_module.conflicting(slots, WriteError("E11000", 11000, details)) == slots
+    assert limits_module.conflicting(slots, ValueError("no details")) == slots
+
+
+async def test_a_limiter_does_not_try_a_scope_it_knows_full_but_recovers_its_holder() -> None:
+    limiter = Limiter(Limits(fleet={"invoice": 1}))
+    limiter.learn(assign([doc(1, type="invoice"), doc(2, type="invoice")], limiter.limits, {}))
+    assert limiter.excluded() == (["invoice"], [])
+    collection: Any = None  # scopes of one slot: nothing is read
+    taken, blocked = await limiter.plan(collection, [doc(3, type="invoice"), doc(4, type="mail")])
+    assert blocked == 1 and dep_key(3) not in taken, "a doomed write is not sent"
+    assert taken[dep_key(4)] == {}
+    # a dead agent's document holding the slot is recovered with it, full scope or not
+    recovering = doc(1, type="invoice", limit_slot="t:invoice#0")
+    taken, blocked = await limiter.plan(collection, [recovering])
+    assert blocked == 0 and taken[dep_key(1)] == {"limit_slot": "t:invoice#0"}

@@ -1,5 +1,5 @@
 """``pulling-agent doctor``: documents the agents will never process as they stand, why, and
-the fix; and pending types no live agent claims."""
+the fix; pending types no live agent claims; what keeps limited work from running."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from pulling_agent.encoding import to_json
 from pulling_agent.text import cell
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from pulling_agent.queue.doctor import Examination
     from pulling_agent.queue.mongo import MongoWorkStore
 
@@ -23,13 +25,16 @@ def doctor(
     limit: Annotated[int, typer.Option(help="List at most this many documents.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
-    """List documents the agents will never process as they stand, why, and the fix. Exit
-    0 when there are none, 1 when there are (or MongoDB cannot be read)."""
+    """List documents the agents will never process as they stand, why, and the fix; and
+    what keeps limited work from running (a type limit of 0, a slot nobody gives back,
+    agents that disagree on a limit). Exit 0 when there is none, 1 when there is (or
+    MongoDB cannot be read)."""
     from rich.console import Console
 
     from pulling_agent.fleet.registry import AgentRegistry, skewed
     from pulling_agent.queue import retention
-    from pulling_agent.queue.doctor import examine, unserved_types
+    from pulling_agent.queue.doctor import examine, examine_limits, unserved_types
+    from pulling_agent.queue.limits import limits_of
 
     loaded = settings()
 
@@ -41,12 +46,14 @@ def doctor(
         result.unserved = await unserved_types(store.collection, live, loaded.type_field)
         result.skewed = skewed(live)
         result.retention = await retention.current(store.collection)
+        now, limits = store.clock(), limits_of(loaded)
+        await examine_limits(result, store.collection, live, limits, now, loaded.lease_seconds)
         return result
 
     result = with_store(action, loaded)
     if as_json:
         typer.echo(json.dumps(to_json(result.as_dict())))
-        raise typer.Exit(1 if result.found or result.unserved else 0)
+        raise typer.Exit(1 if result.troubled else 0)
     console = Console(highlight=False)
     console.print(retention_line(result.retention), markup=False)
     for agent_id, off in result.skewed.items():
@@ -64,7 +71,8 @@ def doctor(
                 f"(start an agent whose HANDLERS include it, or one without HANDLERS)"
             )
         )
-    if not result.found and result.unserved:
+    limit_lines(console, result)
+    if not result.found and result.troubled:
         raise typer.Exit(1)
     if not result.found:
         console.print(f"No stuck documents among {result.scanned} unfinished.", markup=False)
@@ -90,6 +98,23 @@ def doctor(
     if result.found > len(result.findings):
         console.print(f"... and {result.found - len(result.findings)} more (--limit)", markup=False)
     raise typer.Exit(1)
+
+
+def limit_lines(console: Console, result: Examination) -> None:
+    """What ``doctor`` found about the fleet-wide limits, one line each."""
+    for line in result.limit_disagreements:
+        console.print(cell(line, 600))
+    for kind, count in result.held_back.items():
+        console.print(
+            cell(
+                f"type {kind!r}: {count} pending document(s) held back: its "
+                "TYPE_FLEET_CONCURRENCY is 0 (give it a slot or more to run them)"
+            )
+        )
+    for stale in result.stale_slots:
+        console.print(
+            cell(f"slot {stale.slot!r} ({stale.doc_id!r}): {stale.reason} ({stale.fix})", 600)
+        )
 
 
 def retention_line(kept: dict[str, float | None]) -> str:

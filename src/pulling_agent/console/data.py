@@ -22,8 +22,10 @@ from pulling_agent.fleet.registry import AgentRegistry, is_live, offset_text
 from pulling_agent.queue import retention, waits
 from pulling_agent.queue import workflow as wf
 from pulling_agent.queue.documents import diagnose
+from pulling_agent.queue.limits import Limits, waiting_for
 from pulling_agent.queue.model import Status
 from pulling_agent.queue.mongo import MongoWorkStore
+from pulling_agent.queue.occupancy import Occupancy, occupancy
 from pulling_agent.text import safe_text
 
 Document = dict[str, Any]
@@ -91,6 +93,8 @@ class ConsoleData:
         registry: AgentRegistry,
         max_attempts: int,
         clock: Callable[[], datetime],
+        limits: Limits | None = None,
+        lease_seconds: float = 60.0,
     ) -> None:
         self.store = store
         self.work = store.collection
@@ -99,6 +103,20 @@ class ConsoleData:
         self.clock = clock
         self.backlog = Cached(self._backlog)
         self._types = Cached(self._error_types, TYPES_TTL)
+        self.limits = limits or Limits()
+        self.lease_seconds = lease_seconds
+        self._occupancy = Cached(self._slots)
+
+    async def occupancy(self) -> Occupancy | None:
+        """The fleet-wide limits' slots held now (cached like the counts); None without
+        limits set, here or on the documents."""
+        if not self.limits.active:
+            return None
+        found: Occupancy = await self._occupancy.get()
+        return found
+
+    async def _slots(self) -> Occupancy:
+        return await occupancy(self.work, self.limits, self.clock(), self.lease_seconds)
 
     async def _backlog(self) -> Document:
         now = self.clock()
@@ -211,6 +229,8 @@ class ConsoleData:
         if doc is None:
             return None, []
         problems: list[Any] = diagnose(doc, self.clock(), self.max_attempts)
+        if self.limits.active:
+            doc["waiting for"] = await waiting_for(self.work, self.limits, doc)
         if doc.get("status") == Status.WAITING:
             problems += waits.shape_problems(doc)
         batch_id = doc.get(wf.BATCH_ID)

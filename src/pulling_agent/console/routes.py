@@ -33,6 +33,7 @@ from pulling_agent.control.cluster import ClusterCommand
 from pulling_agent.encoding import as_dict, as_number, to_json
 from pulling_agent.errors import Conflict, NotFound
 from pulling_agent.fleet.service import ClusterService
+from pulling_agent.queue.occupancy import fleet_types
 from pulling_agent.queue.retention import kept_text
 from pulling_agent.scheduler.service import JobService
 from pulling_agent.text import inert_lines, one_line, safe_text
@@ -279,6 +280,8 @@ async def overview(request: Request, ui: UI) -> dict[str, Any]:
         "hour_processed": sum(p for _, p, _ in minutes),
         "hour_failed": sum(f for _, _, f in minutes),
         "live": sum(1 for a in agents if a["live"]),
+        "limits": await ui.data.occupancy(),
+        "limit_disagreements": fleet_types([a for a in agents if a["live"]]).disagreements,
     }
 
 

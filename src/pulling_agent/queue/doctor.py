@@ -18,7 +18,16 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pulling_agent.queue import waits
 from pulling_agent.queue import workflow as wf
 from pulling_agent.queue.documents import diagnose
+from pulling_agent.queue.limits import Limits
 from pulling_agent.queue.model import FINISHED, Document, Problem, Status
+from pulling_agent.queue.occupancy import (
+    Stale,
+    fleet_types,
+    held_back,
+    occupancy,
+    published_types,
+    slots_indexed,
+)
 from pulling_agent.text import safe_text
 
 FIELDS = {"status": 1, "attempts": 1, "available_at": 1, "lease": 1, **waits.FIELDS}
@@ -41,6 +50,15 @@ class Examination:
     unserved: dict[str, int] = field(default_factory=dict)  # pending by type no agent runs
     retention: dict[str, float | None] = field(default_factory=dict)  # status -> seconds
     skewed: dict[str, float] = field(default_factory=dict)  # agent -> its node's clock offset
+    stale_slots: list[Stale] = field(default_factory=list)  # limit slots nobody gives back
+    held_back: dict[str, int] = field(default_factory=dict)  # pending by type of limit 0
+    limit_disagreements: list[str] = field(default_factory=list)  # agents' limits differ
+
+    @property
+    def troubled(self) -> bool:
+        """Anything found (the exit code)."""
+        limits = self.stale_slots or self.held_back or self.limit_disagreements
+        return bool(self.found or self.unserved or limits)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +68,12 @@ class Examination:
             "unserved_types": self.unserved,
             "retention_seconds": self.retention,
             "skewed_agents": self.skewed,
+            "held_back_types": self.held_back,
+            "limit_disagreements": self.limit_disagreements,
+            "stale_slots": [
+                {"slot": s.slot, "_id": s.doc_id, "reason": s.reason, "fix": s.fix}
+                for s in self.stale_slots
+            ],
             "documents": [
                 {
                     "_id": f.doc_id,
@@ -136,3 +160,25 @@ async def unserved_types(
         if isinstance(kind, str | None) and kind not in served:
             unserved["(no type)" if kind is None else safe_text(kind, 100)] = int(row["n"])
     return unserved
+
+
+async def examine_limits(
+    result: Examination,
+    collection: AsyncCollection[Document],
+    live_agents: list[Document],
+    limits: Limits,
+    now: datetime,
+    lease_seconds: float,
+) -> None:
+    """The fleet-wide limits' findings: agents that disagree on a type's limit, pending
+    documents of types whose limit is 0, and slots nobody gives back. The live agents'
+    published limits are the fleet's; ``limits`` (this environment's) only when no live
+    agent publishes any."""
+    fleet = fleet_types(live_agents)
+    result.limit_disagreements = fleet.disagreements
+    published = any(published_types(agent) is not None for agent in live_agents)
+    types = fleet.agreed if published else dict(limits.fleet)
+    result.held_back = await held_back(collection, types, limits.type_field)
+    if await slots_indexed(collection):
+        held = await occupancy(collection, limits, now, lease_seconds)
+        result.stale_slots = held.stale

@@ -133,13 +133,19 @@ async def ensure(
     return warnings + (await _check_slots(collection) if limited else [])
 
 
-async def _check_slots(collection: AsyncCollection[Document]) -> list[str]:
-    """Every slot field has a unique index (the server said so): else :class:`ConfigError`."""
+async def unique_fields(collection: AsyncCollection[Document]) -> set[str]:
+    """The fields with a unique index of their own (by keys, whatever its name)."""
     unique = set()
     async for index in await collection.list_indexes():
         keys = list(index.get("key", {}))
         if index.get("unique") and len(keys) == 1:
             unique.add(keys[0])
+    return unique
+
+
+async def _check_slots(collection: AsyncCollection[Document]) -> list[str]:
+    """Every slot field has a unique index (the server said so): else :class:`ConfigError`."""
+    unique = await unique_fields(collection)
     for name, spec in SLOT_INDEXES.items():
         if spec.keys[0][0] not in unique:
             raise ConfigError(_slot_index_missing(collection, name, None))

@@ -305,6 +305,19 @@ def is_duplicate(exc: BaseException) -> bool:
     return getattr(exc, "code", None) == DUPLICATE_KEY
 
 
+def conflicting(slots: Mapping[str, str], exc: BaseException) -> Mapping[str, str]:
+    """Of the slots a refused claim tried, the one the server says another document holds
+    (the duplicate key error's ``keyValue``, as MongoDB reports it); all of them when the
+    error does not say (then every scope of the document counts as full for a moment)."""
+    details = getattr(exc, "details", None)
+    key = details.get("keyValue") if isinstance(details, Mapping) else None
+    if isinstance(key, Mapping):
+        named = {name: slot for name, slot in slots.items() if key.get(name) == slot}
+        if named:
+            return named
+    return slots
+
+
 def with_slots(update: Document, slots: Mapping[str, str]) -> Document:
     """A claim update that also sets the document's slots."""
     return {**update, "$set": {**update["$set"], **slots}} if slots else update
@@ -320,12 +333,27 @@ class Limiter:
         self._full: dict[str, tuple[Scope, float]] = {}  # name -> scope, until (monotonic)
         self._holding: dict[str, list[str]] = {}  # dep_key(_id) -> scope names it holds
         self._scopes: dict[str, Scope] = {}  # the last plan's slots -> their scopes
+        # reads past the full scopes that found nothing: (kind, full scopes) -> until
+        self._behind: dict[tuple[str, frozenset[str]], float] = {}
         self.waited = 0  # candidates that waited for a full scope
         self.refused_total = 0  # claims the unique slot indexes refused (another held it)
 
-    def snapshot(self) -> dict[str, int]:
-        """For the metrics and the registry entry."""
-        return {"waited": self.waited, "refused": self.refused_total, "holding": len(self._holding)}
+    def snapshot(self) -> dict[str, Any]:
+        """For the metrics and the registry entry (``set``: the limits it claims under, so
+        ``doctor`` and the console see the fleet's values, queue.occupancy). Pairs, not
+        sub-documents: a type or key name is any string, dots and ``$`` included."""
+        limits = self.limits
+        return {
+            "waited": self.waited,
+            "refused": self.refused_total,
+            "holding": len(self._holding),
+            "set": {
+                "types": [[kind, n] for kind, n in sorted(limits.fleet.items())],
+                "key": limits.key_field,
+                "key_limit": limits.key_limit,
+                "type_key": [[kind, n] for kind, n in sorted(limits.type_key_limits.items())],
+            },
+        }
 
     @property
     def active(self) -> bool:
@@ -333,40 +361,74 @@ class Limiter:
 
     def excluded(self) -> tuple[list[str], list[Document]]:
         """The types and the ``$nor`` key clauses of the scopes found full lately."""
-        if not self._full:
+        full = self._known_full()
+        if not full:
             return [], []
-        now = time.monotonic()
-        for name in [n for n, (_, until) in self._full.items() if until <= now]:
-            del self._full[name]
-        full = [scope for scope, _ in self._full.values()]
         types = [s.kind for s in full if s.field == LIMIT_SLOT and s.kind is not None]
         return types, exclusion(full, self.limits)
+
+    def _known_full(self) -> list[Scope]:
+        """The scopes found full less than ``FULL_MAX_AGE`` ago."""
+        if self._full:
+            now = time.monotonic()
+            for name in [n for n, (_, until) in self._full.items() if until <= now]:
+                del self._full[name]
+        return [scope for scope, _ in self._full.values()]
 
     def indexes(self) -> dict[str, IndexSpec]:
         """The index the reads leaving full types out need (none without type limits)."""
         return typed_index(self.limits.type_field) if self.limits.fleet else {}
 
-    def leave_out(self, match: Document) -> Document | None:
+    def leave_out(self, match: Document, kind: str = "") -> Document | None:
         """``match`` without the documents of the scopes found full lately (None: all it
-        could claim is full)."""
+        could claim is full, or a read of ``kind`` past these full scopes just found
+        nothing). ``match`` itself when no scope is full."""
         types, clauses = self.excluded()
+        if not types and not clauses:
+            return match
+        if self._behind.get((kind, frozenset(self._full)), 0.0) > time.monotonic():
+            return None
         narrow = narrowed(match, self.limits.type_field, types)
         if narrow is not None and clauses:
             narrow = {**narrow, "$nor": [*narrow.get("$nor", []), *clauses]}
         return narrow
+
+    def nothing_behind(self, kind: str) -> None:
+        """A read of ``kind`` leaving the full scopes out found nothing: it is not sent again
+        while the same scopes are full (``FULL_MAX_AGE`` at most). With one type full and
+        a backlog of it, every claim would otherwise end in that read: a round trip, and on
+        a server that cannot skip by index bounds a scan of the backlog."""
+        now = time.monotonic()
+        if len(self._behind) >= MAX_EXCLUDED:
+            self._behind = {k: t for k, t in self._behind.items() if t > now}
+        self._behind[(kind, frozenset(self._full))] = now + FULL_MAX_AGE
 
     async def plan(
         self, collection: AsyncCollection[Document], candidates: Sequence[Document]
     ) -> tuple[dict[str, dict[str, str]], int]:
         """The slots each candidate gets (by ``dep_key``; a candidate under no limit gets
         none), and how many wait for a full scope. One find, when any is limited."""
+        full = {scope.name for scope in self._known_full()}
+        skipped = 0
+        if full:  # known full (spare candidates were read before it was): not tried again
+            known = [d for d in candidates if not self._waits(d, full)]
+            skipped, candidates = len(candidates) - len(known), known
+            self.waited += skipped
         scopes = [s for doc in candidates for s in self.limits.scopes_of(doc)]
         # a scope of one slot has nothing to choose: its slot is tried, and the unique
         # index refuses it if held (refused() learns that): no read
         choose = [s for s in scopes if s.capacity > 1]
         plan = assign(candidates, self.limits, await held_slots(collection, choose))
         self.waited += plan.blocked
-        return self.learn(plan), plan.blocked
+        return self.learn(plan), plan.blocked + skipped
+
+    def _waits(self, doc: Mapping[str, Any], full: set[str]) -> bool:
+        """``doc`` is under a scope known full whose slot it does not hold already (a
+        recovery claim keeps its own: never held back by the scope it fills)."""
+        return any(
+            scope.name in full and not scope.owns(doc.get(scope.field))
+            for scope in self.limits.scopes_of(doc)
+        )
 
     def refused(self, slots: Iterable[Mapping[str, str]]) -> None:
         """The server refused these slots (held by documents the plan did not see): their

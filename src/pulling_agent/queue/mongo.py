@@ -39,7 +39,7 @@ from pulling_agent.queue.documents import (
 )
 from pulling_agent.queue.fairness import Walk, fair_index
 from pulling_agent.queue.indexes import FRESH_ORDER
-from pulling_agent.queue.limits import Limiter, clear_strays, is_duplicate, with_slots
+from pulling_agent.queue.limits import Limiter, clear_strays, conflicting, is_duplicate, with_slots
 from pulling_agent.queue.model import (
     UNLEASE,
     CancelResult,
@@ -154,12 +154,14 @@ class MongoWorkStore:
         """Claim up to ``limit`` documents of one kind. Returns the claims and how many
         candidates were found (more than claimed when another agent won some)."""
         match = {**claim_filter(kind, now), **self.scope}
-        if kind in WAITING_KINDS and self.limiter.active:  # full scopes' documents only wait
-            narrow = self.limiter.leave_out(match)
-            if narrow is None:  # every type this agent runs is full: nothing to read
-                return [], 0
-            match = narrow
-        found, from_spare = await self._candidates(kind, match, limit)
+        waits = kind in WAITING_KINDS and self.limiter.active  # full scopes' documents wait
+        narrow = self.limiter.leave_out(match, kind.value) if waits else match
+        if narrow is None:  # all it runs is full, or nothing else is there: no read
+            return [], 0
+        found, from_spare = await self._candidates(kind, narrow, limit)
+        if not found and narrow is not match:
+            self.limiter.nothing_behind(kind.value)
+        match = narrow
         candidates = await self._screen(found, match, now)
         slots: dict[Any, dict[str, str]] = {}
         blocked = 0  # candidates waiting for a slot: work is there, behind full scopes
@@ -177,8 +179,9 @@ class MongoWorkStore:
             "$inc": {"attempts": 1},
         }
         modified, refused = await self._claim_write(kind, ids, match, update, slots)
-        lost = [i for i, exc in refused if is_duplicate(exc)]  # another agent took the slot
-        self.limiter.refused(slots.get(dep_key(i), {}) for i in lost)
+        taken = [(i, exc) for i, exc in refused if is_duplicate(exc)]  # another holds a slot
+        self.limiter.refused(conflicting(slots.get(dep_key(i), {}), exc) for i, exc in taken)
+        lost = [i for i, _ in taken]
         refused = [(i, exc) for i, exc in refused if not is_duplicate(exc)]
         if refused:
             by_id = {doc["_id"]: doc for doc in candidates}
