@@ -13,7 +13,7 @@ commands on the work collection (bench.fleet_scale's WireCounter), once per conf
 Reported per document: round trips to the work collection, the server's CPU time
 (nx-27017's process, from /proc), and docs/s. Prints a table; asserts nothing.
 
-    python -m bench.key_limits [--docs 100000] [--agents 2]
+    python -m bench.key_limits [--docs 100000] [--agents 2] [--only TYPE_FLEET]
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ async def measure(
     return trips / docs, cpu / docs * 1e6, docs / elapsed
 
 
-async def main(docs: int, agents: int) -> None:
+async def main(docs: int, agents: int, only: str = "") -> None:
     table = Table(
         title=f"{docs:,} documents, one tenant each, {agents} agents (processes), no-op handler, "
         "nx-27017, 2 cores"
@@ -112,6 +112,8 @@ async def main(docs: int, agents: int) -> None:
     base: tuple[float, float, float] | None = None
     with tempfile.TemporaryDirectory() as tmp:
         for n, (label, extra) in enumerate(CONFIGS):
+            if only and n and only not in label:  # the first row is the baseline: always
+                continue
             where = Path(tmp) / f"c{n}"
             where.mkdir()
             trips, cpu, rate = await measure(extra, docs, agents, where)
@@ -127,5 +129,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--agents", type=int, default=2)
+    parser.add_argument("--only", default="", help="rows whose settings contain this")
     options = parser.parse_args()
-    asyncio.run(main(options.docs, options.agents))
+    asyncio.run(main(options.docs, options.agents, options.only))
