@@ -381,13 +381,14 @@ class Limiter:
 
     def leave_out(self, match: Document, kind: str = "") -> Document | None:
         """``match`` without the documents of the scopes found full lately (None: all it
-        could claim is full, or a read of ``kind`` past these full scopes just found
-        nothing). ``match`` itself when no scope is full."""
+        could claim is full). ``match`` itself when no scope is full, or when a read of
+        ``kind`` past these full scopes just found nothing: then only their documents are
+        there, and reading them (the plan sees which slots freed) is all there is to do."""
         types, clauses = self.excluded()
         if not types and not clauses:
             return match
         if self._behind.get((kind, frozenset(self._full)), 0.0) > time.monotonic():
-            return None
+            return match  # nothing else is there: the full scopes' own, as slots free
         narrow = narrowed(match, self.limits.type_field, types)
         if narrow is not None and clauses:
             narrow = {**narrow, "$nor": [*narrow.get("$nor", []), *clauses]}
@@ -395,9 +396,11 @@ class Limiter:
 
     def nothing_behind(self, kind: str) -> None:
         """A read of ``kind`` leaving the full scopes out found nothing: it is not sent again
-        while the same scopes are full (``FULL_MAX_AGE`` at most). With one type full and
-        a backlog of it, every claim would otherwise end in that read: a round trip, and on
-        a server that cannot skip by index bounds a scan of the backlog."""
+        while the same scopes are full (``FULL_MAX_AGE`` at most); the claims read the
+        queue's head instead, where the full scopes' documents are, so a slot another
+        agent frees is taken at once. With one type full and a backlog of it, every claim
+        would otherwise read past it for nothing: on a server that cannot skip by index
+        bounds, a scan of the backlog."""
         now = time.monotonic()
         if len(self._behind) >= MAX_EXCLUDED:
             self._behind = {k: t for k, t in self._behind.items() if t > now}
@@ -410,7 +413,7 @@ class Limiter:
         none), and how many wait for a full scope. One find, when any is limited."""
         full = {scope.name for scope in self._known_full()}
         skipped = 0
-        if full:  # known full (spare candidates were read before it was): not tried again
+        if full:  # known full (spare candidates were read before it was): not tried blind
             known = [d for d in candidates if not self._waits(d, full)]
             skipped, candidates = len(candidates) - len(known), known
             self.waited += skipped
@@ -423,10 +426,11 @@ class Limiter:
         return self.learn(plan), plan.blocked + skipped
 
     def _waits(self, doc: Mapping[str, Any], full: set[str]) -> bool:
-        """``doc`` is under a scope known full whose slot it does not hold already (a
-        recovery claim keeps its own: never held back by the scope it fills)."""
+        """``doc`` is under a scope of one slot known full whose slot it does not hold
+        already (a recovery claim keeps its own: never held back by the scope it fills).
+        A scope of more slots is not guessed: the plan reads which of its slots are held."""
         return any(
-            scope.name in full and not scope.owns(doc.get(scope.field))
+            scope.name in full and scope.capacity == 1 and not scope.owns(doc.get(scope.field))
             for scope in self.limits.scopes_of(doc)
         )
 

@@ -156,7 +156,7 @@ class MongoWorkStore:
         match = {**claim_filter(kind, now), **self.scope}
         waits = kind in WAITING_KINDS and self.limiter.active  # full scopes' documents wait
         narrow = self.limiter.leave_out(match, kind.value) if waits else match
-        if narrow is None:  # all it runs is full, or nothing else is there: no read
+        if narrow is None:  # every type this agent runs is full: nothing to read
             return [], 0
         found, from_spare = await self._candidates(kind, narrow, limit)
         if not found and narrow is not match:
