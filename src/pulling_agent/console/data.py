@@ -25,7 +25,7 @@ from pulling_agent.queue.documents import diagnose
 from pulling_agent.queue.limits import Limits, waiting_for
 from pulling_agent.queue.model import Status
 from pulling_agent.queue.mongo import MongoWorkStore
-from pulling_agent.queue.occupancy import Occupancy, occupancy
+from pulling_agent.queue.occupancy import Occupancy, count_matching, occupancy
 from pulling_agent.text import safe_text
 
 Document = dict[str, Any]
@@ -199,11 +199,7 @@ class ConsoleData:
         return await self._count(failed_filter(error_type, text))
 
     async def _count(self, query: Document) -> int:
-        """``$match`` + ``$count``: what ``count_documents`` sends to MongoDB, as one
-        aggregation (nx-27017's own count path is slow and sometimes wrong)."""
-        cursor = await self.work.aggregate([{"$match": query}, {"$count": "n"}])
-        rows = await cursor.to_list()
-        return int(rows[0]["n"]) if rows else 0
+        return await count_matching(self.work, query)
 
     async def requeue_matching(
         self, error_type: str, text: str, requeue: Callable[[list[Any]], Awaitable[int]]

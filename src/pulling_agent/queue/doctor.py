@@ -25,7 +25,6 @@ from pulling_agent.queue.occupancy import (
     fleet_types,
     held_back,
     occupancy,
-    published_types,
     slots_indexed,
 )
 from pulling_agent.text import safe_text
@@ -70,10 +69,7 @@ class Examination:
             "skewed_agents": self.skewed,
             "held_back_types": self.held_back,
             "limit_disagreements": self.limit_disagreements,
-            "stale_slots": [
-                {"slot": s.slot, "_id": s.doc_id, "reason": s.reason, "fix": s.fix}
-                for s in self.stale_slots
-            ],
+            "stale_slots": [s.as_dict() for s in self.stale_slots],
             "documents": [
                 {
                     "_id": f.doc_id,
@@ -176,9 +172,8 @@ async def examine_limits(
     agent publishes any."""
     fleet = fleet_types(live_agents)
     result.limit_disagreements = fleet.disagreements
-    published = any(published_types(agent) is not None for agent in live_agents)
-    types = fleet.agreed if published else dict(limits.fleet)
+    types = fleet.agreed if fleet.published else dict(limits.fleet)
     result.held_back = await held_back(collection, types, limits.type_field)
     if await slots_indexed(collection):
-        held = await occupancy(collection, limits, now, lease_seconds)
+        held = await occupancy(collection, limits, now, lease_seconds, waiting=False)
         result.stale_slots = held.stale

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -70,6 +70,9 @@ class Stale:
             f"{self.expired_for or 0:.0f} s ago and that no agent has taken over"
         )
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"slot": self.slot, "_id": self.doc_id, "reason": self.reason, "fix": self.fix}
+
     @property
     def fix(self) -> str:
         if self.status != Status.PROCESSING.value:
@@ -86,23 +89,6 @@ class Occupancy:
     keys: list[Usage] = field(default_factory=list)  # the busiest key values first
     key_values: int = 0  # key values holding a slot now
     stale: list[Stale] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        def rows(usages: list[Usage]) -> list[dict[str, Any]]:
-            return [
-                {"scope": u.shown, "running": u.running, "limit": u.limit, "pending": u.pending}
-                for u in usages
-            ]
-
-        return {
-            "types": rows(self.types),
-            "busiest_keys": rows(self.keys),
-            "key_values_running": self.key_values,
-            "stale_slots": [
-                {"slot": s.slot, "_id": s.doc_id, "reason": s.reason, "fix": s.fix}
-                for s in self.stale
-            ],
-        }
 
 
 def scope_of(slot: Any) -> str | None:
@@ -157,9 +143,11 @@ async def occupancy(
     now: datetime,
     grace: float,
     top: int = TOP_KEYS,
+    waiting: bool = True,
 ) -> Occupancy:
     """The limits' slots held now, the busiest key values, the pending documents of full
-    types (one count each), and the slots held past ``grace`` seconds after their lease."""
+    types (one count each, when ``waiting``), and the slots held past ``grace`` seconds
+    after their lease."""
     projection: Document = {
         "status": 1,
         "lease": 1,
@@ -184,11 +172,9 @@ async def occupancy(
     kinds = sorted({n[2:] for n in running if n.startswith("t:")} | set(limits.fleet))
     for kind in kinds:
         usage = Usage(one_line(kind, 100), running[f"t:{kind}"], limits.fleet.get(kind))
-        if usage.full:
+        if usage.full and waiting:
             pending = {"status": Status.PENDING.value, limits.type_field: kind}
-            usage = Usage(
-                usage.shown, usage.running, usage.limit, await _count(collection, pending)
-            )
+            usage = replace(usage, pending=await count_matching(collection, pending))
         result.types.append(usage)
     busiest = sorted(keys, key=lambda n: (-running[n], n))
     result.keys = [Usage(keys[n].shown, running[n], keys[n].limit) for n in busiest[:top]]
@@ -228,13 +214,14 @@ class FleetLimits:
 
     agreed: dict[str, int] = field(default_factory=dict)
     disagreements: list[str] = field(default_factory=list)
+    published: bool = False  # any live agent publishes limits
 
 
 def fleet_types(live: list[Document]) -> FleetLimits:
     """Pure: what the live agents' registry entries (hostile values ignored) say."""
     published = [(agent, published_types(agent)) for agent in live]
     kinds = sorted({kind for _, types in published if types for kind in types})
-    result = FleetLimits()
+    result = FleetLimits(published=any(types is not None for _, types in published))
     for kind in kinds:
         values: dict[int | None, list[str]] = {}
         for agent, types in published:
@@ -265,7 +252,9 @@ async def held_back(
     mistake): type -> count, types with none pending left out."""
     counts = {}
     for kind in sorted(k for k, n in limits.items() if n == 0):
-        pending = await _count(collection, {"status": Status.PENDING.value, type_field: kind})
+        pending = await count_matching(
+            collection, {"status": Status.PENDING.value, type_field: kind}
+        )
         if pending:
             counts[one_line(kind, 100)] = pending
     return counts
@@ -277,7 +266,9 @@ async def slots_indexed(collection: AsyncCollection[Document]) -> bool:
     return set(SLOT_FIELDS) <= await unique_fields(collection)
 
 
-async def _count(collection: AsyncCollection[Document], query: Document) -> int:
+async def count_matching(collection: AsyncCollection[Document], query: Document) -> int:
+    """``$match`` + ``$count``: what ``count_documents`` sends to MongoDB, as one
+    aggregation (nx-27017's own count path is slow and sometimes wrong)."""
     cursor = await collection.aggregate([{"$match": query}, {"$count": "n"}])
     rows = await cursor.to_list()
     return int(rows[0]["n"]) if rows else 0
