@@ -63,6 +63,10 @@ DATE_MATCH_IN_AGGREGATE = (
     "nx-27017 matches nothing in an aggregation's $match on a date comparison "
     "(available_at $lte now), where find and MongoDB match"
 )
+NO_TRANSACTION_ISOLATION = (
+    "nx-27017 commits and aborts transactions, but another session sees a transaction's "
+    "writes before its commit (MongoDB shows them only after it)"
+)
 
 # nx-27017 keeps about 15 significant digits of a double after $inc (1795448320.2704432
 # comes back as 1795448320.27044): fleet rate slots, epoch seconds near 1.8e9, are exact to

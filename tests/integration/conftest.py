@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from pulling_agent.bootstrap import Node, build_node
 from pulling_agent.runtime.state import AgentState
@@ -87,3 +87,39 @@ async def start_node(
         node.agent.request_shutdown("test over")
         await asyncio.wait_for(task, 30)
     await client.drop_database(db_name)
+
+
+WRITES = {"find", "update", "insert", "delete", "aggregate", "createIndexes", "findAndModify"}
+
+
+class Recorder(monitoring.CommandListener):
+    """The commands a client sends on collections, as sent (PyMongo command monitoring)."""
+
+    def __init__(self) -> None:
+        self.commands: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name in WRITES:
+            self.commands.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def take(self) -> list[tuple[str, dict[str, Any]]]:
+        taken, self.commands = self.commands, []
+        return taken
+
+
+@pytest.fixture
+async def recorded(mongo_uri: str, db_name: str) -> AsyncIterator[tuple[Any, Recorder]]:
+    """The test's work collection through an async client whose commands are recorded."""
+    recorder = Recorder()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_uri, tz_aware=True, event_listeners=[recorder]
+    )
+    yield client[db_name]["work"], recorder
+    await client.drop_database(db_name)
+    await client.close()

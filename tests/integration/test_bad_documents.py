@@ -4,12 +4,10 @@ the others, is dead-lettered with a clear error, and nothing is stuck for ever s
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient
 from pymongo.errors import BulkWriteError, WriteError
 
 from pulling_agent.queue import documents
@@ -21,7 +19,7 @@ from tests.deviations import (
     NO_TYPE_BRACKETING,
     nx_deviation,
 )
-from tests.integration.test_query_contract import Recorder
+from tests.integration.conftest import Recorder
 from tests.integration.test_store_contract import Harness, h
 
 __all__ = ["h"]
@@ -79,17 +77,6 @@ async def test_a_bad_attempts_value_is_dead_lettered_and_the_batch_goes_on(
     assert await h.store.requeue([ids[1]]) == 1
     [again] = await h.store.claim("a", 10, 30, now(), ALL)
     assert (again.doc_id, again.attempts) == (ids[1], 1)
-
-
-@pytest.fixture
-async def recorded(mongo_uri: str, db_name: str) -> AsyncIterator[tuple[Any, Recorder]]:
-    recorder = Recorder()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        mongo_uri, tz_aware=True, event_listeners=[recorder]
-    )
-    yield client[db_name]["work"], recorder
-    await client.drop_database(db_name)
-    await client.close()
 
 
 async def test_a_document_the_server_refuses_is_isolated_by_per_document_writes(

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient
 
 from pulling_agent.queue.fairness import Walk, fair_index
 from pulling_agent.queue.indexes import INDEXES
@@ -24,29 +24,10 @@ from pulling_agent.queue.model import (
     claim_scope,
 )
 from pulling_agent.queue.mongo import MongoWorkStore
+from tests.integration.conftest import Recorder
 
 T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 LEASE_END = T + timedelta(seconds=30)
-WRITES = {"find", "update", "insert", "delete", "aggregate", "createIndexes", "findAndModify"}
-
-
-class Recorder(monitoring.CommandListener):
-    def __init__(self) -> None:
-        self.commands: list[tuple[str, dict[str, Any]]] = []
-
-    def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if event.command_name in WRITES:
-            self.commands.append((event.command_name, dict(event.command)))
-
-    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
-
-    def failed(self, event: monitoring.CommandFailedEvent) -> None:
-        pass
-
-    def take(self) -> list[tuple[str, dict[str, Any]]]:
-        taken, self.commands = self.commands, []
-        return taken
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pymongo import AsyncMongoClient
 from pulling_agent.queue.model import ClaimKind
 from pulling_agent.queue.mongo import MongoWorkStore
 from pulling_agent.queue.spread import HEAD_EVERY, WINDOW_BATCHES, Share, Spread, window
-from tests.integration.test_query_contract import Recorder
+from tests.integration.conftest import Recorder
 from tests.integration.test_store_contract import Harness, h, now
 
 __all__ = ["h"]  # the both-stores fixture

@@ -341,7 +341,7 @@ async def test_a_dependency_ending_at_any_point_of_an_enqueue_is_never_lost(
         [a] = await mongo.enqueue([{"n": "a"}])
         claims = await mongo.claim()
         batch, after, then = prepare([Job({"n": "b"}, after=[a])], "type", None)
-        flow = enqueue_flow(batch, after, then, indexes=[])
+        flow = enqueue_flow(batch, after, then)
         reply: Any = None
         finished_at = None
         n = 0

@@ -18,9 +18,9 @@ from tests.system.conftest import run_cli as cli
 pytestmark = pytest.mark.system
 
 
-def produce(env: dict[str, str], module: str = "examples.producer") -> str:
+def produce(env: dict[str, str], module: str = "examples.producer", *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", module],
+        [sys.executable, "-m", module, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -104,3 +104,15 @@ def test_the_workflow_example_runs_in_order_and_reports_once(
     assert len(work.find({"type": "report"}).to_list()) == 2, "a second batch, its own report"
     agent.signal(signal.SIGTERM)
     assert agent.wait(timeout=30) == 0
+
+
+def test_the_outbox_example_writes_the_order_and_its_job_or_neither(
+    agent_env: dict[str, str], work: Any
+) -> None:
+    assert "order order-1 placed" in produce(agent_env, "examples.outbox", "order-1")
+    declined = produce(agent_env, "examples.outbox", "order-2", "--fail")
+    assert "order order-2 not placed: payment declined" in declined
+    orders = work.database["orders"]
+    assert [o["_id"] for o in orders.find({})] == ["order-1"]
+    jobs = list(work.find({}, {"_id": 0, "order": 1, "type": 1, "status": 1}))
+    assert jobs == [{"order": "order-1", "type": "ship", "status": "pending"}]

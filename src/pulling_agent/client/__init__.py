@@ -17,6 +17,10 @@
   documents without a priority after all that have one (see docs/QUEUE.md for the exact
   guarantee).
 * ``type``: sets ``type_field`` (default ``type``) for routing (``HANDLERS``).
+* ``session``: your PyMongo session; in a transaction the call is part of it (the outbox:
+  the job exists exactly when your writes commit; see :mod:`pulling_agent.client.enqueue`).
+
+:func:`cancel` cancels documents from code, as ``pulling-agent cancel`` does.
 
 Round trips: one per call; one more when some keys were taken already (to find their
 documents), one on the first keyed call per collection in the process (the index), and a
@@ -30,21 +34,37 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, overload
 
+from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 
 from pulling_agent.client.clock import measured
-from pulling_agent.client.enqueue import Batch, enqueue_flow, is_workflow, prepare
+from pulling_agent.client.enqueue import Batch, enqueue_flow, index_flow, is_workflow, prepare
 from pulling_agent.client.jobs import (
+    MAX_TYPE_CHARS,
     Enqueued,
     EnqueueError,
     InvalidJob,
     Job,
+    in_transaction,
     indexes_made,
     indexes_needed,
+    option_text,
 )
+from pulling_agent.queue import cancelling
+from pulling_agent.queue.model import CancelResult
 from pulling_agent.queue.ops import run_sync
 
-__all__ = ["Batch", "EnqueueError", "Enqueued", "InvalidJob", "Job", "enqueue", "enqueue_many"]
+__all__ = [
+    "Batch",
+    "CancelResult",
+    "EnqueueError",
+    "Enqueued",
+    "InvalidJob",
+    "Job",
+    "cancel",
+    "enqueue",
+    "enqueue_many",
+]
 
 
 def enqueue(
@@ -59,10 +79,11 @@ def enqueue(
     after: Sequence[Any] | None = None,
     on_dependency_failure: str = "cancel",
     type_field: str = "type",
+    session: ClientSession | None = None,
 ) -> Enqueued:
     """Enqueue one document (see the module's docstring for the options)."""
     job = Job(payload, key, type, delay, run_at, priority, after, on_dependency_failure)
-    return (enqueue_many(collection, [job], type_field=type_field))[0]
+    return (enqueue_many(collection, [job], type_field=type_field, session=session))[0]
 
 
 @overload
@@ -72,6 +93,7 @@ def enqueue_many(
     *,
     then: None = None,
     type_field: str = "type",
+    session: ClientSession | None = None,
 ) -> list[Enqueued]: ...
 
 
@@ -82,6 +104,7 @@ def enqueue_many(
     *,
     then: Job,
     type_field: str = "type",
+    session: ClientSession | None = None,
 ) -> Batch: ...
 
 
@@ -91,6 +114,7 @@ def enqueue_many(
     *,
     then: Job | None = None,
     type_field: str = "type",
+    session: ClientSession | None = None,
 ) -> list[Enqueued] | Batch:
     """Enqueue many documents in one ``insert_many``, each item a :class:`Job` or a plain
     payload; results in input order. Invalid jobs raise :class:`InvalidJob` before anything
@@ -98,11 +122,32 @@ def enqueue_many(
     :class:`EnqueueError`, whose ``results`` say which went in. With ``then``, the call is a
     batch: ``then`` runs once after every document of the call has ended, and the result
     is a :class:`Batch` (the same list, with ``batch_id`` and ``then``)."""
+    transaction = in_transaction(collection, session, ClientSession)
     clock = measured(collection)  # MongoDB's time: a hello at most once a minute
     batch, after, then_doc = prepare(jobs, type_field, then, clock.now())
     if not batch.docs:
         return []
     indexes = indexes_needed(collection, batch.keyed, is_workflow(after, then_doc))
-    results = run_sync(enqueue_flow(batch, after, then_doc, indexes, clock.now), collection)
+    run_sync(index_flow(indexes), collection)  # outside a transaction: see client.enqueue
     indexes_made(collection, indexes)
-    return results
+    flow = enqueue_flow(batch, after, then_doc, clock.now, transaction)
+    return run_sync(flow, collection, session=session)
+
+
+def cancel(
+    collection: Collection[Any],
+    ids: Sequence[Any],
+    *,
+    by: str = "producer",
+    session: ClientSession | None = None,
+) -> CancelResult:
+    """Cancel documents: a pending (or waiting) one at once, its dependents with it; a
+    processing one by request to its agent, which cancels its handler cooperatively (see
+    docs/QUEUE.md, Cancelling). ``by`` is written in ``cancel_reason``. A few writes per
+    id: meant for a producer's few documents, not for a sweep."""
+    in_transaction(collection, session, ClientSession)  # checks it
+    reason = option_text("by", by, MAX_TYPE_CHARS)
+    if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
+        raise InvalidJob("ids must be a list of document ids")
+    now = (measured(collection)).now()
+    return run_sync(cancelling.cancel(list(ids), reason, now), collection, session=session)

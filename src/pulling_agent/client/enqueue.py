@@ -6,6 +6,15 @@ keys were taken). With ``after``: one find of the dependencies (all must exist),
 marking them ``dependents``, the insert, then one look at the dependencies again with its
 releases (a dependency may have ended meanwhile: no lost wake-up). With ``then``: the then
 document's insert before the members', and one write sealing the batch after them.
+
+In the caller's transaction (``session=`` with a transaction started) every command is the
+transaction's, and three things change, because any refused write aborts a MongoDB
+transaction: the indexes are made first, outside it (an index build cannot join a
+transaction on an existing collection; it writes no document); keys and given ``_id`` are
+looked up in the transaction before the insert, so a duplicate is reported as one
+(``created=False``) instead of being refused; and the dependencies are written every time
+(``dependents_linked`` counted up), so an agent ending one while the transaction is open
+conflicts with it and MongoDB makes one of them retry, instead of a release both miss.
 """
 
 from __future__ import annotations
@@ -110,7 +119,7 @@ def prepare(
     return Inserted(docs, ["_id" in doc for doc in docs], type_field), after, then_doc
 
 
-def _link(docs: list[Document], after: list[list[Any]]) -> Flow[list[Document]]:
+def _link(docs: list[Document], after: list[list[Any]], transaction: bool) -> Flow[list[Document]]:
     """Check that every dependency exists, mark them, make their dependents ``waiting``.
     Raises :class:`InvalidJob` (nothing written) when one does not exist."""
     wanted = {wf.dep_key(d): d for deps in after for d in deps}
@@ -122,11 +131,13 @@ def _link(docs: list[Document], after: list[list[Any]]) -> Flow[list[Document]]:
     if missing:
         shown = ", ".join(safe_text(m, 60) for m in missing[:5])
         raise InvalidJob(f"{len(missing)} of the documents named in after do not exist: {shown}")
-    yield Update(
-        {"_id": {"$in": list(stored.values())}, wf.DEPENDENTS: {"$exists": False}},
-        {"$set": {wf.DEPENDENTS: True}},
-        many=True,
-    )
+    ids = {"_id": {"$in": list(stored.values())}}
+    if transaction:  # a write to each, whatever it holds: see the module's docstring
+        yield Update(ids, {"$set": {wf.DEPENDENTS: True}, "$inc": {wf.LINKED: 1}}, many=True)
+    else:
+        yield Update(
+            {**ids, wf.DEPENDENTS: {"$exists": False}}, {"$set": {wf.DEPENDENTS: True}}, many=True
+        )
     waiting = []
     for doc, deps in zip(docs, after, strict=True):
         if not deps:
@@ -140,13 +151,8 @@ def _link(docs: list[Document], after: list[list[Any]]) -> Flow[list[Document]]:
     return waiting
 
 
-def enqueue_flow(
-    batch: Inserted,
-    after: list[list[Any]],
-    then: Document | None,
-    indexes: list[str],
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> Flow[list[Enqueued]]:
+def index_flow(indexes: list[str]) -> Flow[None]:
+    """The indexes this call needs (:func:`~pulling_agent.client.jobs.indexes_needed`)."""
     if KEY in indexes:
         refused = yield CreateIndex(KEY_SPEC.keys, KEY_INDEX, KEY_SPEC.options)
         if refused is not None:
@@ -154,19 +160,47 @@ def enqueue_flow(
     if WORKFLOW in indexes:  # for the agents' settling: slower without, never wrong
         for name, spec in WORKFLOW_INDEXES.items():
             yield CreateIndex(spec.keys, name, spec.options)
-    waiting = yield from _link(batch.docs, after)
+
+
+ABORTED = (
+    "; a refused write aborts the transaction: nothing of it will commit (run it again "
+    "once the cause is fixed)"
+)
+
+
+def enqueue_flow(
+    batch: Inserted,
+    after: list[list[Any]],
+    then: Document | None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    transaction: bool = False,
+) -> Flow[list[Enqueued]]:
+    """Everything but the indexes (:func:`index_flow`); ``transaction``: the commands are
+    the caller's transaction's (see the module's docstring)."""
+    waiting = yield from _link(batch.docs, after, transaction)
     if then is not None:
         refused = yield Insert([then])
         if refused is not None:
             first = (refused.get("writeErrors") or [{}])[0]
             raise EnqueueError(
-                f"the then job was not enqueued: {safe_text(first.get('errmsg', ''), 300)}", []
+                f"the then job was not enqueued: {safe_text(first.get('errmsg', ''), 300)}"
+                + (ABORTED if transaction else ""),
+                [],
             )
-    details = yield Insert(batch.docs)
+    found: list[Document] = []
+    existing = batch.existing() if transaction else None
+    if existing is not None:
+        found = yield Find(existing, batch.projection())
+        batch.taken(found)
+    fresh = batch.fresh()
+    details = (yield Insert(fresh)) if fresh else None
     if details is not None:
         batch.refusals(details)
-    query = batch.lookup()
-    found = (yield Find(query, batch.projection())) if query is not None else []
+        if transaction:
+            raise EnqueueError(batch.refusal_message() + ABORTED, [])
+    query = None if transaction else batch.lookup()
+    if query is not None:
+        found = yield Find(query, batch.projection())
     failure: EnqueueError | None = None
     try:
         results = batch.results(found)
@@ -174,7 +208,7 @@ def enqueue_flow(
         failure, results = exc, [r for r in exc.results if r is not None]
     now = clock()
     inserted = {id(d) for i, d in enumerate(batch.docs) if _created(batch, i)}
-    yield from wf.resolve([d for d in waiting if id(d) in inserted], now)
+    yield from wf.resolve([d for d in waiting if id(d) in inserted], now, everywhere=False)
     if then is not None:
         results = yield from _seal(then, batch, results, now)
     if failure is not None:

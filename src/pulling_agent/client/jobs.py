@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from bson import ObjectId
 from pymongo.errors import OperationFailure
 
 from pulling_agent.errors import InvalidJob as InvalidJob  # re-exported: raised here
@@ -121,7 +122,7 @@ def _due(job: Job, now: datetime) -> datetime | None:
     return now + delay if delay > timedelta(0) else None
 
 
-def _text(name: str, value: Any, limit: int) -> str:
+def option_text(name: str, value: Any, limit: int) -> str:
     if not isinstance(value, str) or not value or len(value) > limit:
         raise InvalidJob(f"{name} must be a non-empty string of at most {limit} characters")
     return value
@@ -146,12 +147,12 @@ def build(job: Job, now: datetime, type_field: str = "type") -> Document:
             )
         doc[name] = value
     if job.type is not None:
-        kind = _text("type", job.type, MAX_TYPE_CHARS)
+        kind = option_text("type", job.type, MAX_TYPE_CHARS)
         if type_field in doc and doc[type_field] != kind:
             raise InvalidJob(f"the payload's {type_field!r} differs from type={kind!r}")
         doc[type_field] = kind
     if job.key is not None:
-        doc[KEY_FIELD] = _text("key", job.key, MAX_KEY_CHARS)
+        doc[KEY_FIELD] = option_text("key", job.key, MAX_KEY_CHARS)
     if job.priority is not None:
         p = job.priority
         if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= MAX_PRIORITY:
@@ -183,6 +184,25 @@ def indexes_made(collection: Any, kinds: list[str]) -> None:
     _indexed.update((*where, kind) for kind in kinds)
 
 
+def in_transaction(collection: Any, session: Any, expected: type) -> bool:
+    """Check the caller's ``session`` for ``collection``; whether a transaction is open on
+    it (then every command of the call is the transaction's)."""
+    if session is None:
+        return False
+    if not isinstance(session, expected):
+        raise InvalidJob(
+            f"session must be a {expected.__module__}.{expected.__name__} "
+            f"(got {type(session).__name__}): the sync client takes a MongoClient's session, "
+            "pulling_agent.client.aio an AsyncMongoClient's"
+        )
+    if getattr(session, "client", None) is not collection.database.client:
+        raise InvalidJob(
+            "session belongs to another client than the collection's: start it from the "
+            "collection's client (collection.database.client.start_session())"
+        )
+    return bool(getattr(session, "in_transaction", False))
+
+
 def index_error(exc: OperationFailure) -> EnqueueError:
     return EnqueueError(
         f"cannot create the unique index {KEY_INDEX} on {KEY_FIELD}, so keys cannot make "
@@ -202,21 +222,71 @@ class Inserted:
     details: Mapping[str, Any] | None = None
     duplicates: list[int] = field(default_factory=list)
     refused: dict[int, str] = field(default_factory=dict)
+    sent: list[int] | None = None  # the indexes inserted, when not all of them (fresh)
+    known: list[Document] = field(default_factory=list)  # documents that hold taken keys
 
     @property
     def keyed(self) -> bool:
         """Whether the unique key index must exist before the insert."""
         return any(KEY_FIELD in doc for doc in self.docs)
 
+    def existing(self) -> Document | None:
+        """The filter of the documents that hold this call's keys or given ``_id`` already
+        (looked up before the insert in a transaction, which a duplicate would abort)."""
+        keys = [doc[KEY_FIELD] for doc in self.docs if KEY_FIELD in doc]
+        ids = [doc["_id"] for doc, given in zip(self.docs, self.given_ids, strict=True) if given]
+        clauses = [{KEY_FIELD: {"$in": keys}}] * bool(keys) + [{"_id": {"$in": ids}}] * bool(ids)
+        if not clauses:
+            return None
+        return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+    def taken(self, found: Iterable[Document]) -> None:
+        """Mark as duplicates the documents whose key or given ``_id`` is in ``found``, or
+        in a document earlier in this call (an insert would refuse them)."""
+        self.known = list(found)
+        keys = {doc[KEY_FIELD] for doc in self.known if KEY_FIELD in doc}
+        ids = {workflow.dep_key(doc["_id"]) for doc in self.known}
+        for i, doc in enumerate(self.docs):
+            key, given = doc.get(KEY_FIELD), self.given_ids[i]
+            if (key is not None and key in keys) or (given and workflow.dep_key(doc["_id"]) in ids):
+                self.duplicates.append(i)
+                continue
+            if key is not None:
+                keys.add(key)
+                doc.setdefault("_id", ObjectId())  # as the driver's insert would
+                self.known.append(
+                    {"_id": doc["_id"], KEY_FIELD: key, self.type_field: doc.get(self.type_field)}
+                )
+            if given:
+                ids.add(workflow.dep_key(doc["_id"]))
+
+    def fresh(self) -> list[Document]:
+        """The documents to insert: all but the duplicates :meth:`taken` found."""
+        if not self.duplicates:
+            return self.docs
+        duplicates = set(self.duplicates)
+        self.sent = [i for i in range(len(self.docs)) if i not in duplicates]
+        return [self.docs[i] for i in self.sent]
+
     def refusals(self, details: Mapping[str, Any]) -> None:
         """Read a ``BulkWriteError``'s details: duplicates and other refusals."""
         self.details = details
         for error in details.get("writeErrors", []):
             index = int(error["index"])
+            if self.sent is not None:
+                index = self.sent[index]
             if error.get("code") == DUPLICATE_KEY:
                 self.duplicates.append(index)
             else:
                 self.refused[index] = safe_text(error.get("errmsg", ""), 300)
+
+    def refusal_message(self) -> str:
+        """What MongoDB refused, for a transaction that its refusal aborted."""
+        errors = (self.details or {}).get("writeErrors") or [{}]
+        return (
+            f"MongoDB refused {len(errors)} of the {len(self.sent or self.docs)} documents "
+            f"inserted: {safe_text(errors[0].get('errmsg', ''), 300)}"
+        )
 
     def lookup(self) -> Document | None:
         """The filter that finds the documents the duplicates' keys belong to."""
@@ -232,7 +302,7 @@ class Inserted:
         among them one whose key belongs to a document of another type: keys are unique
         per collection, across types, so a key reused for another type would otherwise
         drop the new job silently."""
-        by_key = {doc[KEY_FIELD]: doc for doc in found}
+        by_key = {doc[KEY_FIELD]: doc for doc in [*self.known, *found] if KEY_FIELD in doc}
         results: list[Enqueued | None] = []
         duplicates = set(self.duplicates)
         for i, doc in enumerate(self.docs):

@@ -561,7 +561,7 @@ class MongoWorkStore:
         return result.modified_count
 
     async def cancel(self, doc_ids: Sequence[Any], by: str, now: datetime) -> CancelResult:
-        return await cancelling.cancel(self.collection, doc_ids, by, now, self._noted)
+        return await run_async(cancelling.cancel(doc_ids, by, now), self.collection, self._noted)
 
     async def cancel_requested(self, token: str) -> list[Any]:
         cursor = self.collection.find(

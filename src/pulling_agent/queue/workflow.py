@@ -48,6 +48,9 @@ AFTER = "after"  # the dependencies as enqueued (kept for display)
 WAITING_ON = "waiting_on"  # {key: id} of the dependencies not processed yet
 WAITING = "waiting"  # how many keys are left in waiting_on
 DEPENDENTS = "dependents"  # true on a document others wait for
+# counted up on a dependency by every transactional enqueue naming it: a write each time, so
+# a transaction linking it and an agent ending it meanwhile conflict (one of them retries)
+LINKED = "dependents_linked"
 IF_FAILED = "on_dependency_failure"  # "run": a failed dependency releases instead of cancelling
 RUN = "run"
 CANCELLED_BY = "cancelled_by_dependency"  # the key of the dependency whose failure cancelled it
@@ -60,7 +63,17 @@ OPEN = [s.value for s in UNFINISHED]
 REPAIR_MAX = 500  # waiting documents (and open batches) looked at per sweep
 READY = {"status": Status.WAITING.value, WAITING: 0}
 PROMOTE = {"$set": {"status": Status.PENDING.value}, "$unset": {WAITING: "", WAITING_ON: ""}}
-FIELDS = (AFTER, WAITING_ON, WAITING, DEPENDENTS, IF_FAILED, CANCELLED_BY, BATCH_ID, BATCH)
+FIELDS = (
+    AFTER,
+    WAITING_ON,
+    WAITING,
+    DEPENDENTS,
+    LINKED,
+    IF_FAILED,
+    CANCELLED_BY,
+    BATCH_ID,
+    BATCH,
+)
 
 
 def dep_key(doc_id: Any) -> str:
@@ -268,12 +281,17 @@ def cancelled_note(source: Ended, count: int) -> Note:
     )
 
 
-def resolve(waiting: Iterable[Mapping[str, Any]], now: datetime) -> Flow[int]:
+def resolve(
+    waiting: Iterable[Mapping[str, Any]], now: datetime, everywhere: bool = True
+) -> Flow[int]:
     """Look again at waiting documents' dependencies: release the processed ones, cancel
     (or release, for ``run``) on a failed or cancelled one, promote what is ready. After
-    an enqueue (a dependency may have ended while it ran) and in the sweep (an agent may
-    have died between an outcome and its settling)."""
+    an enqueue (a dependency may have ended while it ran; ``everywhere=False``: promote
+    only those documents, and send nothing when there are none) and in the sweep (an agent
+    may have died between an outcome and its settling: promote every ready document)."""
     docs = [d for d in waiting if waits_of(d)]
+    if not docs and not everywhere:
+        return 0
     deps: dict[str, Any] = {}
     for doc in docs:
         deps.update(waits_of(doc))
@@ -287,7 +305,8 @@ def resolve(waiting: Iterable[Mapping[str, Any]], now: datetime) -> Flow[int]:
             if status == Status.PROCESSED.value or (run_anyway and status in OUTCOMES):
                 where = {"_id": doc.get("_id"), **waiting_for(key)}
                 requests.append(UpdateOne(where, release(key)))
-    requests.append(UpdateMany(READY, PROMOTE))
+    ready = READY if everywhere else {"_id": {"$in": [d.get("_id") for d in docs]}, **READY}
+    requests.append(UpdateMany(ready, PROMOTE))
     changed: int = yield Bulk(requests)
     failed = [
         Ended(f.get("_id"), str(f.get("status")), None, True)
