@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -213,23 +213,33 @@ def drain(
 async def at_the_wire(count: int, docs: int, tmp: Path) -> tuple[float, float]:
     """Round trips to the work collection per document: over the whole drain, and while
     10 % to 90 % of the documents were processed (start-up and the tail left out)."""
-    with EmbeddedServer(tmp / f"nx-wire-{count}") as server:
+    async with counted_server(tmp / f"nx-wire-{count}") as (_, counter, direct):
+        with fleet(count, f"mongodb://127.0.0.1:{counter.port}/", tmp / f"w{count}"):
+            await asyncio.to_thread(_wait_registered, direct, count)
+            before = counter.counts[COLLECTION]
+            _, _, marks = await asyncio.to_thread(drain, direct, count, docs, counter)
+            trips = counter.counts[COLLECTION] - before
+    return trips / docs, (marks[0.9] - marks[0.1]) / (docs * 0.8)
+
+
+@contextlib.asynccontextmanager
+async def counted_server(
+    where: Path,
+) -> AsyncIterator[tuple[EmbeddedServer, WireCounter, MongoClient[dict[str, Any]]]]:
+    """An nx-27017 behind a counting proxy (agents go through ``counter.port``), and a
+    direct client to it, for a bench that counts commands at the wire."""
+    with EmbeddedServer(where) as server:
         counter = WireCounter(server.port)
         stop = asyncio.Event()
         proxy = asyncio.create_task(counter.run(stop))
         await asyncio.sleep(0.2)
         direct: MongoClient[dict[str, Any]] = MongoClient(server.uri)
         try:
-            with fleet(count, f"mongodb://127.0.0.1:{counter.port}/", tmp / f"w{count}"):
-                await asyncio.to_thread(_wait_registered, direct, count)
-                before = counter.counts[COLLECTION]
-                _, _, marks = await asyncio.to_thread(drain, direct, count, docs, counter)
-                trips = counter.counts[COLLECTION] - before
+            yield server, counter, direct
         finally:
             direct.close()
             stop.set()
             await proxy
-    return trips / docs, (marks[0.9] - marks[0.1]) / (docs * 0.8)
 
 
 def _wait_registered(direct: MongoClient[dict[str, Any]], count: int) -> None:

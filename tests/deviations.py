@@ -67,6 +67,14 @@ NO_TRANSACTION_ISOLATION = (
     "nx-27017 commits and aborts transactions, but another session sees a transaction's "
     "writes before its commit (MongoDB shows them only after it)"
 )
+CHANGE_STREAM_OBJECTID_MATCH = (
+    "nx-27017's change stream delivers nothing through a $match on documentKey._id when the "
+    "_id is an ObjectId (a string _id matches), like its aggregate $match on ObjectIds"
+)
+NO_DOCUMENT_SIZE_LIMIT = (
+    "nx-27017 applies an update that grows a document past 16 MiB; MongoDB refuses it "
+    "(BSONObjectTooLarge)"
+)
 
 # nx-27017 keeps about 15 significant digits of a double after $inc (1795448320.2704432
 # comes back as 1795448320.27044): fleet rate slots, epoch seconds near 1.8e9, are exact to

@@ -122,6 +122,7 @@ class Settings(BaseSettings):
     sweep_interval: PositiveFloat = 60.0
     store_outage_seconds: PositiveFloat = 10.0
     batch_size: int = Field(default=100, ge=1, le=10_000)
+    result_max_bytes: int = Field(default=16_384, ge=0, le=8_388_608)
     concurrency: int = Field(default=8, ge=1, le=1_000)
     shutdown_timeout: float = Field(default=30.0, ge=0)
     heartbeat_interval: PositiveFloat = 5.0

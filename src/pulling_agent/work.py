@@ -20,9 +20,10 @@ Raising anything else keeps the usual rules: retry with backoff, dead letter aft
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -146,6 +147,8 @@ class Context:
     """For a batch's then job (``enqueue_many(..., then=job)``): the batch's summary, e.g.
     ``{"id": ..., "size": 50000, "processed": 49990, "failed": 8, "cancelled": 2,
     "missing": 0}``, the same as the document's ``batch`` field. None otherwise."""
+    read_members: Callable[[int], AsyncIterator[Any]] | None = field(default=None, repr=False)
+    loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False)
     cancelled: bool = False
     """Set when someone cancelled this document (``pulling-agent cancel``). An async
     handler is cancelled at its next ``await``; a sync one should check this and return:
@@ -187,6 +190,18 @@ class Context:
         self._progress = value
         self.progress_dirty = True
 
+    def members(self, page: int = 500) -> Members:
+        """For a batch's then job: its members with their outcomes, one dictionary each
+        (``_id``, ``status``, ``result`` or ``result_error``, ``error``, ``cancel_reason``),
+        read ``page`` at a time (a 100,000-member batch is never in memory at once).
+        ``async for m in ctx.members()`` in an async handler, ``for m in ctx.members()`` in
+        a sync one. ``ValueError`` outside a then job."""
+        if self.read_members is None or self.loop is None:
+            raise ValueError("ctx.members() is for a batch's then job (enqueue_many(then=...))")
+        if isinstance(page, bool) or not isinstance(page, int) or not 1 <= page <= 10_000:
+            raise ValueError("page must be a whole number from 1 to 10,000")
+        return Members(self.read_members(page), self.loop)
+
     async def progress(self, value: Any) -> None:
         """:meth:`set_progress`, for ``await ctx.progress(...)`` in async handlers."""
         self.set_progress(value)
@@ -195,3 +210,31 @@ class Context:
         """For the agent: the value to write, if it changed since the last write."""
         dirty, self.progress_dirty = self.progress_dirty, False
         return dirty, self._progress
+
+
+class Members:
+    """A then job's members, read page by page from the store (:meth:`Context.members`)."""
+
+    def __init__(self, source: AsyncIterator[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self._source = source
+        self._loop = loop
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._source
+
+    def __iter__(self) -> Iterator[Any]:
+        """From a sync handler's thread: each read runs on the agent's event loop."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            raise RuntimeError("in an async handler, use 'async for m in ctx.members()'")
+        while True:
+            try:
+                yield asyncio.run_coroutine_threadsafe(self._next(), self._loop).result()
+            except StopAsyncIteration:
+                return
+
+    async def _next(self) -> Any:
+        return await anext(self._source)

@@ -4,13 +4,14 @@ console tests."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import AsyncMongoClient, MongoClient, monitoring
 
 from pulling_agent.bootstrap import Node, build_node
 from pulling_agent.runtime.state import AgentState
@@ -113,13 +114,37 @@ class Recorder(monitoring.CommandListener):
         return taken
 
 
+@contextlib.contextmanager
+def listened(uri: str, db_name: str, listener: monitoring.CommandListener) -> Iterator[Any]:
+    """The test's work collection through a sync client of its own, whose commands
+    ``listener`` hears (the database is left to the ``work`` fixture or the caller)."""
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        uri, tz_aware=True, event_listeners=[listener]
+    )
+    try:
+        yield client[db_name]["work"]
+    finally:
+        client.close()
+
+
+@contextlib.asynccontextmanager
+async def alistened(
+    uri: str, db_name: str, listener: monitoring.CommandListener
+) -> AsyncIterator[Any]:
+    """:func:`listened` with the asyncio client."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        uri, tz_aware=True, event_listeners=[listener]
+    )
+    try:
+        yield client[db_name]["work"]
+    finally:
+        await client.close()
+
+
 @pytest.fixture
 async def recorded(mongo_uri: str, db_name: str) -> AsyncIterator[tuple[Any, Recorder]]:
     """The test's work collection through an async client whose commands are recorded."""
     recorder = Recorder()
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        mongo_uri, tz_aware=True, event_listeners=[recorder]
-    )
-    yield client[db_name]["work"], recorder
-    await client.drop_database(db_name)
-    await client.close()
+    async with alistened(mongo_uri, db_name, recorder) as collection:
+        yield collection, recorder
+        await collection.database.client.drop_database(db_name)

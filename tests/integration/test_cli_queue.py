@@ -5,12 +5,13 @@ with one line and nothing written."""
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from tests.conftest import invoke
+from tests.conftest import invoke, wait_until
 
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J[bold]x[/bold]\nready=yes\u202e"
 
@@ -82,8 +83,14 @@ def test_get_shows_one_document(cli_env: dict[str, str | None], work: Any) -> No
                 "errors": [{"type": "ValueError"}] * 3,
             },
             {"_id": "typo", "status": "Pending"},
+            {"_id": 6, "status": "processed", "result": {"file": "[bold]x[/bold]\x1b[2J.csv"}},
         ]
     )
+    result = invoke({**cli_env, "COLUMNS": "200"}, "get", "6")
+    assert "[bold]x[/bold]" in result.stdout and "\x1b" not in result.stdout, "inert text"
+    assert json.loads(invoke(cli_env, "get", "6", "--json").stdout)["result"] == {
+        "file": "[bold]x[/bold]\x1b[2J.csv"
+    }
     shown = invoke({**cli_env, "COLUMNS": "200"}, "get", "5")
     assert shown.returncode == 0, shown.stderr
     assert "ValueError" in shown.stdout and "3 recorded" in shown.stdout
@@ -282,3 +289,33 @@ def test_dlq_requeue_with_dependents_brings_them_back(
     }
     b = work.find_one({"_id": "b"})
     assert (b["status"], b["waiting"], b[wf.WAITING_ON]) == ("waiting", 1, {key: "a"})
+
+
+def test_enqueue_wait_prints_the_result_and_exits_by_the_outcome(
+    cli_env: dict[str, str | None], work: Any
+) -> None:
+    def finish(n: int, update: dict[str, Any]) -> threading.Thread:
+        """An agent's outcome, once the command has enqueued the document."""
+
+        def write() -> None:
+            wait_until(lambda: work.find_one({"n": n}) is not None, 20, what=f"n={n} enqueued")
+            work.update_one({"n": n}, update)
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        return thread
+
+    writer = finish(1, {"$set": {"status": "processed", "result": {"rows": 3, "x": "\x1b[2J"}}})
+    done = invoke(cli_env, "enqueue", '{"n": 1}', "--wait", "30")
+    writer.join(20)
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout.splitlines()[-1])
+    assert line["result"] == {"rows": 3, "x": "\x1b[2J"}, "JSON: escapes stay inert"
+    assert "\x1b" not in done.stdout
+    writer = finish(2, {"$set": {"status": "failed", "error": {"type": "ValueError"}}})
+    failed = invoke(cli_env, "enqueue", '{"n": 2}', "--wait", "30")
+    writer.join(20)
+    assert failed.returncode == 1 and "ValueError" in failed.stderr
+    late = invoke(cli_env, "enqueue", '{"n": 3}', "--wait", "0.3")
+    assert late.returncode == 3 and "still pending" in late.stderr
+    assert invoke(cli_env, "enqueue", '{"n": 4}', "--wait", "-1").returncode == 2

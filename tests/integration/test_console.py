@@ -242,7 +242,16 @@ async def test_document_lookup_by_any_id_type_with_the_reasons(
 ) -> None:
     work = client[node.agent.settings.mongodb_database]["work"]
     await work.insert_many(
-        [{"_id": 42, "status": "Pending"}, {"_id": "order-7", "status": "processed", "attempts": 1}]
+        [
+            {"_id": 42, "status": "Pending"},
+            {
+                "_id": "order-7",
+                "status": "processed",
+                "attempts": 1,
+                "result": {"file": "<script>alert(1)</script>.csv"},
+            },
+            {"_id": "order-8", "status": "processed", "result_error": "too big \x1b[2J"},
+        ]
     )
     await sign_in(api, READER)
     typo = (await api.get("/ui/partials/document", params={"id": "42"})).text
@@ -250,6 +259,10 @@ async def test_document_lookup_by_any_id_type_with_the_reasons(
     assert 'id="problems"' in typo and "status" in typo
     done = (await api.get("/ui/partials/document", params={"id": "order-7"})).text
     assert cell(done, "doc-status") == "processed" and 'id="problems"' not in done
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;.csv" in cell(done, "doc-result")
+    assert "<script>" not in done
+    refused = (await api.get("/ui/partials/document", params={"id": "order-8"})).text
+    assert cell(refused, "doc-result-error").startswith("too big") and "\x1b" not in refused
     missing = (await api.get("/ui/partials/document", params={"id": "nope"})).text
     assert 'id="not-found"' in missing
 

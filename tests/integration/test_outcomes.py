@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from bson import Decimal128
+
 from pulling_agent.queue.model import ClaimKind, Completion, ErrorInfo, OutcomeKind
-from tests.deviations import SET_DATETIME_IS_STRING, nx_deviation
+from pulling_agent.queue.results import kept
+from tests.deviations import NO_DOCUMENT_SIZE_LIMIT, SET_DATETIME_IS_STRING, nx_deviation
 from tests.integration.test_store_contract import Harness, h
 
 __all__ = ["h"]
@@ -95,3 +98,74 @@ async def test_cancel_from_outside(h: Harness) -> None:
     assert await h.store.complete([finish], at) == 1
     doc = await h.get(running.doc_id)
     assert doc["status"] == "cancelled" and "cancel_requested" not in doc
+
+
+async def test_a_result_is_stored_with_the_outcome_and_nothing_else_changes(h: Harness) -> None:
+    ids = await h.insert([{"status": "pending", "n": n} for n in range(3)])
+    claims = await h.store.claim("a", 3, 30, now(), (ClaimKind.FRESH,))
+    token = claims[0].token
+    answer = kept({"file": "export-1.csv", "rows": 12}, 16_384)
+    too_big = kept("x" * 20_000, 16_384)
+    done = [
+        Completion(ids[0], token, OutcomeKind.PROCESSED, result=answer),
+        Completion(ids[1], token, OutcomeKind.PROCESSED, result=too_big),
+        Completion(ids[2], token, OutcomeKind.PROCESSED),
+    ]
+    assert await h.store.complete(done, now()) == 3
+    first, second, third = [await h.get(i) for i in ids]
+    assert [d["status"] for d in (first, second, third)] == ["processed"] * 3
+    assert first["result"] == {"file": "export-1.csv", "rows": 12}
+    assert "result" not in second and "RESULT_MAX_BYTES" in second["result_error"]
+    assert "result" not in third and "result_error" not in third
+
+
+@nx_deviation(NO_DOCUMENT_SIZE_LIMIT)
+async def test_a_result_the_server_refuses_leaves_the_document_processed(h: Harness) -> None:
+    """Encodable but too big for the document it joins (16 MiB with its payload): the
+    outcome is written again with a result_error, never dead-lettered."""
+    [doc_id] = await h.insert([{"status": "pending", "blob": "p" * (9 * 1024 * 1024)}])
+    [claim] = await h.store.claim("a", 1, 30, now(), (ClaimKind.FRESH,))
+    huge = kept("r" * (8 * 1024 * 1024 - 64), 8 * 1024 * 1024)
+    assert huge.stored
+    done = Completion(doc_id, claim.token, OutcomeKind.PROCESSED, result=huge)
+    assert await h.store.complete([done], now()) == 1
+    doc = await h.get(doc_id)
+    if h.kind == "memory":  # no size limit in memory: the contract is only "processed"
+        assert doc["status"] == "processed"
+        return
+    assert doc["status"] == "processed" and "result" not in doc
+    assert doc["result_error"].startswith("MongoDB refused to store the result")
+
+
+async def test_a_result_only_some_servers_store_never_fails_its_document(h: Harness) -> None:
+    """A Decimal128: MongoDB stores it, nx-27017 refuses it (NX-27017.md: "not JSON
+    serializable", also in an update). Either way the document is processed: the result
+    is there, or result_error says that the server refused it (the store's per-document
+    fallback, taken on nx-27017)."""
+    [doc_id] = await h.insert([{"status": "pending"}])
+    [claim] = await h.store.claim("a", 1, 30, now(), (ClaimKind.FRESH,))
+    odd = kept({"amount": Decimal128("12.50")}, 16_384)
+    done = Completion(doc_id, claim.token, OutcomeKind.PROCESSED, result=odd)
+    assert await h.store.complete([done], now()) == 1
+    doc = await h.get(doc_id)
+    assert doc["status"] == "processed"
+    if "result" in doc:
+        assert doc["result"] == {"amount": Decimal128("12.50")}
+    else:
+        assert doc["result_error"].startswith("MongoDB refused to store the result")
+
+
+async def test_a_batchs_members_are_read_a_page_at_a_time_with_their_outcomes(
+    h: Harness,
+) -> None:
+    docs = [
+        {"status": "processed", "batch_id": "b1", "result": {"n": n}, "payload": "x" * 100}
+        for n in range(5)
+    ]
+    docs += [{"status": "failed", "batch_id": "b1", "error": {"type": "E"}}]
+    docs += [{"status": "processed", "batch_id": "b2", "result": {"n": 99}}]
+    await h.insert(docs)
+    seen = [m async for m in h.store.batch_members("b1", 2)]
+    assert sorted(m.get("result", {}).get("n", -1) for m in seen) == [-1, 0, 1, 2, 3, 4]
+    assert all("payload" not in m and "batch_id" not in m for m in seen), "outcomes only"
+    assert [m async for m in h.store.batch_members("none", 2)] == []

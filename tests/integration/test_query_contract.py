@@ -24,6 +24,7 @@ from pulling_agent.queue.model import (
     claim_scope,
 )
 from pulling_agent.queue.mongo import MongoWorkStore
+from pulling_agent.queue.results import kept
 from tests.integration.conftest import Recorder
 
 T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -395,3 +396,34 @@ async def test_a_read_past_the_full_types_that_found_nothing_is_not_sent_again(
     await store.complete([Completion(claim.doc_id, claim.token, OutcomeKind.PROCESSED)], T)
     recorder.take()
     assert len(await store.claim("agent-1", 3, 30, T, [ClaimKind.FRESH])) == 1, "freed: read"
+
+
+async def test_results_ride_in_the_outcome_write_no_extra_round_trip(
+    rec: tuple[MongoWorkStore, Recorder],
+) -> None:
+    """queue.results: a document with a result (or a result_error) gets its own update in
+    the same bulk write; those without stay in the one update_many of their lease."""
+    store, recorder = rec
+    claims = await store.claim("agent-1", 4, 30, T, [ClaimKind.FRESH])
+    recorder.take()
+    token = claims[0].token
+    answer, refused = kept({"rows": 12}, 16_384), kept("x" * 100, 10)
+    await store.complete(
+        [
+            Completion(claims[0].doc_id, token, OutcomeKind.PROCESSED, result=answer),
+            Completion(claims[1].doc_id, token, OutcomeKind.PROCESSED),
+            Completion(claims[2].doc_id, token, OutcomeKind.PROCESSED, result=refused),
+            Completion(claims[3].doc_id, token, OutcomeKind.PROCESSED),
+        ],
+        T,
+    )
+    [(name, command)] = recorder.take()
+    assert name == "update"
+    first, third, rest = command["updates"]
+    assert first["q"]["_id"] == claims[0].doc_id
+    assert first["u"]["$set"] == {"status": "processed", "processed_at": T, "result": {"rows": 12}}
+    assert third["u"]["$set"]["result_error"].startswith("the result is 118 bytes")
+    assert "result" not in third["u"]["$set"]
+    assert rest["q"]["_id"] == {"$in": [claims[1].doc_id, claims[3].doc_id]}
+    assert rest["u"]["$set"] == {"status": "processed", "processed_at": T}
+    assert "result" not in rest["u"]["$unset"], "a field a handler wrote itself is left alone"

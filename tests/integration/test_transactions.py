@@ -18,19 +18,16 @@ from pymongo import MongoClient
 from pulling_agent.client import InvalidJob, Job, aio, cancel, enqueue, enqueue_many
 from pulling_agent.queue import workflow as wf
 from tests.deviations import NO_TRANSACTION_ISOLATION, nx_deviation
-from tests.integration.conftest import Recorder
+from tests.integration.conftest import Recorder, listened
 
 
 @pytest.fixture
 def watched(mongo_uri: str, db_name: str) -> Iterator[tuple[Any, Recorder]]:
     """The test's work collection through a sync client whose commands are recorded."""
     commands = Recorder()
-    client: MongoClient[dict[str, Any]] = MongoClient(
-        mongo_uri, tz_aware=True, event_listeners=[commands]
-    )
-    yield client[db_name]["work"], commands
-    client.drop_database(db_name)
-    client.close()
+    with listened(mongo_uri, db_name, commands) as collection:
+        yield collection, commands
+        collection.database.client.drop_database(db_name)
 
 
 @pytest.fixture

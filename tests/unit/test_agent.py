@@ -19,6 +19,7 @@ from pulling_agent.runtime.agent import Agent
 from pulling_agent.runtime.handlers import HandlerRunner
 from pulling_agent.runtime.health import LIVENESS, READINESS
 from pulling_agent.runtime.state import AgentState
+from pulling_agent.work import Context
 from tests.conftest import async_wait_until, make_settings
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
@@ -566,7 +567,6 @@ async def test_a_then_job_reads_its_batch_and_the_agent_counts_it(
 ) -> None:
     """Over the in-memory store: members, then the then job with ctx.batch; the agent's
     counters (exported to Prometheus) say a batch closed."""
-    from pulling_agent import Context
     from pulling_agent.queue import workflow as wf
 
     seen: list[dict[str, Any] | None] = []
@@ -591,3 +591,79 @@ async def test_a_then_job_reads_its_batch_and_the_agent_counts_it(
     assert (summary["size"], summary["processed"], summary["failed"]) == (3, 2, 1)
     assert run.agent.pipeline.counters.batches_closed == 1
     await run.stop()
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_a_handlers_return_value_is_kept_in_result_and_a_bad_one_in_result_error(
+    start: Callable[..., Running], sync: bool
+) -> None:
+    """Sync (in its thread) and async handlers alike: the value is stored with the
+    outcome, an oversized or unencodable one is replaced by result_error, and the document
+    is processed every time. The agent's secrets never reach a result."""
+    secret = "mongodb://app:hunter2-secret@db.example/app"
+
+    def answer(doc: dict[str, Any]) -> Any:
+        return {
+            0: {"file": f"export-{doc['n']}.csv", "echo": secret},
+            1: "x" * 40_000,
+            2: {"not": object()},
+            3: None,
+        }[doc["n"]]
+
+    async def async_answer(doc: dict[str, Any]) -> Any:
+        return answer(doc)
+
+    handler = HandlerRunner(answer, 2, None) if sync else async_answer
+    store = MemoryWorkStore(pending(4))
+    run = start(store, handler, mongodb_uri=secret)
+    await async_wait_until(lambda: statuses(store) == {"processed": 4}, what="all processed")
+    by_n = {doc["n"]: doc for doc in store.all()}
+    assert by_n[0]["result"] == {"file": "export-0.csv", "echo": "***"}
+    assert "RESULT_MAX_BYTES=16,384" in by_n[1]["result_error"]
+    assert "not BSON-encodable" in by_n[2]["result_error"]
+    assert "result" not in by_n[3] and "result_error" not in by_n[3]
+    assert await run.stop() == 0
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_a_then_job_reads_its_members_results_page_by_page(
+    start: Callable[..., Running], sync: bool
+) -> None:
+    members: list[dict[str, Any]] = [
+        {"_id": f"m{n}", "status": "processed", "batch_id": "b1", "result": {"rows": n}}
+        for n in range(7)
+    ]
+    members.append({"_id": "m7", "status": "failed", "batch_id": "b1", "error": {"type": "E"}})
+    members.append({"_id": "other", "status": "processed", "batch_id": "b2", "result": 1})
+    batch = {"id": "b1", "size": 8, "state": "closed", "processed": 7, "failed": 1}
+    then = {"_id": "then", "status": "pending", "batch": batch}
+
+    def summing(doc: dict[str, Any], ctx: Context) -> Any:
+        seen = list(ctx.members(page=3))
+        return {
+            "rows": sum(m.get("result", {}).get("rows", 0) for m in seen),
+            "failed": [m["_id"] for m in seen if m["status"] == "failed"],
+            "fields": sorted({f for m in seen for f in m}),
+        }
+
+    async def async_summing(doc: dict[str, Any], ctx: Context) -> Any:
+        with pytest.raises(RuntimeError, match="async for"):
+            list(ctx.members())
+        seen = [m async for m in ctx.members(page=3)]
+        return {
+            "rows": sum(m.get("result", {}).get("rows", 0) for m in seen),
+            "failed": [m["_id"] for m in seen if m["status"] == "failed"],
+            "fields": sorted({f for m in seen for f in m}),
+        }
+
+    store = MemoryWorkStore([*members, then])
+    run = start(store, HandlerRunner(summing, 1, None) if sync else async_summing)
+    await async_wait_until(
+        lambda: store.get("then")["status"] == "processed", what="then job processed"
+    )
+    assert store.get("then")["result"] == {
+        "rows": 21,
+        "failed": ["m7"],
+        "fields": ["_id", "error", "result", "status"],
+    }
+    assert await run.stop() == 0

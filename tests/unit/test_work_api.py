@@ -256,15 +256,9 @@ async def test_cancels_racing_completions_leave_every_document_settled_once(
         assert store.get(doc_id)["status"] == "processed", "others untouched"
 
 
-@pytest.mark.parametrize(
-    "value",
-    [{1, 2}, 2**70, {1: "int key"}, {"$set": 1}, object(), "x" * 2_000],
-    ids=["set", "huge-int", "int-key", "dollar-key", "object", "too-big"],
-)
-def test_progress_that_cannot_be_stored_is_refused_at_once(value: Any) -> None:
-    """Before: JSON with default=str accepted sets, huge ints and odd keys, and the BSON
-    write then failed inside the lease renewal."""
-    ctx = Context(
+def bare_context() -> Context:
+    """A context as the pipeline makes one, for no document in particular."""
+    return Context(
         doc_id=1,
         attempt=1,
         max_attempts=3,
@@ -274,6 +268,22 @@ def test_progress_that_cannot_be_stored_is_refused_at_once(value: Any) -> None:
         namespace="db.work",
         make_log=lambda: None,
     )
+
+
+def test_members_outside_a_then_job_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="then job"):
+        bare_context().members()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{1, 2}, 2**70, {1: "int key"}, {"$set": 1}, object(), "x" * 2_000],
+    ids=["set", "huge-int", "int-key", "dollar-key", "object", "too-big"],
+)
+def test_progress_that_cannot_be_stored_is_refused_at_once(value: Any) -> None:
+    """Before: JSON with default=str accepted sets, huge ints and odd keys, and the BSON
+    write then failed inside the lease renewal."""
+    ctx = bare_context()
     with pytest.raises(ValueError, match="progress"):
         ctx.set_progress(value)
     assert ctx.take_progress() == (False, None)

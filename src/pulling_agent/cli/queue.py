@@ -45,6 +45,8 @@ SHOWN = (
     "cancelled_at",
     "cancel_reason",
     "cancel_requested",
+    "result",
+    "result_error",
     "error",
     "after",
     "waiting",
@@ -199,6 +201,17 @@ def enqueue(
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON object per document: _id, created, key.")
     ] = False,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            "--wait",
+            min=0,
+            max=86_400,
+            help="Then wait up to this many seconds for the documents' outcomes and print "
+            "each result as JSON. Exit 1 if one failed, was cancelled or kept no result; "
+            "3 if time ran out first.",
+        ),
+    ] = None,
 ) -> None:
     """Put documents in the queue. Prints each _id and whether it is new (a --key seen
     before names the document that has it). Exit 2 on invalid input, nothing written."""
@@ -238,6 +251,39 @@ def enqueue(
         else:
             state = "enqueued" if result.created else "already there"
             typer.echo(safe_text(f"{state}: {to_json(result.id)}", 300))
+    if wait is not None:
+        _wait_for([r.id for r in results], wait, loaded)
+
+
+def _wait_for(ids: list[Any], seconds: float, loaded: Any) -> None:
+    """``enqueue --wait``: each document's result as one JSON line, in order; the exit code
+    from the outcomes (1: one did not end with a result, 3: time ran out)."""
+    import time
+
+    from pulling_agent.client.aio import WaitError, WaitTimeout
+    from pulling_agent.client.aio import wait as wait_for
+
+    deadline = time.monotonic() + seconds
+
+    async def action(store: MongoWorkStore) -> list[tuple[Any, Any]]:
+        ended: list[tuple[Any, Any]] = []
+        for doc_id in ids:
+            left = max(0.0, deadline - time.monotonic())
+            try:
+                ended.append((doc_id, await wait_for(store.collection, doc_id, left)))
+            except WaitError as exc:
+                ended.append((doc_id, exc))
+        return ended
+
+    code = 0
+    for doc_id, value in with_store(action, loaded):
+        if isinstance(value, WaitError):
+            print_error(f"pulling-agent: {value}")
+            code = max(code, 3 if isinstance(value, WaitTimeout) else 1)
+        else:
+            echo_json(to_json({"_id": doc_id, "result": value}))
+    if code:
+        raise typer.Exit(code)
 
 
 async def _existing_ids(store: MongoWorkStore, raws: list[str]) -> list[Any]:

@@ -38,7 +38,14 @@ from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 
 from pulling_agent.client.clock import measured
-from pulling_agent.client.enqueue import Batch, enqueue_flow, index_flow, is_workflow, prepare
+from pulling_agent.client.enqueue import (
+    Batch,
+    bound,
+    enqueue_flow,
+    index_flow,
+    is_workflow,
+    prepare,
+)
 from pulling_agent.client.jobs import (
     MAX_TYPE_CHARS,
     Enqueued,
@@ -49,6 +56,15 @@ from pulling_agent.client.jobs import (
     indexes_made,
     indexes_needed,
     option_text,
+)
+from pulling_agent.client.waiting import (
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    ResultNotStored,
+    WaitError,
+    WaitTimeout,
+    wait,
 )
 from pulling_agent.queue import cancelling
 from pulling_agent.queue.model import CancelResult
@@ -61,9 +77,16 @@ __all__ = [
     "Enqueued",
     "InvalidJob",
     "Job",
+    "JobCancelled",
+    "JobFailed",
+    "JobNotFound",
+    "ResultNotStored",
+    "WaitError",
+    "WaitTimeout",
     "cancel",
     "enqueue",
     "enqueue_many",
+    "wait",
 ]
 
 
@@ -131,7 +154,7 @@ def enqueue_many(
     run_sync(index_flow(indexes), collection)  # outside a transaction: see client.enqueue
     indexes_made(collection, indexes)
     flow = enqueue_flow(batch, after, then_doc, clock.now, transaction)
-    return run_sync(flow, collection, session=session)
+    return bound(run_sync(flow, collection, session=session), collection)
 
 
 def cancel(

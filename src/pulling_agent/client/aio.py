@@ -18,7 +18,14 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection as Collection
 
 from pulling_agent.client.clock import measured_async
-from pulling_agent.client.enqueue import Batch, enqueue_flow, index_flow, is_workflow, prepare
+from pulling_agent.client.enqueue import (
+    Batch,
+    bound,
+    enqueue_flow,
+    index_flow,
+    is_workflow,
+    prepare,
+)
 from pulling_agent.client.jobs import (
     MAX_TYPE_CHARS,
     Enqueued,
@@ -30,6 +37,15 @@ from pulling_agent.client.jobs import (
     indexes_needed,
     option_text,
 )
+from pulling_agent.client.waiting import (
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    ResultNotStored,
+    WaitError,
+    WaitTimeout,
+)
+from pulling_agent.client.waiting import wait_async as wait
 from pulling_agent.queue import cancelling
 from pulling_agent.queue.model import CancelResult
 from pulling_agent.queue.ops import run_async
@@ -41,9 +57,16 @@ __all__ = [
     "Enqueued",
     "InvalidJob",
     "Job",
+    "JobCancelled",
+    "JobFailed",
+    "JobNotFound",
+    "ResultNotStored",
+    "WaitError",
+    "WaitTimeout",
     "cancel",
     "enqueue",
     "enqueue_many",
+    "wait",
 ]
 
 
@@ -111,7 +134,7 @@ async def enqueue_many(
     await run_async(index_flow(indexes), collection)  # outside a transaction: see client.enqueue
     indexes_made(collection, indexes)
     flow = enqueue_flow(batch, after, then_doc, clock.now, transaction)
-    return await run_async(flow, collection, session=session)
+    return bound(await run_async(flow, collection, session=session), collection)
 
 
 async def cancel(

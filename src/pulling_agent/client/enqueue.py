@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,6 +47,14 @@ from pulling_agent.text import safe_text
 
 MAX_AFTER = 1_000  # dependencies of one document
 MAX_AFTER_IDS = 10_000  # different dependencies in one call
+
+
+def bound(results: list[Enqueued], collection: Any) -> list[Enqueued]:
+    """``results`` knowing their collection, so that ``result()`` can wait for them."""
+    members = [replace(r, collection=collection) for r in results]
+    if isinstance(results, Batch):
+        return Batch(members, results.batch_id, replace(results.then, collection=collection))
+    return members
 
 
 class Batch(list[Enqueued]):

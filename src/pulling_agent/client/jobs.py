@@ -11,13 +11,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import OperationFailure
 
+from pulling_agent.client.waiting import wait, wait_async
 from pulling_agent.errors import InvalidJob as InvalidJob  # re-exported: raised here
 from pulling_agent.errors import PullingAgentError
 from pulling_agent.queue import workflow
 from pulling_agent.queue.indexes import INDEXES, KEY_FIELD, PRIORITY_FIELD, IndexSpec
 from pulling_agent.queue.model import SLOT_FIELDS, Document, Status
+from pulling_agent.queue.results import RESULT, RESULT_ERROR
 from pulling_agent.text import safe_text
 
 KEY_INDEX = "pulling_agent_enqueue_key"
@@ -43,6 +46,8 @@ RESERVED = frozenset(
         "cancel_requested",
         "progress",
         "enqueued_at",
+        RESULT,
+        RESULT_ERROR,
         KEY_FIELD,
         PRIORITY_FIELD,
         *SLOT_FIELDS,
@@ -82,6 +87,22 @@ class Enqueued:
     id: Any
     created: bool
     key: str | None = None
+    collection: Any = field(default=None, repr=False, compare=False)  # where it was enqueued
+
+    def result(
+        self, timeout: float = 60.0, *, change_stream: bool | None = None, poll_max: float = 1.0
+    ) -> Any:
+        """Wait for the document's outcome (:mod:`pulling_agent.client.waiting`): its result,
+        or the error it ended with. From :mod:`pulling_agent.client.aio`: ``await`` it."""
+        if self.collection is None:
+            raise InvalidJob("this Enqueued was not returned by enqueue: use client.wait()")
+        if isinstance(self.collection, AsyncCollection):
+            return wait_async(
+                self.collection, self.id, timeout, change_stream=change_stream, poll_max=poll_max
+            )
+        return wait(
+            self.collection, self.id, timeout, change_stream=change_stream, poll_max=poll_max
+        )
 
 
 def as_jobs(items: Iterable[Job | Mapping[str, Any]]) -> list[Job]:

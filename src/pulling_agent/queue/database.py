@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from pymongo import AsyncMongoClient
@@ -109,7 +109,11 @@ def describe_failure(exc: BaseException, secrets: Iterable[str] = ()) -> str:
 
 async def supports_change_streams(client: Client) -> bool:
     """A replica-set member or a mongos supports change streams; a standalone does not."""
-    hello = await client.admin.command("hello")
+    return offers_change_streams(await client.admin.command("hello"))
+
+
+def offers_change_streams(hello: Mapping[str, Any]) -> bool:
+    """What a ``hello`` answer says: a replica-set member or a mongos."""
     return bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import heapq
 import itertools
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,7 @@ from pulling_agent.queue.model import (
     new_lease,
 )
 from pulling_agent.queue.queries import FINAL
+from pulling_agent.queue.results import OUTCOME_FIELDS
 from pulling_agent.queue.spread import Spread, window
 from pulling_agent.queue.workflow import (
     AFTER,
@@ -260,7 +261,7 @@ class MemoryWorkStore:
         _unlease(doc)
         doc.pop("cancel_requested", None)
         if c.kind is OutcomeKind.PROCESSED:
-            doc.update(status=Status.PROCESSED.value, processed_at=now)
+            doc.update(status=Status.PROCESSED.value, processed_at=now, **c.result.fields)
             doc.pop("available_at", None)
             doc.pop("error", None)
             return
@@ -507,6 +508,16 @@ class MemoryWorkStore:
             status = str(doc.get("status"))
             result[status] = result.get(status, 0) + 1
         return result
+
+    async def batch_members(self, batch_id: str, page: int) -> AsyncIterator[Document]:
+        members = [d["_id"] for d in self._docs.values() if d.get(BATCH_ID) == batch_id]
+        for doc_id in members:  # as MongoDB's cursor: each as it is when read
+            doc = self._docs.get(doc_id)
+            if doc is not None:
+                yield {
+                    "_id": doc_id,
+                    **{f: copy.deepcopy(doc[f]) for f in OUTCOME_FIELDS if f in doc},
+                }
 
     async def close(self) -> None:
         return None

@@ -9,12 +9,13 @@ finisher whose lease was taken over changes nothing.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
+from pulling_agent.queue.results import NOTHING, Kept
 from pulling_agent.queue.spread import Spread
 
 Document = dict[str, Any]
@@ -104,6 +105,7 @@ class Completion:
     reason: str = ""  # why a handler cancelled
     batch_id: str | None = None  # the batch the document belongs to (queue.workflow)
     dependents: bool = False  # documents wait for this one (as the claim read it)
+    result: Kept = NOTHING  # a processed handler's return value (queue.results)
 
 
 @dataclass(slots=True)
@@ -278,5 +280,10 @@ class WorkStore(Protocol):
 
     async def counts(self) -> dict[str, int]:
         """Number of documents by status."""
+
+    def batch_members(self, batch_id: str, page: int) -> AsyncIterator[Document]:
+        """The members of a batch with their outcomes (``_id``, ``status``, ``result``,
+        ``result_error``, ``error``, ``cancel_reason``), read ``page`` at a time: a
+        100,000-member batch is never in memory at once."""
 
     async def close(self) -> None: ...

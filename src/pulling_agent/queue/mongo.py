@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +28,7 @@ from pymongo.errors import BulkWriteError, WriteError
 from pymongo.results import BulkWriteResult, UpdateResult
 
 from pulling_agent.encoding import parse_time
-from pulling_agent.queue import cancelling, indexes, retention
+from pulling_agent.queue import cancelling, indexes, results, retention, settling
 from pulling_agent.queue.documents import (
     NON_DATE_TYPES,
     attempts_of,
@@ -63,10 +63,10 @@ from pulling_agent.queue.queries import (
     leased_filter,
     outcome_filter,
 )
+from pulling_agent.queue.results import OUTCOME_FIELDS
 from pulling_agent.queue.spread import Spread, window
 from pulling_agent.queue.workflow import (
-    DEPENDENTS,
-    Ended,
+    BATCH_ID,
     dep_key,
     repair,
     revive,
@@ -385,63 +385,22 @@ class MongoWorkStore:
         applied = await self._write_outcomes(completions, now)
         all_applied = applied == len(completions)
         if not all_applied:  # lost leases, or dependents arrived meanwhile
-            late = await self._late_dependents(completions)
+            late = await settling.late_dependents(self.collection, completions)
             if late:
                 applied += await self.complete(list(late.values()), now)
                 completions = [c for c in completions if dep_key(c.doc_id) not in late]
         flagged = [c for c in completions if c.kind in FINAL and (c.batch_id or c.dependents)]
         if flagged:
-            ended = await self._ended(flagged, all_applied)
+            ended = await settling.ended(self.collection, flagged, all_applied)
             await run_async(settle(ended, now), self.collection, self._noted)
         return applied
-
-    async def _late_dependents(self, completions: Sequence[Completion]) -> dict[str, Completion]:
-        """Final outcomes whose write missed only because dependents were enqueued after
-        the claim read the document (queries.outcome_filter): complete them again as
-        dependencies. One find, only after a flush that did not apply in full."""
-        unflagged = {
-            dep_key(c.doc_id): c for c in completions if c.kind in FINAL and not c.dependents
-        }
-        if not unflagged:
-            return {}
-        held = self.collection.find(
-            {
-                "_id": {"$in": [c.doc_id for c in unflagged.values()]},
-                "status": Status.PROCESSING.value,
-                DEPENDENTS: {"$exists": True},
-            },
-            {"lease": 1},
-        )
-        late = {}
-        async for doc in held:
-            key = dep_key(doc["_id"])
-            c = unflagged.get(key)
-            lease = doc.get("lease")
-            if c is not None and isinstance(lease, dict) and lease.get("token") == c.token:
-                late[key] = replace(c, dependents=True)
-        return late
-
-    async def _ended(self, flagged: Sequence[Completion], all_applied: bool) -> list[Ended]:
-        """The documents among ``flagged`` that ended: all of them when the flush applied
-        in full; else those the store shows in their final status without a lease."""
-        if all_applied:
-            return [Ended(c.doc_id, FINAL[c.kind], c.batch_id, c.dependents) for c in flagged]
-        wanted = {dep_key(c.doc_id): c for c in flagged}
-        ids = [c.doc_id for c in flagged]
-        found = self.collection.find({"_id": {"$in": ids}}, {"status": 1, "lease": 1})
-        ended = []
-        async for doc in found:
-            c = wanted.get(dep_key(doc["_id"]))
-            if c is not None and doc.get("status") == FINAL[c.kind] and "lease" not in doc:
-                ended.append(Ended(doc["_id"], FINAL[c.kind], c.batch_id, c.dependents))
-        return ended
 
     async def _write_outcomes(self, completions: Sequence[Completion], now: datetime) -> int:
         requests: list[UpdateOne | UpdateMany] = []
         covers: list[list[Completion]] = []  # the completions each request writes
         processed: dict[tuple[str, bool], list[Completion]] = defaultdict(list)
         for c in completions:
-            if c.kind is OutcomeKind.PROCESSED:
+            if c.kind is OutcomeKind.PROCESSED and not c.result.fields:  # one write for many
                 processed[c.token, c.dependents].append(c)
             else:
                 requests.append(UpdateOne(outcome_filter(c), completion_update(c, now)))
@@ -465,11 +424,17 @@ class MongoWorkStore:
 
     async def _complete_each(self, completions: Sequence[Completion], now: datetime) -> int:
         """The slow path after a refused batch: each outcome alone; one the server or the
-        encoder refuses dead-letters its document instead (still fenced on the lease)."""
+        encoder refuses dead-letters its document instead (still fenced on the lease). A
+        result the server refuses is replaced by its ``result_error`` first: the document
+        was processed, and stays so."""
         applied = 0
         for c in completions:
             request = UpdateOne(outcome_filter(c), completion_update(c, now))
             modified, refused = await self._each([(c.doc_id, request)])
+            if refused and c.result.stored:
+                c = replace(c, result=results.refused(refused[0][1]))
+                request = UpdateOne(outcome_filter(c), completion_update(c, now))
+                modified, refused = await self._each([(c.doc_id, request)])
             applied += modified
             lease_fence = {"lease.token": c.token, "status": Status.PROCESSING.value}
             for doc_id, exc in refused:
@@ -595,6 +560,10 @@ class MongoWorkStore:
         pipeline: list[Document] = [{"$group": {"_id": "$status", "n": {"$sum": 1}}}]
         cursor = await self.collection.aggregate(pipeline)
         return {str(row["_id"]): int(row["n"]) async for row in cursor}
+
+    def batch_members(self, batch_id: str, page: int) -> AsyncIterator[Document]:
+        # one cursor, page documents per getMore (index pulling_agent_batch_members)
+        return self.collection.find({BATCH_ID: batch_id}, OUTCOME_FIELDS, batch_size=page)
 
     async def close(self) -> None:
         return None

@@ -61,7 +61,7 @@ def leased_filter(doc_id: Any, token: str) -> Document:
 def completion_update(c: Completion, now: datetime) -> Document:
     if c.kind is OutcomeKind.PROCESSED:
         return {
-            "$set": {"status": Status.PROCESSED.value, "processed_at": now},
+            "$set": {"status": Status.PROCESSED.value, "processed_at": now, **c.result.fields},
             "$unset": {**UNLEASE, "available_at": "", "error": "", "cancel_requested": ""},
         }
     if c.kind is OutcomeKind.CANCELLED:

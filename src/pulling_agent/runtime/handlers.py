@@ -122,25 +122,26 @@ class HandlerRunner:
         """A sync callable around an ``async def`` (see :func:`returns_coroutine`)."""
         return not self._is_async and returns_coroutine(self._handler)
 
-    async def __call__(self, document: Document, ctx: Context | None = None) -> None:
-        """Run the handler once (with ``ctx`` if it takes one). Raises whatever it raises
-        (``BaseException`` included), ``TimeoutError``, or :class:`HandlerMisdeclared`."""
+    async def __call__(self, document: Document, ctx: Context | None = None) -> Any:
+        """Run the handler once (with ``ctx`` if it takes one); what it returns. Raises
+        whatever it raises (``BaseException`` included), ``TimeoutError``, or
+        :class:`HandlerMisdeclared`."""
         args = (document, ctx) if self._takes_context else (document,)
         if self._pool is None:
-            await within(self._timeout, self._handler(*args))
-            return
+            return await within(self._timeout, self._handler(*args))
         loop = asyncio.get_running_loop()
         future = self._pool.submit(self._call_sync, *args)
         try:
-            aborted = await within(self._timeout, asyncio.wrap_future(future, loop=loop))
+            aborted, value = await within(self._timeout, asyncio.wrap_future(future, loop=loop))
         except TimeoutError:
             if not future.done():
                 self._abandon(future, loop)
             raise
         if aborted is not None:
             raise aborted
+        return value
 
-    def _call_sync(self, *args: Any) -> BaseException | None:
+    def _call_sync(self, *args: Any) -> tuple[BaseException | None, Any]:
         """Run in a pool thread. A ``BaseException`` that is not an ``Exception`` (exit,
         interrupt, ``GeneratorExit``...) is returned, to be raised in the event loop's own
         frame: passed through a future, ``GeneratorExit`` would end the awaiting coroutine
@@ -150,7 +151,7 @@ class HandlerRunner:
         except Exception:
             raise
         except BaseException as exc:
-            return exc
+            return exc, None
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()  # never awaited: no "was never awaited" warning
@@ -159,7 +160,7 @@ class HandlerRunner:
                 "declare it 'async def' (a sync function that returns a coroutine is "
                 "never awaited)"
             )
-        return None
+        return None, result
 
     def _abandon(self, future: Future[Any], loop: asyncio.AbstractEventLoop) -> None:
         self.abandoned += 1
@@ -219,7 +220,7 @@ class TypedHandlers:
     def max_abandoned(self) -> int:
         return max((r.max_abandoned for r in self._all), default=0)
 
-    async def __call__(self, document: Document, ctx: Context | None = None) -> None:
+    async def __call__(self, document: Document, ctx: Context | None = None) -> Any:
         kind = document.get(self._type_field)
         runner = self._runners.get(kind) if isinstance(kind, str) else None
         if runner is None and kind is None:
@@ -228,10 +229,9 @@ class TypedHandlers:
             raise Fail(f"no handler for {self._type_field}={safe_text(kind, 100)!r} on this agent")
         limit = self._limits.get(kind) if isinstance(kind, str) else None
         if limit is None:
-            await runner(document, ctx)
-            return
+            return await runner(document, ctx)
         async with limit:
-            await runner(document, ctx)
+            return await runner(document, ctx)
 
     def close(self) -> None:
         for runner in self._all:

@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pymongo.errors import PyMongoError
@@ -38,6 +39,7 @@ from pulling_agent.queue.model import (
     OutcomeKind,
     WorkStore,
 )
+from pulling_agent.queue.results import kept
 from pulling_agent.queue.retry import (
     AttemptsExhausted,
     RetryPolicy,
@@ -56,7 +58,7 @@ from pulling_agent.work import Context, Outcome, Retry, Skip, accepts_context
 
 Clock = Callable[[], datetime]
 # called with (document) or, when it takes a second parameter, (document, context)
-RunHandler = Callable[..., Awaitable[None]]
+RunHandler = Callable[..., Awaitable[Any]]  # the handler's return value: queue.results
 
 FLUSH_LINGER = 0.02  # seconds a partial batch of outcomes may wait for company
 # ... under a rate limit, where outcomes trickle in one slot at a time: without it every
@@ -121,6 +123,7 @@ class Pipeline:
         fleet: FleetBucket | None = None,
     ) -> None:
         self._settings = settings
+        self._secrets = settings.secrets()  # never stored in a result (queue.results)
         self._store = store
         self.breaker = breaker or StoreBreaker(settings.store_outage_seconds, lambda: None)
         self._run_handler = run_handler
@@ -368,9 +371,9 @@ class Pipeline:
             self._handling[claim] = task
             if self._with_context:  # built only for handlers that take it: no cost otherwise
                 ctx = self._contexts[claim] = self._context(claim, now)
-                await self._run_handler(claim.document, ctx)
+                value = await self._run_handler(claim.document, ctx)
             else:
-                await self._run_handler(claim.document)
+                value = await self._run_handler(claim.document)
         except asyncio.CancelledError as exc:
             if task is not None and self._cancel_sent.pop(claim, False):
                 if task.cancelling() == 1:  # only the cancel request: not a shutdown too
@@ -392,7 +395,7 @@ class Pipeline:
                 self._handler_done(started, OutcomeKind.CANCELLED)
                 return self._cancelled(claim, "while its handler ran")
             self._handler_done(started, OutcomeKind.PROCESSED)
-            return Completion(claim.doc_id, claim.token, OutcomeKind.PROCESSED)
+            return self._processed(claim, value)
         finally:
             self._handling.pop(claim, None)
             self._contexts.pop(claim, None)
@@ -443,12 +446,21 @@ class Pipeline:
                 self._cancel_sent[claim] = True
                 task.cancel()
 
+    def _processed(self, claim: Claim, value: Any) -> Completion:
+        result = kept(value, self._settings.result_max_bytes, self._secrets)
+        if result.error:
+            self._doc_log(claim).warning(
+                "result not stored", action="result.refused", error=result.error
+            )
+        return Completion(claim.doc_id, claim.token, OutcomeKind.PROCESSED, result=result)
+
     def _doc_log(self, claim: Claim) -> Any:
         return self._log.bind(doc_id=safe_text(claim.doc_id, 200), attempt=claim.attempts)
 
     def _context(self, claim: Claim, now: datetime) -> Context:
         settings = self._settings
         timeout = settings.handler_timeout
+        summary = batch_summary(claim.document)
         return Context(
             doc_id=claim.doc_id,
             attempt=claim.attempts,
@@ -458,7 +470,11 @@ class Pipeline:
             deadline=now + timedelta(seconds=timeout) if timeout else None,
             namespace=self._namespace,
             make_log=lambda: self._doc_log(claim),
-            batch=batch_summary(claim.document),
+            batch=summary,
+            read_members=None
+            if summary is None
+            else partial(self._store.batch_members, summary["id"]),
+            loop=asyncio.get_running_loop(),
         )
 
     def _explicit(self, claim: Claim, said: Outcome) -> Completion:
