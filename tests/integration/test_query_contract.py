@@ -407,7 +407,7 @@ async def test_results_ride_in_the_outcome_write_no_extra_round_trip(
     claims = await store.claim("agent-1", 4, 30, T, [ClaimKind.FRESH])
     recorder.take()
     token = claims[0].token
-    answer, refused = kept({"rows": 12}, 16_384), kept("x" * 100, 10)
+    answer, refused = kept({"rows": 12}, 16_384), kept({"x": "x" * 100}, 10)
     await store.complete(
         [
             Completion(claims[0].doc_id, token, OutcomeKind.PROCESSED, result=answer),
@@ -422,7 +422,7 @@ async def test_results_ride_in_the_outcome_write_no_extra_round_trip(
     first, third, rest = command["updates"]
     assert first["q"]["_id"] == claims[0].doc_id
     assert first["u"]["$set"] == {"status": "processed", "processed_at": T, "result": {"rows": 12}}
-    assert third["u"]["$set"]["result_error"].startswith("the result is 118 bytes")
+    assert third["u"]["$set"]["result_error"].startswith("the result is 126 bytes encoded")
     assert "result" not in third["u"]["$set"]
     assert rest["q"]["_id"] == {"$in": [claims[1].doc_id, claims[3].doc_id]}
     assert rest["u"]["$set"] == {"status": "processed", "processed_at": T}

@@ -107,3 +107,8 @@ def test_secrets_are_replaced_everywhere_in_the_value_and_in_its_error() -> None
     assert "s3cr3t" not in text and "tok_" not in text and text.count(HIDDEN) == 4
     refused = kept({"x": object(), "why": "s3cr3t-pass"}, LIMIT, secrets)
     assert "s3cr3t" not in refused.error
+
+
+def test_a_huge_string_is_refused_without_being_encoded() -> None:
+    result = kept("x" * 50_000_000, LIMIT)
+    assert result.error.startswith("the result is a str of 50,000,000 characters, more than")

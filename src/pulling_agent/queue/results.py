@@ -87,6 +87,9 @@ def kept(value: Any, max_bytes: int, secrets: Sequence[str] = ()) -> Kept:
 
 
 def _kept(value: Any, max_bytes: int, secrets: list[str]) -> Kept:
+    if isinstance(value, str | bytes) and len(value) > max_bytes:  # not copied to learn it
+        unit = "characters" if isinstance(value, str) else "bytes"
+        return Kept(error=_too_big(f"a {type(value).__name__} of {len(value):,} {unit}", max_bytes))
     try:
         clean = _scrub(value, secrets)
         size = len(bson.encode({RESULT: clean}))
@@ -100,11 +103,15 @@ def _kept(value: Any, max_bytes: int, secrets: list[str]) -> Kept:
     except Exception as exc:  # a hostile __iter__/__eq__/__str__: never the agent's end
         return Kept(error=f"the result could not be read: {safe_text(type(exc).__name__, 100)}")
     if size > max_bytes:
-        return Kept(
-            error=f"the result is {size:,} bytes encoded, more than RESULT_MAX_BYTES="
-            f"{max_bytes:,}: not stored (store large outputs elsewhere and return their name)"
-        )
+        return Kept(error=_too_big(f"{size:,} bytes encoded", max_bytes))
     return Kept(stored=True, value=clean)
+
+
+def _too_big(size: str, max_bytes: int) -> str:
+    return (
+        f"the result is {size}, more than RESULT_MAX_BYTES={max_bytes:,}: not "
+        "stored (store large outputs elsewhere and return their name)"
+    )
 
 
 def refused(exc: BaseException) -> Kept:
