@@ -8,7 +8,7 @@ IMAGE ?= pulling-agent:dev
 NAMESPACE ?= pulling-agent
 OVERLAY ?= production
 
-.PHONY: help browser faketime docker-engine install tools demo run test test-unit test-coverage lint format bench clean \
+.PHONY: help browser faketime promtool docker-engine install tools demo run test test-unit test-coverage lint format bench clean \
 	docker-build dev-token \
 	docker-run security lock k8s-render k8s-validate k8s-deploy k8s-logs k8s-status k8s-pause k8s-resume
 
@@ -58,7 +58,16 @@ faketime: ## Debian's libfaketime for the clock-skew tests (as root, or with sud
 			sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; \
 		else echo "clock-skew tests need libfaketime: sudo apt-get install faketime"; fi; }
 
-test: install tools browser faketime docker-engine ## the whole suite, what CI runs
+# Debian's prometheus package for promtool: the alerts' unit tests (tests/deploy/test_alerts.py)
+promtool: ## Debian's promtool for the alert tests (as root, or with sudo)
+	@command -v promtool >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+			sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		else echo "alert tests need promtool: sudo apt-get install prometheus"; fi; }
+
+test: install tools browser faketime promtool docker-engine ## the whole suite, what CI runs
 	PATH="$(CURDIR)/$(TOOLS)/bin:$$PATH" $(BIN)/python -m pytest
 
 # the fast loop while editing: no server, no apt installs, a few seconds

@@ -33,6 +33,7 @@ HINTS = {
     "hadolint": "make tools",
     "shellcheck": "make tools",
     "helm": "make tools",
+    "promtool": "make promtool (Debian's prometheus package)",
 }
 
 
