@@ -32,9 +32,11 @@ class Reads(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.finds = 0
+        self.get_mores = 0
         self.first = threading.Event()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.get_mores += event.command_name == "getMore"
         if event.command_name == "find":
             self.finds += 1
             self.first.set()
@@ -180,3 +182,22 @@ def test_a_change_stream_wait_matches_an_objectid(work: Any, waiter: tuple[Any, 
     finally:
         writer.join(10)
     assert found == {"file": "export.csv"}
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_a_change_stream_wait_never_spins(
+    work: Any, waiter: tuple[Any, Reads], awaiter: tuple[Any, Reads], kind: str
+) -> None:
+    """nx-27017 answers a stream's getMore at once (it ignores max_await_time_ms): the wait
+    still reads the stream at most once per STREAM_FLOOR (50 ms), ~20 in a second; MongoDB
+    waits 200 ms per getMore (~5)."""
+    work.insert_one({"_id": "idle", "status": "pending"})
+    collection, reads = waiter if kind == "sync" else awaiter
+    waiting = (
+        asyncio.to_thread(wait, collection, "idle", 1.0, change_stream=True)
+        if kind == "sync"
+        else aio.wait(collection, "idle", 1.0, change_stream=True)
+    )
+    with pytest.raises(WaitTimeout):
+        await waiting
+    assert 1 <= reads.get_mores <= 30

@@ -17,7 +17,8 @@ How: by change stream where the server offers one (a replica set; ``change_strea
 decides by ``hello``, as the agents do), opened *before* the first read, so an outcome
 written between the two is not missed; otherwise by polling the document with backoff,
 from :data:`FIRST_POLL` up to ``poll_max`` seconds between reads (one ``find`` each, by
-``_id``), never a busy loop. A stream that fails falls back to polling.
+``_id``), never a busy loop (nor through a stream whose server answers at once: at most
+one read of it per :data:`STREAM_FLOOR`). A stream that fails falls back to polling.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from pulling_agent.text import safe_text
 FIRST_POLL = 0.05  # seconds before the second read
 BACKOFF = 1.5
 POLL_MAX = 1.0
+# the least time between two reads of a change stream: a server that answers a getMore at
+# once instead of waiting up to max_await_time_ms (nx-27017) must not make a busy loop
+STREAM_FLOOR = 0.05
 PROJECTION = OUTCOME_FIELDS
 
 
@@ -154,11 +158,14 @@ def wait(
                     found = outcome(collection.find_one({"_id": doc_id}, PROJECTION), doc_id)
                     if not isinstance(found, _Pending):
                         return found
-                    while stream.try_next() is None:
-                        if time.monotonic() >= deadline:
+                    while True:
+                        asked = time.monotonic()
+                        if stream.try_next() is not None:
+                            break
+                        now = time.monotonic()
+                        if now >= deadline:
                             raise _timed_out(doc_id, timeout, found.status)
-                    if time.monotonic() >= deadline:
-                        raise _timed_out(doc_id, timeout, found.status)
+                        time.sleep(max(0.0, min(asked + STREAM_FLOOR, deadline) - now))
         except PyMongoError:
             pass  # no stream after all: poll for the time that is left
     pause = FIRST_POLL
@@ -188,7 +195,8 @@ async def wait_async(
     status = "unknown"
     if use_stream:
         try:
-            async with await collection.watch(_stream_pipeline(doc_id)) as stream:
+            pipeline = _stream_pipeline(doc_id)
+            async with await collection.watch(pipeline, max_await_time_ms=200) as stream:
                 async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                     while True:
                         doc = await collection.find_one({"_id": doc_id}, PROJECTION)
@@ -196,7 +204,12 @@ async def wait_async(
                         if not isinstance(found, _Pending):
                             return found
                         status = found.status
-                        await stream.next()
+                        while True:
+                            asked = time.monotonic()
+                            if await stream.try_next() is not None:
+                                break
+                            spent = time.monotonic() - asked
+                            await asyncio.sleep(max(0.0, STREAM_FLOOR - spent))
         except TimeoutError:
             raise _timed_out(doc_id, timeout, status) from None
         except PyMongoError:
