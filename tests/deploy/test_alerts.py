@@ -26,20 +26,11 @@ def test_every_alert_passes_its_promtool_unit_tests(tmp_path: Path) -> None:
     promtool = tool("promtool")
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules()))
     shutil.copy(MONITORING / "tests/alerts-test.yaml", tmp_path / "alerts-test.yaml")
-    checked = subprocess.run(
-        [promtool, "check", "rules", str(tmp_path / "rules.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert checked.returncode == 0, checked.stdout + checked.stderr
-    tested = subprocess.run(
-        [promtool, "test", "rules", str(tmp_path / "alerts-test.yaml")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert tested.returncode == 0, tested.stdout + tested.stderr
+    for command in (("check", "rules", "rules.yaml"), ("test", "rules", "alerts-test.yaml")):
+        ran = subprocess.run(
+            [promtool, *command], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
 
 
 def test_every_alert_has_a_test() -> None:

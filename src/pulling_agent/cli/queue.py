@@ -252,16 +252,16 @@ def enqueue(
             state = "enqueued" if result.created else "already there"
             typer.echo(safe_text(f"{state}: {to_json(result.id)}", 300))
     if wait is not None:
-        _wait_for([r.id for r in results], wait, loaded)
+        _print_results([r.id for r in results], wait, loaded)
 
 
-def _wait_for(ids: list[Any], seconds: float, loaded: Any) -> None:
+def _print_results(ids: list[Any], seconds: float, loaded: Any) -> None:
     """``enqueue --wait``: each document's result as one JSON line, in order; the exit code
     from the outcomes (1: one did not end with a result, 3: time ran out)."""
     import time
 
     from pulling_agent.client.aio import WaitError, WaitTimeout
-    from pulling_agent.client.aio import wait as wait_for
+    from pulling_agent.client.aio import wait as result_of
 
     deadline = time.monotonic() + seconds
 
@@ -270,7 +270,7 @@ def _wait_for(ids: list[Any], seconds: float, loaded: Any) -> None:
         for doc_id in ids:
             left = max(0.0, deadline - time.monotonic())
             try:
-                ended.append((doc_id, await wait_for(store.collection, doc_id, left)))
+                ended.append((doc_id, await result_of(store.collection, doc_id, left)))
             except WaitError as exc:
                 ended.append((doc_id, exc))
         return ended
