@@ -175,8 +175,11 @@ async def ping_ms(uri: str) -> float:
     return statistics.median(samples)
 
 
-async def cpu_per_document(n: int, batch_size: int, workdir: Path) -> float:
-    store: WorkStore = MemoryWorkStore(documents(n))
+async def cpu_per_document(
+    n: int, batch_size: int, workdir: Path, docs: list[dict[str, Any]] | None = None
+) -> float:
+    """Agent CPU µs per document over the in-memory store (``docs``, or ``n`` plain ones)."""
+    store: WorkStore = MemoryWorkStore(documents(n) if docs is None else docs)
     clock = None
     if not LOCAL_CLOCK:  # the estimate's arithmetic on every reading, from a made-up sample
         clock = ServerClock()

@@ -16,7 +16,22 @@ import structlog
 from pulling_agent.config import LogFormat
 from pulling_agent.text import one_line
 
+try:  # the [otel] extra: log lines inside a span carry its trace_id and span_id
+    from opentelemetry import trace as _trace
+except ImportError:  # pragma: no cover
+    _trace = None  # type: ignore[assignment]
+
 REDACTED = "***"
+
+
+def _trace_ids(logger: Any, name: str, event: MutableMapping[str, Any]) -> Any:
+    """``trace_id``/``span_id`` (hex, as exporters show them) when a span is active."""
+    if _trace is not None:
+        context = _trace.get_current_span().get_span_context()
+        if context.is_valid:
+            event.setdefault("trace_id", format(context.trace_id, "032x"))
+            event.setdefault("span_id", format(context.span_id, "016x"))
+    return event
 
 
 class _ScrubbingRenderer:
@@ -98,6 +113,7 @@ def configure_logging(
     shared: list[Any] = [
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _trace_ids,
     ]
     structlog.configure(
         processors=[

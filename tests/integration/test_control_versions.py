@@ -157,5 +157,9 @@ async def test_a_shutdown_waiting_for_acks_answers_before_its_agent_stops(node: 
         )
     assert answer.status_code == 200, answer.text
     acks = answer.json()["acks"]
-    assert acks["stopped"] == [node.agent.settings.agent_id] and acks["pending"] == []
+    # Whether the answer comes after the agent acknowledged (its heartbeat) or after it left
+    # the registry is a race; either way it is not pending, and nothing is.
+    me = node.agent.settings.agent_id
+    assert acks["pending"] == [] and acks["ignored"] == []
+    assert acks["acknowledged"] + acks["stopped"] == [me], acks
     await async_wait_until(lambda: node.agent.state is AgentState.STOPPED, what="stopped")

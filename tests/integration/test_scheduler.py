@@ -13,13 +13,16 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from pulling_agent.control.cluster_store import ClusterControlStore
+from pulling_agent.queue.tracecontext import TRACE
 from pulling_agent.scheduler.definitions import JobDefinition, parse_jobs
 from pulling_agent.scheduler.runner import Scheduler
 from pulling_agent.scheduler.store import ScheduleStore
 from tests.conftest import async_wait_until
+from tests.tracing import attrs, named, spans
 from tests.unit import sample_jobs
 
 Client = AsyncMongoClient[dict[str, Any]]
+__all__ = ["spans"]
 
 
 def utcnow() -> datetime:
@@ -267,3 +270,18 @@ async def test_pause_and_resume_a_job(
     assert next_fire > utcnow() - timedelta(seconds=1), "resumed from now, no catch-up"
     with pytest.raises(NotFound):
         await service.runs("nope", 5)
+
+
+async def test_a_scheduled_run_is_a_span_its_documents_carry(
+    fleet: Callable[..., list[Scheduler]], client: Client, db_name: str, spans: Any
+) -> None:
+    [scheduler] = fleet([hourly("produce", "enqueue_one")], 1)
+    await scheduler.start()
+    run_id = await scheduler.run_now("produce")
+    await async_wait_until(lambda: not scheduler._running, timeout=30)
+    (run,) = named(spans, "run produce")
+    assert attrs(run)["pulling_agent.run_id"] == run_id
+    doc = await client[db_name]["work"].find_one({"from": run_id})
+    assert doc is not None
+    _, trace_id, span_id, _ = doc[TRACE]["traceparent"].split("-")
+    assert (int(trace_id, 16), int(span_id, 16)) == (run.context.trace_id, run.context.span_id)

@@ -116,3 +116,43 @@ def test_the_outbox_example_writes_the_order_and_its_job_or_neither(
     assert [o["_id"] for o in orders.find({})] == ["order-1"]
     jobs = list(work.find({}, {"_id": 0, "order": 1, "type": 1, "status": 1}))
     assert jobs == [{"order": "order-1", "type": "ship", "status": "pending"}]
+
+
+def test_the_tracing_example_shows_one_trace_across_two_processes(
+    spawn: Any, agent_env: dict[str, str], work: Any, tmp_path: Any
+) -> None:
+    """A producer process's span is the parent of both attempts in the agent process, the
+    failed one and its retry; the handler's own span is a child of the second."""
+    agent_file, producer_file = tmp_path / "agent.jsonl", tmp_path / "producer.jsonl"
+    spawn(
+        "traced",
+        HANDLER="examples.tracing:send_email",
+        TRACE_FILE=str(agent_file),
+        RETRY_BASE_SECONDS="0",
+        RETRY_MAX_SECONDS="0",
+    )
+    env = {**agent_env, "TRACE_FILE": str(producer_file)}
+    produce(env, "examples.tracing", "send", "ada@example.com")
+    wait_until(lambda: work.find_one({"to": "ada@example.com", "status": "processed"}), 30)
+
+    def spans() -> list[dict[str, Any]]:
+        lines = [*agent_file.read_text().splitlines(), *producer_file.read_text().splitlines()]
+        return [json.loads(line) for line in lines if line.strip()]
+
+    wait_until(lambda: sum(s["name"] == "smtp send" for s in spans()) == 2, 30)
+    (request,) = [s for s in spans() if s["name"] == "POST /signup"]
+    attempts = sorted(
+        (s for s in spans() if s["name"] == "process email"),
+        key=lambda s: s["attributes"]["pulling_agent.attempt"],
+    )
+    assert [a["attributes"]["pulling_agent.outcome"] for a in attempts] == ["retry", "processed"]
+    trace_id = request["context"]["trace_id"]
+    for attempt in attempts:
+        assert attempt["context"]["trace_id"] == trace_id
+        assert attempt["parent_id"] == request["context"]["span_id"]
+        assert attempt["resource"]["attributes"]["service.name"] == "pulling-agent"
+    assert attempts[0]["status"]["status_code"] == "ERROR"
+    sends = [s for s in spans() if s["name"] == "smtp send"]
+    assert {s["parent_id"] for s in sends} == {a["context"]["span_id"] for a in attempts}
+    shown = produce(agent_env, "examples.tracing", "show", str(producer_file), str(agent_file))
+    assert "POST /signup  [signup-api]" in shown and "ERROR: smtp timed out" in shown

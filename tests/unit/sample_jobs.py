@@ -15,3 +15,10 @@ def sync_record(ctx: Any) -> None:
 
 def explode(ctx: Any) -> None:
     raise RuntimeError("job failed on purpose")
+
+
+async def enqueue_one(ctx: Any) -> None:
+    """A scheduled producer: one document per run, in the agent's database."""
+    from pulling_agent.client import aio
+
+    await aio.enqueue(ctx.db["work"], {"from": ctx.run_id})

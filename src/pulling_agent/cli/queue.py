@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 from datetime import datetime
@@ -216,6 +217,7 @@ def enqueue(
     """Put documents in the queue. Prints each _id and whether it is new (a --key seen
     before names the document that has it). Exit 2 on invalid input, nothing written."""
     from pulling_agent.client.aio import enqueue_many
+    from pulling_agent.queue import tracecontext
 
     loaded = settings()
     if run_anyway and not after:
@@ -242,9 +244,13 @@ def enqueue(
         return await enqueue_many(store.collection, jobs, type_field=loaded.type_field)
 
     try:
-        results = with_store(action, loaded)  # a refusal by MongoDB: one line, exit 1
+        # inside the trace a caller passes in TRACEPARENT: the documents carry it
+        with tracecontext.from_environment(os.environ):
+            results = with_store(action, loaded)  # a refusal by MongoDB: one line, exit 1
     except InvalidJob as exc:
         raise fail(str(exc)) from None
+    except tracecontext.BadTraceContext as exc:
+        raise fail(f"{exc}: unset TRACEPARENT, or give 00-<32 hex>-<16 hex>-<2 hex>") from None
     for result in results:
         if as_json:
             echo_json(to_json({"_id": result.id, "created": result.created, "key": result.key}))

@@ -21,6 +21,7 @@ from pulling_agent.queue import workflow
 from pulling_agent.queue.indexes import INDEXES, KEY_FIELD, PRIORITY_FIELD, IndexSpec
 from pulling_agent.queue.model import SLOT_FIELDS, Document, Status
 from pulling_agent.queue.results import RESULT, RESULT_ERROR
+from pulling_agent.queue.tracecontext import TRACE, carrier
 from pulling_agent.text import safe_text
 
 KEY_INDEX = "pulling_agent_enqueue_key"
@@ -48,6 +49,7 @@ RESERVED = frozenset(
         "enqueued_at",
         RESULT,
         RESULT_ERROR,
+        TRACE,
         KEY_FIELD,
         PRIORITY_FIELD,
         *SLOT_FIELDS,
@@ -185,6 +187,9 @@ def build(job: Job, now: datetime, type_field: str = "type") -> Document:
     doc["status"] = Status.PENDING.value
     doc["attempts"] = 0
     doc["enqueued_at"] = now
+    traced = carrier()  # the producer's span, when one is active (queue.tracecontext)
+    if traced is not None:
+        doc[TRACE] = traced
     return doc
 
 

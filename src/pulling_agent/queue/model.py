@@ -90,6 +90,7 @@ class Claim:
     kind: ClaimKind = ClaimKind.FRESH
     not_before: float = 0.0  # epoch seconds: when a rate limit lets its handler start
     paced_by: str = ""  # the limit that set not_before (agent or fleet)
+    trace: Any = None  # (context, problem) of its trace_context, read once (runtime.tracing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +107,8 @@ class Completion:
     batch_id: str | None = None  # the batch the document belongs to (queue.workflow)
     dependents: bool = False  # documents wait for this one (as the claim read it)
     result: Kept = NOTHING  # a processed handler's return value (queue.results)
+    # the attempt's span context, when traced: the outcome write links to it (runtime.tracing)
+    trace: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)

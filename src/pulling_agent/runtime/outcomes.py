@@ -21,6 +21,7 @@ from pymongo.errors import PyMongoError
 
 from pulling_agent.queue.model import Completion, WorkStore
 from pulling_agent.runtime.breaker import StoreBreaker
+from pulling_agent.runtime.tracing import Tracing
 from pulling_agent.text import safe_text
 from pulling_agent.timeouts import wait_event
 
@@ -38,6 +39,7 @@ class Outbox:
         on_written: Callable[[list[Completion], int | None], None],
         on_store_error: Callable[[str, PyMongoError, int, bool], Awaitable[int]],
         log: Any,
+        tracing: Tracing | None = None,
     ) -> None:
         """``on_written(batch, applied)`` after each write (``applied`` None: abandoned
         while stopping, after ``give_up_after`` failed tries); ``on_store_error`` logs a
@@ -51,6 +53,7 @@ class Outbox:
         self._on_written = on_written
         self._on_store_error = on_store_error
         self._log = log
+        self._tracing = tracing
         self._items: list[Completion] = []
         self._waiting = asyncio.Event()  # outcomes wait to be written
         self._flush_now = asyncio.Event()  # ... and need not wait for company
@@ -83,7 +86,11 @@ class Outbox:
                 self._waiting.clear()
                 self._flush_now.clear()
                 try:
-                    applied = await self._write(batch)
+                    if self._tracing is None:
+                        applied = await self._write(batch)
+                    else:
+                        with self._tracing.settling(batch):
+                            applied = await self._write(batch)
                 except BaseException:
                     # cancelled (shutdown) or a bug: keep the outcomes for the next flush
                     self._items = batch + self._items

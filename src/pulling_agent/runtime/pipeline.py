@@ -52,6 +52,7 @@ from pulling_agent.runtime.breaker import StoreBreaker
 from pulling_agent.runtime.outcomes import Outbox
 from pulling_agent.runtime.rate_limit import HORIZON, FleetBucket, RateLimiter
 from pulling_agent.runtime.reports import StoreReports
+from pulling_agent.runtime.tracing import Tracing
 from pulling_agent.text import safe_text
 from pulling_agent.timeouts import wait_event
 from pulling_agent.work import Context, Outcome, Retry, Skip, accepts_context
@@ -156,6 +157,9 @@ class Pipeline:
         self._cancellable = bool(getattr(run_handler, "cancellable", True))
         self._namespace = f"{settings.mongodb_database}.{settings.mongodb_collection}"
         StoreReports(self.counters, self._log).listen(store)
+        self.tracing = Tracing(
+            settings.mongodb_database, settings.mongodb_collection, settings.type_field, self._log
+        )
         # rate limits: each claimed document gets a start time (claims sized to HORIZON
         # seconds of it); workers wait for it
         self.rate_limit = RateLimiter(settings, fleet, lambda: self._clock().timestamp())
@@ -172,6 +176,7 @@ class Pipeline:
             on_written=self._written,
             on_store_error=self._store_error,
             log=self._log,
+            tracing=self.tracing,
         )
 
     # ----------------------------------------------------------------- observation
@@ -256,8 +261,9 @@ class Pipeline:
     async def _claim(self, kinds: tuple[ClaimKind, ...]) -> list[Claim] | None:
         """One claim; None when the store failed (after a back-off)."""
         self._claiming = True
+        started = time.time_ns()
         try:
-            return await self.breaker.call(
+            claims = await self.breaker.call(
                 self._store.claim(
                     self._settings.agent_id,
                     self.rate_limit.claim_size,
@@ -269,6 +275,9 @@ class Pipeline:
         except PyMongoError as exc:
             self._claim_failures = await self._store_error("claim", exc, self._claim_failures)
             return None
+        else:
+            self.tracing.claimed(started, claims)
+            return claims
         finally:
             self._claiming = False
 
@@ -332,7 +341,8 @@ class Pipeline:
                 await self._paced_start(claim)
             self._running.add(claim)
             try:
-                completion = await self._attempt(claim)
+                with self.tracing.process(claim, self._clock) as traced:
+                    completion = traced.done(await self._attempt(claim))
             except asyncio.CancelledError:
                 self._abandoned.append(claim)
                 raise

@@ -23,6 +23,7 @@ from pymongo.errors import PyMongoError
 from pulling_agent.control.cluster import ClusterCommand
 from pulling_agent.control.cluster_store import ClusterControlStore
 from pulling_agent.logs import get_logger
+from pulling_agent.queue import tracecontext
 from pulling_agent.runtime.handlers import load_handler
 from pulling_agent.scheduler.definitions import JobDefinition, build_trigger
 from pulling_agent.scheduler.store import RUNNING, ScheduleStore, run_id
@@ -222,8 +223,10 @@ class Scheduler:
         outcome, error = "succeeded", None
         log.info("job started", action="scheduler.run", fire_time=fire_time.isoformat())
         try:
-            call = self._call(job, JobContext(self._db, job.id, record_id, fire_time, log))
-            await within(job.max_runtime, call)
+            # the run's span: documents its function enqueues are its children
+            with tracecontext.span(f"run {job.id}", {"pulling_agent.run_id": record_id}):
+                call = self._call(job, JobContext(self._db, job.id, record_id, fire_time, log))
+                await within(job.max_runtime, call)
         except asyncio.CancelledError:
             outcome, error = "failed", "cancelled: the agent shut down"
         except TimeoutError:

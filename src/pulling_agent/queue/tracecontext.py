@@ -1,0 +1,179 @@
+"""The W3C trace context a work document carries from its producer to its handler.
+
+When the code that enqueues runs inside an OpenTelemetry span, the document gets
+``trace_context``: ``{"traceparent": ..., "tracestate": ..., "baggage": ...}`` (the last two
+only when present), written by the W3C propagators. The agent reads it back, as untrusted
+input like every other field: anything but a mapping of the known keys to bounded strings,
+or a ``traceparent`` the W3C format refuses, is ignored (the caller logs why) and the
+attempt's span starts a trace of its own. See docs/OBSERVABILITY.md.
+
+OpenTelemetry is optional (``pulling-agent[otel]``): without ``opentelemetry-api``
+installed every function here answers "nothing", and the product never imports an SDK.
+:func:`enabled` is what keeps tracing free when off: no tracer provider configured, no span
+is made and no field is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from pulling_agent import __version__
+from pulling_agent.text import one_line
+
+try:
+    from opentelemetry import trace
+    from opentelemetry.baggage.propagation import W3CBaggagePropagator
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+except ImportError:  # pragma: no cover - the [otel] extra is not installed
+    trace = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+    from opentelemetry.trace import SpanContext, Tracer
+
+TRACE = "trace_context"  # the document's field (the agents own it: client.jobs.RESERVED)
+# the longest value of each key kept (W3C: traceparent version 00 is 55 characters,
+# tracestate at most 512; baggage at most 8192 bytes)
+KEYS = {"traceparent": 55, "tracestate": 512, "baggage": 8192}
+# a process started inside a trace (a CI job, a shell script): the context it was given
+ENVIRONMENT = {"traceparent": "TRACEPARENT", "tracestate": "TRACESTATE", "baggage": "BAGGAGE"}
+MAX_LINKS = 128  # links on one claim or outcome-write span (the SDK's default limit)
+
+
+class BadTraceContext(ValueError):
+    """A trace context given in the environment that the W3C format refuses."""
+
+
+_PROPAGATOR = (
+    None
+    if trace is None
+    else CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+)
+_OFF: tuple[type, ...] = () if trace is None else (trace.ProxyTracerProvider,)
+if trace is not None:
+    _OFF += (trace.NoOpTracerProvider,)
+
+
+def available() -> bool:
+    """Whether ``opentelemetry-api`` is installed."""
+    return trace is not None
+
+
+def enabled() -> bool:
+    """Whether spans would be recorded: the API is installed and a tracer provider was set
+    (by the SDK, ``opentelemetry-instrument``, or the user's code). Cheap: an isinstance."""
+    return trace is not None and not isinstance(trace.get_tracer_provider(), _OFF)
+
+
+_made: list[tuple[Any, Tracer]] = []  # (provider, its tracer): the last one asked
+
+
+def tracer() -> Tracer:
+    """The product's tracer (instrumentation scope ``pulling_agent``), of the tracer
+    provider set now (made once per provider)."""
+    assert trace is not None, "check enabled() first"
+    provider = trace.get_tracer_provider()
+    if not _made or _made[0][0] is not provider:
+        _made[:] = [(provider, provider.get_tracer("pulling_agent", __version__))]
+    return _made[0][1]
+
+
+def carrier() -> dict[str, str] | None:
+    """The current span's context as the document's ``trace_context``, or None when no
+    span is active (or the API is not installed): nothing is added to the document."""
+    if trace is None or _PROPAGATOR is None:
+        return None
+    if not trace.get_current_span().get_span_context().is_valid:
+        return None
+    out: dict[str, str] = {}
+    _PROPAGATOR.inject(out)
+    kept = {k: v for k, v in out.items() if k in KEYS and isinstance(v, str) and v}
+    kept = {k: v for k, v in kept.items() if len(v) <= KEYS[k]}
+    return kept if "traceparent" in kept else None
+
+
+def extract(value: Any) -> tuple[Context | None, str | None]:
+    """``(context, problem)`` from a document's ``trace_context``: the context to parent
+    the attempt's span on (None when there is none), and why the value was ignored (None
+    when it was absent or good). Never raises, whatever ``value`` is."""
+    if value is None or trace is None or _PROPAGATOR is None:
+        return None, None
+    if not isinstance(value, Mapping):
+        return None, f"{TRACE} is a {type(value).__name__}, not a mapping"
+    fields: dict[str, str] = {}
+    for key, limit in KEYS.items():
+        try:
+            item = value.get(key)
+        except Exception as exc:  # a Mapping whose get raises
+            return None, f"{TRACE} cannot be read ({one_line(exc, 100)})"
+        if item is None:
+            continue
+        if not isinstance(item, str):
+            return None, f"{TRACE}.{key} is a {type(item).__name__}, not a string"
+        if len(item) > limit:
+            return None, f"{TRACE}.{key} is {len(item)} characters (at most {limit})"
+        fields[key] = item
+    if "traceparent" not in fields:
+        return None, f"{TRACE} has no traceparent"
+    try:
+        context = _PROPAGATOR.extract(fields)
+    except Exception as exc:  # the propagators validate; a bug there must not stop work
+        return None, f"{TRACE} cannot be parsed ({one_line(exc, 100)})"
+    if not trace.get_current_span(context).get_span_context().is_valid:
+        shown = one_line(fields["traceparent"], 60)
+        return None, f"{TRACE}.traceparent is not a W3C trace context: {shown!r}"
+    return context, None
+
+
+def span_context(context: Context | None) -> SpanContext | None:
+    """The (remote) span context a :func:`extract` context holds, for a link."""
+    if context is None or trace is None:
+        return None
+    found = trace.get_current_span(context).get_span_context()
+    return found if found.is_valid else None
+
+
+@contextmanager
+def from_environment(environ: Mapping[str, str]) -> Iterator[None]:
+    """Run the block inside the trace context ``TRACEPARENT`` (with ``TRACESTATE`` and
+    ``BAGGAGE``) gives, as a process started by a traced one receives it; no variable, no
+    change. Raises :class:`BadTraceContext` naming the variable when a value is refused."""
+    given = {key: environ[name] for key, name in ENVIRONMENT.items() if environ.get(name)}
+    if not given or trace is None:
+        yield
+        return
+    from opentelemetry import context as otel_context
+
+    context, problem = extract(given)
+    if context is None:
+        said = one_line(problem or "", 300)
+        for key, name in ENVIRONMENT.items():
+            said = said.replace(f"{TRACE}.{key}", name)
+        raise BadTraceContext(said.replace(f"{TRACE} has no traceparent", "TRACEPARENT is empty"))
+    token = otel_context.attach(context)
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
+@contextmanager
+def span(name: str, attributes: Mapping[str, Any]) -> Iterator[None]:
+    """An INTERNAL span of the product's, current for the block, when tracing is on
+    (an exception marks it failed by its type: its message may hold anything)."""
+    if not enabled():
+        yield
+        return
+    from opentelemetry.trace import Status, StatusCode
+
+    with tracer().start_as_current_span(
+        name, attributes=attributes, record_exception=False, set_status_on_exception=False
+    ) as made:
+        try:
+            yield
+        except BaseException as exc:
+            made.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+            raise

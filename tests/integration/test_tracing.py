@@ -1,0 +1,251 @@
+"""Traces across the queue, over the wire: a producer's span, enqueue (the real driver on
+nx-27017), an agent claiming and running the handler, with OpenTelemetry's SDK and its
+in-memory exporter as the tracer provider (docs/OBSERVABILITY.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from pymongo import AsyncMongoClient
+
+from pulling_agent.bootstrap import Node, build_node
+from pulling_agent.client import Job, aio
+from pulling_agent.queue import tracecontext as tc
+from pulling_agent.runtime.state import AgentState
+from pulling_agent.runtime.tracing import WAIT
+from tests.conftest import async_wait_until, invoke, make_settings
+from tests.tracing import attrs, named, spans
+
+__all__ = ["spans"]
+Client = AsyncMongoClient[dict[str, Any]]
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+@pytest.fixture
+async def run_agent(
+    client: Client, mongo_uri: str, db_name: str, tmp_path: Path
+) -> AsyncIterator[Callable[[Handler], Awaitable[Node]]]:
+    started: list[tuple[Node, asyncio.Task[int]]] = []
+
+    async def _start(handler: Handler) -> Node:
+        settings = make_settings(tmp_path, mongodb_uri=mongo_uri, mongodb_database=db_name)
+        node = build_node(settings, client, handler)
+        started.append((node, asyncio.create_task(node.agent.run(install_signals=False))))
+        await async_wait_until(lambda: node.agent.state is AgentState.RUNNING)
+        return node
+
+    yield _start
+    for node, task in started:
+        node.agent.request_shutdown("test over")
+        async with asyncio.timeout(30):
+            await task
+    await client.drop_database(db_name)
+
+
+def _ids(span: ReadableSpan | trace.Span) -> tuple[int, int]:
+    context = span.get_span_context()
+    assert context is not None
+    return context.trace_id, context.span_id
+
+
+async def _done(client: Client, db_name: str, count: int) -> None:
+    work = client[db_name]["work"]
+
+    async def finished() -> bool:
+        ended = {"status": {"$in": ["processed", "failed"]}}
+        return await work.count_documents(ended) >= count
+
+    await async_wait_until(finished, what=f"{count} documents done")
+
+
+async def test_each_attempt_is_a_child_of_the_producer_span_in_one_trace(
+    spans: InMemorySpanExporter,
+    run_agent: Callable[[Handler], Awaitable[Node]],
+    client: Client,
+    db_name: str,
+) -> None:
+    """A failed attempt, its retry, the handler's own span inside the second: one trace."""
+    calls = 0
+
+    async def handler(doc: dict[str, Any]) -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("smtp down")
+        with tc.tracer().start_as_current_span("send mail"):
+            return "sent"
+
+    await run_agent(handler)
+    work = client[db_name]["work"]
+    with tc.tracer().start_as_current_span("POST /signup", kind=SpanKind.SERVER) as request:
+        sent = await aio.enqueue(work, {"to": "a@example.com"}, type="email")
+    await _done(client, db_name, 1)
+    trace_id, request_id = _ids(request)
+    attempts = sorted(named(spans, "process "), key=lambda s: attrs(s)["pulling_agent.attempt"])
+    assert [s.name for s in attempts] == ["process email", "process email"]
+    for n, span in enumerate(attempts, start=1):
+        assert span.kind is SpanKind.CONSUMER
+        assert span.parent is not None and (span.parent.trace_id, span.parent.span_id) == (
+            trace_id,
+            request_id,
+        ), "the producer's span is the parent"
+        assert [(link.context.trace_id, link.context.span_id) for link in span.links] == [
+            (trace_id, request_id)
+        ]
+        attributes = attrs(span)
+        assert attributes["messaging.system"] == "pulling_agent"
+        assert attributes["messaging.destination.name"] == "work"
+        assert attributes["messaging.operation.type"] == "process"
+        assert attributes["messaging.message.id"] == str(sent.id)
+        assert attributes["pulling_agent.attempt"] == n
+        assert isinstance(attributes[WAIT], float) and attributes[WAIT] >= 0
+    failed, succeeded = attempts
+    assert attrs(failed)["pulling_agent.outcome"] == "retry"
+    assert attrs(failed)["error.type"] == "ConnectionError"
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.status.description == "smtp down"
+    assert attrs(succeeded)["pulling_agent.outcome"] == "processed"
+    assert succeeded.status.status_code is StatusCode.UNSET
+    (mail,) = named(spans, "send mail")
+    assert mail.parent is not None and mail.parent.span_id == _ids(succeeded)[1]
+    assert _ids(mail)[0] == trace_id
+    stored = await work.find_one({"_id": sent.id})
+    assert stored is not None and stored[tc.TRACE]["traceparent"].split("-")[1:3] == [
+        format(trace_id, "032x"),
+        format(request_id, "016x"),
+    ]
+
+
+async def test_claims_and_outcome_writes_are_spans_linked_to_the_work(
+    spans: InMemorySpanExporter,
+    run_agent: Callable[[Handler], Awaitable[Node]],
+    client: Client,
+    db_name: str,
+) -> None:
+    async def handler(doc: dict[str, Any]) -> None:
+        return None
+
+    work = client[db_name]["work"]
+    with tc.tracer().start_as_current_span("import") as producer:
+        await aio.enqueue_many(work, [{"n": n} for n in range(5)])
+    await run_agent(handler)
+    await _done(client, db_name, 5)
+    await async_wait_until(lambda: len(named(spans, "settle ")) >= 1, what="a settle span")
+    producer_ctx = _ids(producer)
+    receives = named(spans, "receive work")
+    linked = [(link.context.trace_id, link.context.span_id) for s in receives for link in s.links]
+    assert linked == [producer_ctx] * 5, "every claimed document is linked to its producer"
+    assert sum(attrs(s)["messaging.batch.message_count"] for s in receives) == 5
+    assert all(s.kind is SpanKind.CLIENT and s.parent is None for s in receives)
+    processes = {_ids(s) for s in named(spans, "process ")}
+    assert len(processes) == 5
+    settles = named(spans, "settle work")
+    written = {(link.context.trace_id, link.context.span_id) for s in settles for link in s.links}
+    assert written == processes, "each outcome write links to the attempts it carries"
+    assert all(attrs(s)["messaging.operation.type"] == "settle" for s in settles)
+
+
+HOSTILE: list[Any] = [
+    "00-garbage",
+    {"traceparent": "x" * 1_000_000},
+    {"traceparent": 12},
+    {"traceparent": ["00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"]},
+    {"traceparent": "00-00000000000000000000000000000000-b7ad6b7169203331-01"},
+    {"tracestate": "a=b"},
+    [1, 2, 3],
+]
+
+
+async def test_a_hostile_trace_context_is_ignored_logged_and_never_breaks_the_handler(
+    spans: InMemorySpanExporter,
+    run_agent: Callable[[Handler], Awaitable[Node]],
+    client: Client,
+    db_name: str,
+) -> None:
+    ran: list[Any] = []
+
+    async def handler(doc: dict[str, Any]) -> None:
+        ran.append(doc["_id"])
+
+    work = client[db_name]["work"]
+    docs = [
+        {"_id": n, "status": "pending", "attempts": 0, tc.TRACE: value}
+        for n, value in enumerate(HOSTILE)
+    ]
+    await work.insert_many(docs)
+    with structlog.testing.capture_logs() as logs:
+        await run_agent(handler)
+        await _done(client, db_name, len(HOSTILE))
+    assert sorted(ran) == list(range(len(HOSTILE))), "every handler ran, once"
+    statuses = {d["status"] async for d in work.find({})}
+    assert statuses == {"processed"}
+    ignored = [e for e in logs if e.get("action") == "trace.context_ignored"]
+    assert sorted(e["doc_id"] for e in ignored) == [str(n) for n in range(len(HOSTILE))]
+    assert all(len(e["reason"]) < 300 for e in ignored), "a 1 MB value is not logged whole"
+    processes = named(spans, "process ")
+    assert len(processes) == len(HOSTILE)
+    assert all(s.parent is None and not s.links for s in processes), "a trace of its own"
+
+
+async def test_without_a_provider_no_span_and_no_field(
+    run_agent: Callable[[Handler], Awaitable[Node]], client: Client, db_name: str
+) -> None:
+    assert not tc.enabled()
+
+    async def handler(doc: dict[str, Any]) -> None:
+        assert not trace.get_current_span().get_span_context().is_valid
+
+    work = client[db_name]["work"]
+    with trace.get_tracer("test").start_as_current_span("no provider"):
+        sent = await aio.enqueue(work, {"n": 1})
+    await run_agent(handler)
+    await _done(client, db_name, 1)
+    stored = await work.find_one({"_id": sent.id})
+    assert stored is not None and tc.TRACE not in stored and stored["status"] == "processed"
+
+
+async def test_a_then_job_carries_the_producer_span_like_its_batch(
+    spans: InMemorySpanExporter, client: Client, db_name: str
+) -> None:
+    work = client[db_name]["work"]
+    with tc.tracer().start_as_current_span("nightly export") as producer:
+        batch = await aio.enqueue_many(work, [{"n": 1}, {"n": 2}], then=Job({"report": True}))
+    ids = producer.get_span_context()
+    expected = f"00-{ids.trace_id:032x}-{ids.span_id:016x}"
+    then = await work.find_one({"_id": batch.then.id})
+    members = await work.find({"n": {"$exists": True}}).to_list()
+    assert then is not None and len(members) == 2
+    assert {d[tc.TRACE]["traceparent"][:-3] for d in [then, *members]} == {expected}
+    await client.drop_database(db_name)
+
+
+def test_the_command_line_enqueues_inside_the_trace_it_is_given(
+    cli_env: dict[str, str | None], work: Any
+) -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    ran = invoke({**cli_env, "TRACEPARENT": parent}, "enqueue", '{"n": 1}')
+    assert ran.returncode == 0, ran.stderr
+    assert work.find_one({"n": 1})[tc.TRACE] == {"traceparent": parent}
+
+
+@pytest.mark.parametrize(
+    "bad", ["garbage", "x" * 100_000, "00-" + "0" * 32 + "-b7ad6b7169203331-01"]
+)
+def test_a_bad_traceparent_in_the_environment_is_exit_2_and_nothing_written(
+    cli_env: dict[str, str | None], work: Any, bad: str
+) -> None:
+    ran = invoke({**cli_env, "TRACEPARENT": bad}, "enqueue", '{"n": 1}')
+    assert ran.returncode == 2
+    (line,) = ran.stderr.splitlines()
+    assert line.startswith("pulling-agent: TRACEPARENT ") and "unset TRACEPARENT" in line
+    assert len(line) < 500
+    assert work.count_documents({}) == 0
