@@ -243,6 +243,7 @@ def install_console(
         clock,
         limiter.limits,
         settings.lease_seconds,
+        settings.trace_url,
     )
     revocations = Revocations(db[settings.control_collection])
     sessions = Sessions(settings.tokens, clock=lambda: clock().timestamp())

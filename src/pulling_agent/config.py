@@ -150,6 +150,8 @@ class Settings(BaseSettings):
     api_host: str | None = None
     api_tokens: SecretStr = SecretStr("")
     metrics_require_token: bool = False
+    # a document's trace in your tracing UI (console, get): {trace_id} is replaced
+    trace_url: str = Field(default="", max_length=2_000)
     jobs_file: Path | None = None
     jobs: str = ""  # module:attribute, a list of JobFactory jobs
     jobs_collection: str = Field(default="agent_jobs", min_length=1)
@@ -180,6 +182,21 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_host(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("trace_url")
+    @classmethod
+    def _trace_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and (
+            not value.startswith(("http://", "https://"))
+            or "{trace_id}" not in value
+            or any(c.isspace() or ord(c) < 32 for c in value)
+        ):
+            raise ValueError(
+                "give an http(s) URL with {trace_id} in it, e.g. "
+                "https://jaeger.example.com/trace/{trace_id}, or leave it empty"
+            )
+        return value
 
     @field_validator("mongodb_database")
     @classmethod

@@ -16,6 +16,9 @@ from tests.conftest import invoke, wait_until
 HOSTILE = "\x1b]0;pwned\x07\x1b[2J[bold]x[/bold]\nready=yes\u202e"
 
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
 def test_dlq_list_shows_hostile_documents_inertly_and_ids_whole(
     cli_env: dict[str, str | None], work: Any
 ) -> None:
@@ -84,8 +87,14 @@ def test_get_shows_one_document(cli_env: dict[str, str | None], work: Any) -> No
             },
             {"_id": "typo", "status": "Pending"},
             {"_id": 6, "status": "processed", "result": {"file": "[bold]x[/bold]\x1b[2J.csv"}},
+            {"_id": 7, "status": "processed", "trace_context": {"traceparent": TRACEPARENT}},
         ]
     )
+    trace_id = TRACEPARENT.split("-")[1]
+    linked = {**cli_env, "COLUMNS": "200", "TRACE_URL": "https://jaeger.example/trace/{trace_id}"}
+    assert f"https://jaeger.example/trace/{trace_id}" in invoke(linked, "get", "7").stdout
+    assert json.loads(invoke(cli_env, "get", "7", "--json").stdout)["trace"] == {"id": trace_id}
+    assert json.loads(invoke(cli_env, "get", "6", "--json").stdout)["trace"] is None
     result = invoke({**cli_env, "COLUMNS": "200"}, "get", "6")
     assert "[bold]x[/bold]" in result.stdout and "\x1b" not in result.stdout, "inert text"
     assert json.loads(invoke(cli_env, "get", "6", "--json").stdout)["result"] == {

@@ -38,6 +38,9 @@ async def sign_in(api: httpx.AsyncClient, token: str) -> str:
     return found.group(1)
 
 
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
 def cell(html: str, element_id: str) -> str:
     found = re.search(rf'id="{element_id}">([^<]*)<', html)
     assert found is not None, element_id
@@ -251,6 +254,12 @@ async def test_document_lookup_by_any_id_type_with_the_reasons(
                 "result": {"file": "<script>alert(1)</script>.csv"},
             },
             {"_id": "order-8", "status": "processed", "result_error": "too big \x1b[2J"},
+            {
+                "_id": "traced",
+                "status": "processed",
+                "trace_context": {"traceparent": TRACEPARENT},
+            },
+            {"_id": "badly-traced", "status": "processed", "trace_context": {"traceparent": 5}},
         ]
     )
     await sign_in(api, READER)
@@ -265,6 +274,11 @@ async def test_document_lookup_by_any_id_type_with_the_reasons(
     assert cell(refused, "doc-result-error").startswith("too big") and "\x1b" not in refused
     missing = (await api.get("/ui/partials/document", params={"id": "nope"})).text
     assert 'id="not-found"' in missing
+    traced = (await api.get("/ui/partials/document", params={"id": "traced"})).text
+    assert cell(traced, "doc-trace") == "0af7651916cd43dd8448eb211c80319c", "no TRACE_URL: text"
+    assert 'id="doc-trace"' not in done, "no trace_context, no row"
+    bad = (await api.get("/ui/partials/document", params={"id": "badly-traced"})).text
+    assert 'id="doc-trace"' not in bad
 
 
 async def test_an_expired_or_forged_session_is_asked_to_sign_in_again(

@@ -33,11 +33,13 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 @pytest.fixture
 async def run_agent(
     client: Client, mongo_uri: str, db_name: str, tmp_path: Path
-) -> AsyncIterator[Callable[[Handler], Awaitable[Node]]]:
+) -> AsyncIterator[Callable[..., Awaitable[Node]]]:
     started: list[tuple[Node, asyncio.Task[int]]] = []
 
-    async def _start(handler: Handler) -> Node:
-        settings = make_settings(tmp_path, mongodb_uri=mongo_uri, mongodb_database=db_name)
+    async def _start(handler: Handler, **overrides: Any) -> Node:
+        settings = make_settings(
+            tmp_path, mongodb_uri=mongo_uri, mongodb_database=db_name, **overrides
+        )
         node = build_node(settings, client, handler)
         started.append((node, asyncio.create_task(node.agent.run(install_signals=False))))
         await async_wait_until(lambda: node.agent.state is AgentState.RUNNING)
@@ -69,7 +71,7 @@ async def _done(client: Client, db_name: str, count: int) -> None:
 
 async def test_each_attempt_is_a_child_of_the_producer_span_in_one_trace(
     spans: InMemorySpanExporter,
-    run_agent: Callable[[Handler], Awaitable[Node]],
+    run_agent: Callable[..., Awaitable[Node]],
     client: Client,
     db_name: str,
 ) -> None:
@@ -127,7 +129,7 @@ async def test_each_attempt_is_a_child_of_the_producer_span_in_one_trace(
 
 async def test_claims_and_outcome_writes_are_spans_linked_to_the_work(
     spans: InMemorySpanExporter,
-    run_agent: Callable[[Handler], Awaitable[Node]],
+    run_agent: Callable[..., Awaitable[Node]],
     client: Client,
     db_name: str,
 ) -> None:
@@ -167,7 +169,7 @@ HOSTILE: list[Any] = [
 
 async def test_a_hostile_trace_context_is_ignored_logged_and_never_breaks_the_handler(
     spans: InMemorySpanExporter,
-    run_agent: Callable[[Handler], Awaitable[Node]],
+    run_agent: Callable[..., Awaitable[Node]],
     client: Client,
     db_name: str,
 ) -> None:
@@ -197,7 +199,7 @@ async def test_a_hostile_trace_context_is_ignored_logged_and_never_breaks_the_ha
 
 
 async def test_without_a_provider_no_span_and_no_field(
-    run_agent: Callable[[Handler], Awaitable[Node]], client: Client, db_name: str
+    run_agent: Callable[..., Awaitable[Node]], client: Client, db_name: str
 ) -> None:
     assert not tc.enabled()
 
@@ -249,3 +251,23 @@ def test_a_bad_traceparent_in_the_environment_is_exit_2_and_nothing_written(
     assert line.startswith("pulling-agent: TRACEPARENT ") and "unset TRACEPARENT" in line
     assert len(line) < 500
     assert work.count_documents({}) == 0
+
+
+async def test_an_error_span_never_carries_the_agents_secrets(
+    spans: InMemorySpanExporter,
+    run_agent: Callable[..., Awaitable[Node]],
+    client: Client,
+    db_name: str,
+) -> None:
+    token = "tok-3f9a1c77e2b54d0e9a8b"
+
+    async def handler(doc: dict[str, Any]) -> None:
+        raise RuntimeError(f"rejected Authorization: Bearer {token}")
+
+    await run_agent(handler, api_tokens=f"ops:{token}", max_attempts=1)
+    await client[db_name]["work"].insert_one({"_id": "x", "status": "pending", "attempts": 0})
+    await _done(client, db_name, 1)
+    (attempt,) = named(spans, "process ")
+    assert attempt.status.description == "rejected Authorization: Bearer ***"
+    exported = [s.to_json() for s in spans.get_finished_spans()]
+    assert not [s for s in exported if token in s]

@@ -43,6 +43,9 @@ def test_seed_defaults(env: pytest.MonkeyPatch) -> None:
         ("RATE_LIMIT", "nan"),
         ("FLEET_RATE_LIMIT", "-5"),
         ("FLEET_RATE_LIMIT", "inf"),
+        ("TRACE_URL", "https://jaeger.example.com/trace/"),
+        ("TRACE_URL", "javascript:alert(1)//{trace_id}"),
+        ("TRACE_URL", "https://x.example/{trace_id}\x1b[2J"),
     ],
 )
 def test_invalid_values_name_the_variable(env: pytest.MonkeyPatch, name: str, value: str) -> None:

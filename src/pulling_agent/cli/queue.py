@@ -215,7 +215,8 @@ def enqueue(
     ] = None,
 ) -> None:
     """Put documents in the queue. Prints each _id and whether it is new (a --key seen
-    before names the document that has it). Exit 2 on invalid input, nothing written."""
+    before names the document that has it). Exit 2 on invalid input, nothing written.
+    With TRACEPARENT set (a W3C trace context), the documents join that trace."""
     from pulling_agent.client.aio import enqueue_many
     from pulling_agent.queue import tracecontext
 
@@ -316,6 +317,7 @@ def get(
     """Show one work document as the agents see it: status, attempts, lease, progress,
     the last error and the error history, and why agents would never process it (if so).
     Exit 1 when no document has this id."""
+    from pulling_agent.queue import tracecontext
     from pulling_agent.queue.documents import diagnose
     from pulling_agent.queue.limits import limits_of, waiting_for
     from pulling_agent.queue.waits import progress, shape_problems
@@ -349,6 +351,7 @@ def get(
         whole = to_json(doc)
         whole["problems"] = [{"field": p.field, "reason": p.reason, "fix": p.fix} for p in problems]
         whole["waiting_for"] = slots
+        whole["trace"] = tracecontext.trace_link(doc.get(tracecontext.TRACE), loaded.trace_url)
         typer.echo(json.dumps(whole))
         return
     shown = table(cell(f"document {doc_id}"))
@@ -363,6 +366,9 @@ def get(
     errors = doc.get("errors")
     if isinstance(errors, list) and errors:
         shown.add_row("errors", cell(f"{len(errors)} recorded (--json shows them)"))
+    link = tracecontext.trace_link(doc.get(tracecontext.TRACE), loaded.trace_url)
+    if link is not None:
+        shown.add_row("trace", cell(link.get("url", link["id"]), 2_100))
     for slot in slots:
         shown.add_row("waiting for", cell(slot, 300))
     for problem in problems:

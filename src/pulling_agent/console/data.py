@@ -19,7 +19,7 @@ from pymongo.errors import PyMongoError
 
 from pulling_agent.encoding import as_dict, as_number, id_candidates
 from pulling_agent.fleet.registry import AgentRegistry, is_live, offset_text
-from pulling_agent.queue import retention, waits
+from pulling_agent.queue import retention, tracecontext, waits
 from pulling_agent.queue import workflow as wf
 from pulling_agent.queue.documents import diagnose
 from pulling_agent.queue.limits import Limits, waiting_for
@@ -95,7 +95,9 @@ class ConsoleData:
         clock: Callable[[], datetime],
         limits: Limits | None = None,
         lease_seconds: float = 60.0,
+        trace_url: str = "",
     ) -> None:
+        self.trace_url = trace_url
         self.store = store
         self.work = store.collection
         self.registry = registry
@@ -235,6 +237,9 @@ class ConsoleData:
             doc["batch progress"] = "no then document" if then is None else waits.progress(then)
         elif wf.BATCH in doc:
             doc["batch progress"] = waits.progress(doc)
+        link = tracecontext.trace_link(doc.get(tracecontext.TRACE), self.trace_url)
+        if link is not None:
+            doc["trace link"] = link
         return doc, problems
 
 

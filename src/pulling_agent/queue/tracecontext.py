@@ -128,6 +128,21 @@ def extract(value: Any) -> tuple[Context | None, str | None]:
     return context, None
 
 
+def trace_id(value: Any) -> str | None:
+    """The trace id (32 hex digits) a document's ``trace_context`` names, if it is valid."""
+    found = span_context(extract(value)[0])
+    return None if found is None else format(found.trace_id, "032x")
+
+
+def trace_link(value: Any, url: str) -> dict[str, str] | None:
+    """``{"id": ..., "url": ...}`` for a document's ``trace_context`` (``url``: the
+    ``TRACE_URL`` template, ``{trace_id}`` replaced; absent when it is empty)."""
+    found = trace_id(value)
+    if found is None:
+        return None
+    return {"id": found, **({"url": url.replace("{trace_id}", found)} if url else {})}
+
+
 def span_context(context: Context | None) -> SpanContext | None:
     """The (remote) span context a :func:`extract` context holds, for a link."""
     if context is None or trace is None:

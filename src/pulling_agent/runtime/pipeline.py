@@ -158,7 +158,11 @@ class Pipeline:
         self._namespace = f"{settings.mongodb_database}.{settings.mongodb_collection}"
         StoreReports(self.counters, self._log).listen(store)
         self.tracing = Tracing(
-            settings.mongodb_database, settings.mongodb_collection, settings.type_field, self._log
+            settings.mongodb_database,
+            settings.mongodb_collection,
+            settings.type_field,
+            self._log,
+            self._secrets,
         )
         # rate limits: each claimed document gets a start time (claims sized to HORIZON
         # seconds of it); workers wait for it

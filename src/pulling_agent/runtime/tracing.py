@@ -15,12 +15,13 @@ returns at once and no document field is read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pulling_agent.logs import REDACTED
 from pulling_agent.queue import tracecontext as tc
 from pulling_agent.queue.model import Claim, Completion, OutcomeKind
 from pulling_agent.text import one_line
@@ -49,10 +50,11 @@ class Attempt:
     """What :meth:`Tracing.process` yields: :meth:`done` records the attempt's outcome on
     its span and gives the outcome the span's context, for the write's link."""
 
-    __slots__ = ("_span",)
+    __slots__ = ("_hide", "_span")
 
-    def __init__(self, span: Span | None) -> None:
+    def __init__(self, span: Span | None, hide: Callable[[str], str] = str) -> None:
         self._span = span
+        self._hide = hide
 
     def done(self, completion: Completion) -> Completion:
         span = self._span
@@ -64,7 +66,8 @@ class Attempt:
             if completion.kind in (OutcomeKind.FAILED, OutcomeKind.RETRY):
                 from opentelemetry.trace import Status, StatusCode
 
-                span.set_status(Status(StatusCode.ERROR, one_line(completion.error.message, 500)))
+                said = self._hide(one_line(completion.error.message, 500))
+                span.set_status(Status(StatusCode.ERROR, said))
         return replace(completion, trace=span.get_span_context())
 
 
@@ -72,11 +75,26 @@ OFF = Attempt(None)
 
 
 class Tracing:
-    def __init__(self, database: str, collection: str, type_field: str, log: Any) -> None:
+    def __init__(
+        self,
+        database: str,
+        collection: str,
+        type_field: str,
+        log: Any,
+        secrets: Sequence[str] = (),
+    ) -> None:
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
         self._database = database
         self._collection = collection
         self._type_field = type_field
         self._log = log
+
+    def _hide(self, text: str) -> str:
+        """``text`` with the agent's secrets (URI, password, tokens) as ``***``: an
+        exporter is one more place they must never reach."""
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
 
     def _common(self, operation: str) -> dict[str, Any]:
         return {
@@ -131,7 +149,7 @@ class Tracing:
             set_status_on_exception=False,
         ) as span:
             try:
-                yield Attempt(span)
+                yield Attempt(span, self._hide)
             except BaseException:
                 span.set_attribute("pulling_agent.outcome", "released")
                 raise
