@@ -284,4 +284,6 @@ async def test_a_scheduled_run_is_a_span_its_documents_carry(
     doc = await client[db_name]["work"].find_one({"from": run_id})
     assert doc is not None
     _, trace_id, span_id, _ = doc[TRACE]["traceparent"].split("-")
-    assert (int(trace_id, 16), int(span_id, 16)) == (run.context.trace_id, run.context.span_id)
+    (send,) = named(spans, "send work")
+    assert (int(trace_id, 16), int(span_id, 16)) == (send.context.trace_id, send.context.span_id)
+    assert send.parent is not None and send.parent.span_id == run.context.span_id

@@ -92,6 +92,11 @@ async def test_each_attempt_is_a_child_of_the_producer_span_in_one_trace(
         sent = await aio.enqueue(work, {"to": "a@example.com"}, type="email")
     await _done(client, db_name, 1)
     trace_id, request_id = _ids(request)
+    (send,) = named(spans, "send work")  # the enqueue call: the document's creation context
+    assert send.kind is SpanKind.PRODUCER and attrs(send)["messaging.batch.message_count"] == 1
+    assert send.parent is not None and send.parent.span_id == request_id
+    assert attrs(send)["messaging.operation.type"] == "send"
+    request_id = _ids(send)[1]
     attempts = sorted(named(spans, "process "), key=lambda s: attrs(s)["pulling_agent.attempt"])
     assert [s.name for s in attempts] == ["process email", "process email"]
     for n, span in enumerate(attempts, start=1):
@@ -99,7 +104,7 @@ async def test_each_attempt_is_a_child_of_the_producer_span_in_one_trace(
         assert span.parent is not None and (span.parent.trace_id, span.parent.span_id) == (
             trace_id,
             request_id,
-        ), "the producer's span is the parent"
+        ), "the producer's send span is the parent"
         assert [(link.context.trace_id, link.context.span_id) for link in span.links] == [
             (trace_id, request_id)
         ]
@@ -142,7 +147,10 @@ async def test_claims_and_outcome_writes_are_spans_linked_to_the_work(
     await run_agent(handler)
     await _done(client, db_name, 5)
     await async_wait_until(lambda: len(named(spans, "settle ")) >= 1, what="a settle span")
-    producer_ctx = _ids(producer)
+    (send,) = named(spans, "send work")
+    assert send.parent is not None and send.parent.span_id == _ids(producer)[1]
+    assert attrs(send)["messaging.batch.message_count"] == 5
+    producer_ctx = _ids(send)
     receives = named(spans, "receive work")
     linked = [(link.context.trace_id, link.context.span_id) for s in receives for link in s.links]
     assert linked == [producer_ctx] * 5, "every claimed document is linked to its producer"
@@ -221,7 +229,11 @@ async def test_a_then_job_carries_the_producer_span_like_its_batch(
     work = client[db_name]["work"]
     with tc.tracer().start_as_current_span("nightly export") as producer:
         batch = await aio.enqueue_many(work, [{"n": 1}, {"n": 2}], then=Job({"report": True}))
-    ids = producer.get_span_context()
+    (send,) = named(spans, "send work")
+    assert send.parent is not None and send.parent.span_id == _ids(producer)[1]
+    assert attrs(send)["messaging.batch.message_count"] == 3, "2 members and the then job"
+    ids = send.get_span_context()
+    assert ids is not None
     expected = f"00-{ids.trace_id:032x}-{ids.span_id:016x}"
     then = await work.find_one({"_id": batch.then.id})
     members = await work.find({"n": {"$exists": True}}).to_list()

@@ -141,6 +141,8 @@ def test_the_tracing_example_shows_one_trace_across_two_processes(
 
     wait_until(lambda: sum(s["name"] == "smtp send" for s in spans()) == 2, 30)
     (request,) = [s for s in spans() if s["name"] == "POST /signup"]
+    (send,) = [s for s in spans() if s["name"] == "send work"]
+    assert send["parent_id"] == request["context"]["span_id"]
     attempts = sorted(
         (s for s in spans() if s["name"] == "process email"),
         key=lambda s: s["attributes"]["pulling_agent.attempt"],
@@ -149,7 +151,7 @@ def test_the_tracing_example_shows_one_trace_across_two_processes(
     trace_id = request["context"]["trace_id"]
     for attempt in attempts:
         assert attempt["context"]["trace_id"] == trace_id
-        assert attempt["parent_id"] == request["context"]["span_id"]
+        assert attempt["parent_id"] == send["context"]["span_id"]
         assert attempt["resource"]["attributes"]["service.name"] == "pulling-agent"
     assert attempts[0]["status"]["status_code"] == "ERROR"
     sends = [s for s in spans() if s["name"] == "smtp send"]

@@ -66,7 +66,7 @@ from pulling_agent.client.waiting import (
     WaitTimeout,
     wait,
 )
-from pulling_agent.queue import cancelling
+from pulling_agent.queue import cancelling, tracecontext
 from pulling_agent.queue.model import CancelResult
 from pulling_agent.queue.ops import run_sync
 
@@ -146,15 +146,16 @@ def enqueue_many(
     batch: ``then`` runs once after every document of the call has ended, and the result
     is a :class:`Batch` (the same list, with ``batch_id`` and ``then``)."""
     transaction = in_transaction(collection, session, ClientSession)
-    clock = measured(collection)  # MongoDB's time: a hello at most once a minute
-    batch, after, then_doc = prepare(jobs, type_field, then, clock.now())
-    if not batch.docs:
-        return []
-    indexes = indexes_needed(collection, batch.keyed, is_workflow(after, then_doc))
-    run_sync(index_flow(indexes), collection)  # outside a transaction: see client.enqueue
-    indexes_made(collection, indexes)
-    flow = enqueue_flow(batch, after, then_doc, clock.now, transaction)
-    return bound(run_sync(flow, collection, session=session), collection)
+    with tracecontext.sending(collection) as sent:  # the documents' creation context
+        clock = measured(collection)  # MongoDB's time: a hello at most once a minute
+        batch, after, then_doc = prepare(jobs, type_field, then, clock.now(), sent)
+        if not batch.docs:
+            return []
+        indexes = indexes_needed(collection, batch.keyed, is_workflow(after, then_doc))
+        run_sync(index_flow(indexes), collection)  # outside a transaction: see client.enqueue
+        indexes_made(collection, indexes)
+        flow = enqueue_flow(batch, after, then_doc, clock.now, transaction)
+        return bound(run_sync(flow, collection, session=session), collection)
 
 
 def cancel(

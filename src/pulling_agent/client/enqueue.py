@@ -97,10 +97,12 @@ def prepare(
     type_field: str,
     then: Job | None,
     now: datetime | None = None,
+    sent: Any = None,
 ) -> tuple[Inserted, list[list[Any]], Document | None]:
     """Every document, checked before any I/O: the members, each one's dependencies, and
     the then document (``waiting`` for the batch). ``now``: MongoDB's time
-    (:mod:`client.clock`); this process's clock when not given."""
+    (:mod:`client.clock`); this process's clock when not given. ``sent``: the call's
+    ``send`` span (:func:`queue.tracecontext.sending`), told how many documents it has."""
     now = datetime.now(UTC) if now is None else now
     jobs = as_jobs(items)
     docs = [build(job, now, type_field) for job in jobs]
@@ -125,6 +127,8 @@ def prepare(
         then_doc[wf.BATCH].update(dict.fromkeys(wf.OUTCOMES, 0))
         for doc in docs:
             doc[wf.BATCH_ID] = batch_id
+    if sent is not None:
+        sent.set_attribute("messaging.batch.message_count", len(docs) + (then_doc is not None))
     return Inserted(docs, ["_id" in doc for doc in docs], type_field), after, then_doc
 
 

@@ -16,7 +16,7 @@ is made and no field is read.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pulling_agent import __version__
@@ -176,19 +176,40 @@ def from_environment(environ: Mapping[str, str]) -> Iterator[None]:
 
 
 @contextmanager
-def span(name: str, attributes: Mapping[str, Any]) -> Iterator[None]:
-    """An INTERNAL span of the product's, current for the block, when tracing is on
-    (an exception marks it failed by its type: its message may hold anything)."""
+def span(name: str, attributes: Mapping[str, Any], producer: bool = False) -> Iterator[Any]:
+    """A span of the product's (INTERNAL, or PRODUCER), current for the block, when
+    tracing is on; yields it (None when off). An exception marks it failed by its type:
+    its message may hold anything."""
     if not enabled():
-        yield
+        yield None
         return
-    from opentelemetry.trace import Status, StatusCode
+    from opentelemetry.trace import SpanKind, Status, StatusCode
 
     with tracer().start_as_current_span(
-        name, attributes=attributes, record_exception=False, set_status_on_exception=False
+        name,
+        kind=SpanKind.PRODUCER if producer else SpanKind.INTERNAL,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
     ) as made:
         try:
-            yield
+            yield made
         except BaseException as exc:
             made.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
             raise
+
+
+def sending(collection: Any) -> AbstractContextManager[Any]:
+    """The producer's ``send <collection>`` span around one enqueue call (the documents'
+    creation context: every document of the call carries it)."""
+    return span(
+        f"send {one_line(collection.name, 200)}",
+        {
+            "messaging.system": "pulling_agent",
+            "messaging.destination.name": one_line(collection.name, 200),
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "send",
+            "db.namespace": one_line(collection.database.name, 200),
+        },
+        producer=True,
+    )
