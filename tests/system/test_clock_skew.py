@@ -254,3 +254,39 @@ def test_a_fleet_with_skewed_clocks_runs_on_mongodbs(
                 interval=0.1,
                 what=f"{victim} gone from {name}'s view",
             )
+
+
+def test_the_queue_wait_in_a_trace_is_on_mongodbs_clock(
+    spawn: Any, agent_env: dict[str, str], work: Any, tmp_path: Path
+) -> None:
+    """A producer 5 minutes behind, an agent 5 minutes ahead: the attempt's span says the
+    document waited about as long as it did, not 10 minutes (enqueued_at and the claim are
+    both MongoDB's time)."""
+    skew = 300.0
+    spans_file = tmp_path / "agent.jsonl"
+    spawn(
+        "traced",
+        HANDLER="examples.tracing:send_email",
+        TRACE_FILE=str(spans_file),
+        RETRY_BASE_SECONDS="0",
+        RETRY_MAX_SECONDS="0",
+        **faketime(skew),
+    )
+    sent = subprocess.run(
+        [sys.executable, "-m", "examples.tracing", "send", "skew@example.com"],
+        env={**agent_env, "TRACE_FILE": str(tmp_path / "producer.jsonl"), **faketime(-skew)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert sent.returncode == 0, sent.stderr
+    wait_until(lambda: work.find_one({"to": "skew@example.com", "status": "processed"}), 30)
+
+    def attempts() -> list[dict[str, Any]]:
+        spans = [json.loads(line) for line in spans_file.read_text().splitlines() if line]
+        return [s for s in spans if s["name"] == "process email"]
+
+    wait_until(lambda: len(attempts()) == 2, 30)
+    for attempt in attempts():
+        assert 0 <= attempt["attributes"]["pulling_agent.queue.wait_seconds"] < 30, attempt
