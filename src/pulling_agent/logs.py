@@ -14,14 +14,14 @@ from typing import Any, TextIO
 import structlog
 
 from pulling_agent.config import LogFormat
-from pulling_agent.text import one_line
+from pulling_agent.text import HIDDEN, hidden, one_line, secrets_first
 
 try:  # the [otel] extra: log lines inside a span carry its trace_id and span_id
     from opentelemetry import trace as _trace
 except ImportError:  # pragma: no cover
     _trace = None  # type: ignore[assignment]
 
-REDACTED = "***"
+REDACTED = HIDDEN
 
 
 def _trace_ids(logger: Any, name: str, event: MutableMapping[str, Any]) -> Any:
@@ -39,14 +39,10 @@ class _ScrubbingRenderer:
 
     def __init__(self, inner: Any, secrets: Iterable[str]) -> None:
         self._inner = inner
-        # longest first, so a URI is replaced whole before its password is
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets = secrets_first(secrets)
 
     def __call__(self, logger: Any, name: str, event: MutableMapping[str, Any]) -> str:
-        rendered: str = self._inner(logger, name, event)
-        for secret in self._secrets:
-            rendered = rendered.replace(secret, REDACTED)
-        return rendered
+        return hidden(self._inner(logger, name, event), self._secrets)
 
 
 def _traceback(exc: BaseException) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,6 +29,22 @@ def safe_text(value: object, limit: int = 500) -> str:
     except Exception:
         text = f"<unprintable {type(value).__name__}>"
     return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+HIDDEN = "***"
+
+
+def secrets_first(secrets: Iterable[str]) -> list[str]:
+    """The non-empty secrets, longest first: a URI is hidden whole before its password."""
+    return sorted({s for s in secrets if s}, key=len, reverse=True)
+
+
+def hidden(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every one of ``secrets`` (as :func:`secrets_first` orders them) as
+    ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, HIDDEN)
+    return text
 
 
 def one_line(value: object, limit: int = 500) -> str:

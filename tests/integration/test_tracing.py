@@ -265,7 +265,7 @@ def test_a_bad_traceparent_in_the_environment_is_exit_2_and_nothing_written(
     assert work.count_documents({}) == 0
 
 
-async def test_an_error_span_never_carries_the_agents_secrets(
+async def test_an_error_never_stores_or_exports_the_agents_secrets(
     spans: InMemorySpanExporter,
     run_agent: Callable[..., Awaitable[Node]],
     client: Client,
@@ -283,3 +283,8 @@ async def test_an_error_span_never_carries_the_agents_secrets(
     assert attempt.status.description == "rejected Authorization: Bearer ***"
     exported = [s.to_json() for s in spans.get_finished_spans()]
     assert not [s for s in exported if token in s]
+    stored = await client[db_name]["work"].find_one({"_id": "x"})
+    assert stored is not None and stored["status"] == "failed"
+    assert stored["error"]["message"] == "rejected Authorization: Bearer ***"
+    assert "Bearer ***" in stored["error"]["traceback"]
+    assert token not in repr(stored), "not in error, errors or anywhere in the document"

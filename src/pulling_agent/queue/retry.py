@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import traceback as tb
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pulling_agent.errors import PullingAgentError
 from pulling_agent.queue.model import Claim, Completion, Document, ErrorInfo, OutcomeKind
-from pulling_agent.text import safe_text
+from pulling_agent.text import hidden, safe_text
 
 ERROR_HISTORY = 10
 MAX_TRACEBACK_CHARS = 8_000
@@ -32,16 +33,22 @@ class RetryPolicy:
         return ceiling / 2 + ceiling / 2 * jitter
 
 
-def error_info(exc: BaseException, at: datetime, attempt: int) -> ErrorInfo:
-    """The record of one failed attempt. Never raises, whatever ``exc``'s ``__str__`` does."""
+def error_info(
+    exc: BaseException, at: datetime, attempt: int, secrets: Sequence[str] = ()
+) -> ErrorInfo:
+    """The record of one failed attempt. Never raises, whatever ``exc``'s ``__str__`` does.
+    ``secrets`` (the agent's: URI, password, tokens; longest first) become ``***`` in the
+    message and the traceback: they are stored, and shown by the API and the console."""
     try:
-        trace = "".join(tb.format_exception(exc))[-MAX_TRACEBACK_CHARS:]
+        trace = "".join(tb.format_exception(exc))
     except Exception:
         trace = f"<traceback of {type(exc).__qualname__} could not be formatted>"
     return ErrorInfo(
         type=safe_text(type(exc).__qualname__, 200),
-        message=safe_text(exc, MAX_MESSAGE_CHARS),
-        traceback=trace,
+        message=safe_text(
+            hidden(safe_text(exc, MAX_MESSAGE_CHARS * 2), secrets), MAX_MESSAGE_CHARS
+        ),
+        traceback=hidden(trace, secrets)[-MAX_TRACEBACK_CHARS:],
         at=at,
         attempt=attempt,
     )

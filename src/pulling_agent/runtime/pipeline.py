@@ -53,7 +53,7 @@ from pulling_agent.runtime.outcomes import Outbox
 from pulling_agent.runtime.rate_limit import HORIZON, FleetBucket, RateLimiter
 from pulling_agent.runtime.reports import StoreReports
 from pulling_agent.runtime.tracing import Tracing
-from pulling_agent.text import safe_text
+from pulling_agent.text import safe_text, secrets_first
 from pulling_agent.timeouts import wait_event
 from pulling_agent.work import Context, Outcome, Retry, Skip, accepts_context
 
@@ -124,7 +124,8 @@ class Pipeline:
         fleet: FleetBucket | None = None,
     ) -> None:
         self._settings = settings
-        self._secrets = settings.secrets()  # never stored in a result (queue.results)
+        # never stored in a result or an error (queue.results, queue.retry), longest first
+        self._secrets = secrets_first(settings.secrets())
         self._store = store
         self.breaker = breaker or StoreBreaker(settings.store_outage_seconds, lambda: None)
         self._run_handler = run_handler
@@ -373,7 +374,7 @@ class Pipeline:
                 f"claimed {claim.attempts} times without a recorded outcome "
                 "(its agents died or lost the lease each time)"
             )
-            error = error_info(exc, now, claim.attempts)
+            error = error_info(exc, now, claim.attempts, self._secrets)
             history = error_history(claim.document, error)
             return Completion(claim.doc_id, claim.token, OutcomeKind.FAILED, error, history)
         key = (claim.token, claim.doc_id)
@@ -418,7 +419,11 @@ class Pipeline:
                 task.uncancel()  # the handler swallowed the request's cancellation
         now = self._clock()
         outcome = failure_outcome(
-            claim, error_info(failure, now, claim.attempts), self._policy, now, self._jitter()
+            claim,
+            error_info(failure, now, claim.attempts, self._secrets),
+            self._policy,
+            now,
+            self._jitter(),
         )
         self._log.warning(
             "handler failed",
@@ -497,7 +502,7 @@ class Pipeline:
         log = self._doc_log(claim)
         if isinstance(said, Retry):
             due = said.due(now)
-            error = error_info(said, now, claim.attempts) if said.record else None
+            error = error_info(said, now, claim.attempts, self._secrets) if said.record else None
             history = error_history(claim.document, error) if error else ()
             log.info(
                 "handler asked for a retry", action="queue.retry_requested", at=due.isoformat()
@@ -508,7 +513,7 @@ class Pipeline:
         if isinstance(said, Skip):
             log.info("handler skipped the document", action="queue.skipped", reason=said.reason)
             return Completion(claim.doc_id, claim.token, OutcomeKind.CANCELLED, reason=said.reason)
-        error = error_info(said, now, claim.attempts)
+        error = error_info(said, now, claim.attempts, self._secrets)
         log.warning("handler failed the document", action="queue.failed", reason=said.reason)
         history = error_history(claim.document, error)
         return Completion(claim.doc_id, claim.token, OutcomeKind.FAILED, error, history)

@@ -21,10 +21,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from pulling_agent.logs import REDACTED
 from pulling_agent.queue import tracecontext as tc
 from pulling_agent.queue.model import Claim, Completion, OutcomeKind
-from pulling_agent.text import one_line
+from pulling_agent.text import hidden, one_line, secrets_first
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Link, Span
@@ -83,7 +82,7 @@ class Tracing:
         log: Any,
         secrets: Sequence[str] = (),
     ) -> None:
-        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._secrets = secrets_first(secrets)
         self._database = database
         self._collection = collection
         self._type_field = type_field
@@ -92,9 +91,7 @@ class Tracing:
     def _hide(self, text: str) -> str:
         """``text`` with the agent's secrets (URI, password, tokens) as ``***``: an
         exporter is one more place they must never reach."""
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        return hidden(text, self._secrets)
 
     def _common(self, operation: str) -> dict[str, Any]:
         return {
