@@ -23,7 +23,7 @@ from pulling_agent import __version__
 from pulling_agent.text import one_line
 
 try:
-    from opentelemetry import trace
+    from opentelemetry import trace as trace  # re-exported: the spans of runtime.tracing
     from opentelemetry.baggage.propagation import W3CBaggagePropagator
     from opentelemetry.propagators.composite import CompositePropagator
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -52,9 +52,22 @@ _PROPAGATOR = (
     if trace is None
     else CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
 )
-_OFF: tuple[type, ...] = () if trace is None else (trace.ProxyTracerProvider,)
-if trace is not None:
-    _OFF += (trace.NoOpTracerProvider,)
+# the providers that record nothing: none set yet (the API's proxy), or the no-op one
+_OFF: tuple[type, ...] = (
+    () if trace is None else (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+)
+SYSTEM = "pulling_agent"  # messaging.system: the queue (its broker is MongoDB)
+
+
+def attributes(operation: str, collection: str, database: str) -> dict[str, Any]:
+    """The messaging attributes every span of the product's carries."""
+    return {
+        "messaging.system": SYSTEM,
+        "messaging.destination.name": collection,
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+        "db.namespace": database,
+    }
 
 
 def available() -> bool:
@@ -90,8 +103,7 @@ def carrier() -> dict[str, str] | None:
         return None
     out: dict[str, str] = {}
     _PROPAGATOR.inject(out)
-    kept = {k: v for k, v in out.items() if k in KEYS and isinstance(v, str) and v}
-    kept = {k: v for k, v in kept.items() if len(v) <= KEYS[k]}
+    kept = {k: v for k, v in out.items() if isinstance(v, str) and 0 < len(v) <= KEYS.get(k, 0)}
     return kept if "traceparent" in kept else None
 
 
@@ -202,14 +214,6 @@ def span(name: str, attributes: Mapping[str, Any], producer: bool = False) -> It
 def sending(collection: Any) -> AbstractContextManager[Any]:
     """The producer's ``send <collection>`` span around one enqueue call (the documents'
     creation context: every document of the call carries it)."""
-    return span(
-        f"send {one_line(collection.name, 200)}",
-        {
-            "messaging.system": "pulling_agent",
-            "messaging.destination.name": one_line(collection.name, 200),
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "send",
-            "db.namespace": one_line(collection.database.name, 200),
-        },
-        producer=True,
-    )
+    name = one_line(collection.name, 200)
+    said = attributes("send", name, one_line(collection.database.name, 200))
+    return span(f"send {name}", said, producer=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from datetime import datetime
 from typing import Any
 
@@ -86,11 +87,8 @@ class Outbox:
                 self._waiting.clear()
                 self._flush_now.clear()
                 try:
-                    if self._tracing is None:
+                    with self._tracing.settling(batch) if self._tracing else nullcontext():
                         applied = await self._write(batch)
-                    else:
-                        with self._tracing.settling(batch):
-                            applied = await self._write(batch)
                 except BaseException:
                     # cancelled (shutdown) or a bug: keep the outcomes for the next flush
                     self._items = batch + self._items

@@ -158,13 +158,7 @@ class Pipeline:
         self._cancellable = bool(getattr(run_handler, "cancellable", True))
         self._namespace = f"{settings.mongodb_database}.{settings.mongodb_collection}"
         StoreReports(self.counters, self._log).listen(store)
-        self.tracing = Tracing(
-            settings.mongodb_database,
-            settings.mongodb_collection,
-            settings.type_field,
-            self._log,
-            self._secrets,
-        )
+        self.tracing = Tracing.of(settings, self._log)
         # rate limits: each claimed document gets a start time (claims sized to HORIZON
         # seconds of it); workers wait for it
         self.rate_limit = RateLimiter(settings, fleet, lambda: self._clock().timestamp())

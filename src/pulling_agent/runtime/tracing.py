@@ -21,6 +21,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from pulling_agent.config import Settings
 from pulling_agent.queue import tracecontext as tc
 from pulling_agent.queue.model import Claim, Completion, OutcomeKind
 from pulling_agent.text import hidden, one_line, secrets_first
@@ -28,7 +29,6 @@ from pulling_agent.text import hidden, one_line, secrets_first
 if TYPE_CHECKING:
     from opentelemetry.trace import Link, Span
 
-SYSTEM = "pulling_agent"  # messaging.system: the queue (its broker is MongoDB)
 WAIT = "pulling_agent.queue.wait_seconds"  # due (enqueued, or due again) to claimed
 
 
@@ -63,10 +63,8 @@ class Attempt:
         if completion.error is not None:
             span.set_attribute("error.type", one_line(completion.error.type, 200))
             if completion.kind in (OutcomeKind.FAILED, OutcomeKind.RETRY):
-                from opentelemetry.trace import Status, StatusCode
-
                 said = self._hide(one_line(completion.error.message, 500))
-                span.set_status(Status(StatusCode.ERROR, said))
+                span.set_status(tc.trace.Status(tc.trace.StatusCode.ERROR, said))
         return replace(completion, trace=span.get_span_context())
 
 
@@ -88,19 +86,24 @@ class Tracing:
         self._type_field = type_field
         self._log = log
 
+    @classmethod
+    def of(cls, settings: Settings, log: Any) -> Tracing:
+        """The spans of the agent ``settings`` configure (its collection, its secrets)."""
+        return cls(
+            settings.mongodb_database,
+            settings.mongodb_collection,
+            settings.type_field,
+            log,
+            settings.secrets(),
+        )
+
     def _hide(self, text: str) -> str:
         """``text`` with the agent's secrets (URI, password, tokens) as ``***``: an
         exporter is one more place they must never reach."""
         return hidden(text, self._secrets)
 
     def _common(self, operation: str) -> dict[str, Any]:
-        return {
-            "messaging.system": SYSTEM,
-            "messaging.destination.name": self._collection,
-            "messaging.operation.type": operation,
-            "messaging.operation.name": operation,
-            "db.namespace": self._database,
-        }
+        return tc.attributes(operation, self._collection, self._database)
 
     def _parent(self, claim: Claim, log: bool) -> Any:
         """The producer's context of ``claim`` (read once: the claim's span reads it first,
@@ -124,8 +127,6 @@ class Tracing:
         if not tc.enabled():
             yield OFF
             return
-        from opentelemetry.trace import Link, SpanKind
-
         parent = self._parent(claim, log=True)
         kind = claim.document.get(self._type_field)
         name = f"process {one_line(kind, 100) if isinstance(kind, str) else self._collection}"
@@ -139,8 +140,8 @@ class Tracing:
         with tc.tracer().start_as_current_span(
             name,
             context=parent,
-            kind=SpanKind.CONSUMER,
-            links=[Link(linked)] if linked is not None else (),
+            kind=tc.trace.SpanKind.CONSUMER,
+            links=[tc.trace.Link(linked)] if linked is not None else (),
             attributes=attributes,
             record_exception=False,  # the outcome says what happened (Attempt.done)
             set_status_on_exception=False,
@@ -155,14 +156,12 @@ class Tracing:
         """A span for a claim that leased ``claims``, from ``started_ns`` to now."""
         if not claims or not tc.enabled():
             return
-        from opentelemetry.trace import SpanKind
-
         links = self._links(tc.span_context(self._parent(c, log=False)) for c in claims)
         attributes = self._common("receive")
         attributes["messaging.batch.message_count"] = len(claims)
         span = tc.tracer().start_span(
             f"receive {self._collection}",
-            kind=SpanKind.CLIENT,
+            kind=tc.trace.SpanKind.CLIENT,
             links=links,
             attributes=attributes,
             start_time=started_ns,
@@ -175,13 +174,11 @@ class Tracing:
         if not tc.enabled():
             yield
             return
-        from opentelemetry.trace import SpanKind
-
         attributes = self._common("settle")
         attributes["messaging.batch.message_count"] = len(batch)
         with tc.tracer().start_as_current_span(
             f"settle {self._collection}",
-            kind=SpanKind.CLIENT,
+            kind=tc.trace.SpanKind.CLIENT,
             links=self._links(c.trace for c in batch),
             attributes=attributes,
         ):
@@ -189,12 +186,10 @@ class Tracing:
 
     @staticmethod
     def _links(contexts: Iterator[Any]) -> list[Link]:
-        from opentelemetry.trace import Link
-
         links = []
         for context in contexts:
             if context is not None:
-                links.append(Link(context))
+                links.append(tc.trace.Link(context))
                 if len(links) >= tc.MAX_LINKS:
                     break
         return links
