@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.util._once import Once
 
 
-def _reset() -> None:
+def reset_trace_globals() -> None:
     """No provider set (what opentelemetry-test-utils' reset_trace_globals does): a
     provider is set once per process otherwise."""
     trace._TRACER_PROVIDER_SET_ONCE = Once()
@@ -27,11 +27,11 @@ def spans() -> Iterator[InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    _reset()
+    reset_trace_globals()
     trace.set_tracer_provider(provider)
     yield exporter
     provider.shutdown()
-    _reset()
+    reset_trace_globals()
 
 
 def named(exporter: InMemorySpanExporter, prefix: str) -> list[ReadableSpan]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import structlog
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from pymongo import AsyncMongoClient
@@ -23,7 +23,7 @@ from pulling_agent.queue import tracecontext as tc
 from pulling_agent.runtime.state import AgentState
 from pulling_agent.runtime.tracing import WAIT
 from tests.conftest import async_wait_until, invoke, make_settings
-from tests.tracing import attrs, named, spans
+from tests.tracing import attrs, named, reset_trace_globals, spans
 
 __all__ = ["spans"]
 Client = AsyncMongoClient[dict[str, Any]]
@@ -288,3 +288,49 @@ async def test_an_error_never_stores_or_exports_the_agents_secrets(
     assert stored["error"]["message"] == "rejected Authorization: Bearer ***"
     assert "Bearer ***" in stored["error"]["traceback"]
     assert token not in repr(stored), "not in error, errors or anywhere in the document"
+
+
+class Faulty(SpanProcessor):
+    """A user's span processor that raises where it is told to."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        if self.where == "on_start":
+            raise RuntimeError("processor broken at start")
+
+    def on_end(self, span: Any) -> None:
+        if self.where == "on_end":
+            raise RuntimeError("processor broken at end")
+
+
+@pytest.mark.parametrize("where", ["on_start", "on_end"])
+async def test_a_faulty_tracing_set_up_never_stops_the_work(
+    run_agent: Callable[..., Awaitable[Node]], client: Client, db_name: str, where: str
+) -> None:
+    """Every span fails (to start, or to end): documents are enqueued and processed all
+    the same, and the failure is logged once."""
+    provider = TracerProvider()
+    provider.add_span_processor(Faulty(where))
+    reset_trace_globals()
+    trace.set_tracer_provider(provider)
+    tc._reported.clear()
+    calls: list[Any] = []
+
+    async def handler(doc: dict[str, Any]) -> str:
+        calls.append(doc["n"])
+        return "done"
+
+    try:
+        with structlog.testing.capture_logs() as logs:
+            work = client[db_name]["work"]
+            await aio.enqueue_many(work, [{"n": n} for n in range(5)])
+            await run_agent(handler)
+            await _done(client, db_name, 5)
+    finally:
+        reset_trace_globals()
+    assert sorted(calls) == list(range(5)), "each handler ran once"
+    assert {d["status"] async for d in work.find({})} == {"processed"}
+    failed = [e for e in logs if e.get("action") == "trace.failed"]
+    assert len(failed) == 1 and f"processor broken at {where[3:]}" in failed[0]["error"]

@@ -15,11 +15,12 @@ is made and no field is read.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from pulling_agent import __version__
+from pulling_agent.logs import get_logger
 from pulling_agent.text import one_line
 
 try:
@@ -187,27 +188,77 @@ def from_environment(environ: Mapping[str, str]) -> Iterator[None]:
         otel_context.detach(token)
 
 
+_reported: set[str] = set()  # the kinds of tracing failure logged (once each)
+
+
+def report(exc: Exception) -> None:
+    """A tracing set-up that raises (a faulty span processor or exporter of the user's
+    SDK): logged once per kind of error; the work goes on without that span."""
+    kind = one_line(type(exc).__qualname__, 100)
+    if kind in _reported:
+        return
+    _reported.add(kind)
+    get_logger(component="tracing").warning(
+        "tracing failed; going on without the span",
+        action="trace.failed",
+        error_type=kind,
+        error=one_line(exc, 300),
+    )
+
+
+@contextmanager
+def guarded(opening: Callable[[], AbstractContextManager[Any]]) -> Iterator[Any]:
+    """The span ``opening()`` makes (a ``start_as_current_span``), current for the block;
+    None when making, entering or ending it fails (:func:`report`). Tracing never fails
+    the work it traces; the block's own exceptions pass through unchanged."""
+    manager = made = None
+    try:
+        manager = opening()
+        made = manager.__enter__()
+    except Exception as exc:
+        report(exc)
+        manager = None
+    if manager is None:
+        yield None
+        return
+    try:
+        yield made
+    except BaseException as exc:
+        try:
+            manager.__exit__(type(exc), exc, exc.__traceback__)
+        except Exception as bad:
+            if bad is not exc:
+                report(bad)
+        raise
+    try:
+        manager.__exit__(None, None, None)
+    except Exception as exc:
+        report(exc)
+
+
 @contextmanager
 def span(name: str, attributes: Mapping[str, Any], producer: bool = False) -> Iterator[Any]:
     """A span of the product's (INTERNAL, or PRODUCER), current for the block, when
     tracing is on; yields it (None when off). An exception marks it failed by its type:
     its message may hold anything."""
-    if not enabled():
+    if trace is None or not enabled():
         yield None
         return
-    from opentelemetry.trace import SpanKind, Status, StatusCode
-
-    with tracer().start_as_current_span(
-        name,
-        kind=SpanKind.PRODUCER if producer else SpanKind.INTERNAL,
-        attributes=attributes,
-        record_exception=False,
-        set_status_on_exception=False,
+    kind = trace.SpanKind.PRODUCER if producer else trace.SpanKind.INTERNAL
+    with guarded(
+        lambda: tracer().start_as_current_span(
+            name,
+            kind=kind,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
     ) as made:
         try:
             yield made
         except BaseException as exc:
-            made.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+            if made is not None:
+                made.set_status(trace.Status(trace.StatusCode.ERROR, type(exc).__qualname__))
             raise
 
 

@@ -137,15 +137,20 @@ class Tracing:
         if waited is not None:
             attributes[WAIT] = waited
         linked = tc.span_context(parent)
-        with tc.tracer().start_as_current_span(
-            name,
-            context=parent,
-            kind=tc.trace.SpanKind.CONSUMER,
-            links=[tc.trace.Link(linked)] if linked is not None else (),
-            attributes=attributes,
-            record_exception=False,  # the outcome says what happened (Attempt.done)
-            set_status_on_exception=False,
+        with tc.guarded(
+            lambda: tc.tracer().start_as_current_span(
+                name,
+                context=parent,
+                kind=tc.trace.SpanKind.CONSUMER,
+                links=[tc.trace.Link(linked)] if linked is not None else (),
+                attributes=attributes,
+                record_exception=False,  # the outcome says what happened (Attempt.done)
+                set_status_on_exception=False,
+            )
         ) as span:
+            if span is None:  # the tracing set-up failed (reported): the work goes on
+                yield OFF
+                return
             try:
                 yield Attempt(span, self._hide)
             except BaseException:
@@ -159,14 +164,17 @@ class Tracing:
         links = self._links(tc.span_context(self._parent(c, log=False)) for c in claims)
         attributes = self._common("receive")
         attributes["messaging.batch.message_count"] = len(claims)
-        span = tc.tracer().start_span(
-            f"receive {self._collection}",
-            kind=tc.trace.SpanKind.CLIENT,
-            links=links,
-            attributes=attributes,
-            start_time=started_ns,
-        )
-        span.end()
+        try:
+            span = tc.tracer().start_span(
+                f"receive {self._collection}",
+                kind=tc.trace.SpanKind.CLIENT,
+                links=links,
+                attributes=attributes,
+                start_time=started_ns,
+            )
+            span.end()
+        except Exception as exc:  # the user's tracing set-up: never the claim's failure
+            tc.report(exc)
 
     @contextmanager
     def settling(self, batch: list[Completion]) -> Iterator[None]:
@@ -176,11 +184,14 @@ class Tracing:
             return
         attributes = self._common("settle")
         attributes["messaging.batch.message_count"] = len(batch)
-        with tc.tracer().start_as_current_span(
-            f"settle {self._collection}",
-            kind=tc.trace.SpanKind.CLIENT,
-            links=self._links(c.trace for c in batch),
-            attributes=attributes,
+        links = self._links(c.trace for c in batch)
+        with tc.guarded(
+            lambda: tc.tracer().start_as_current_span(
+                f"settle {self._collection}",
+                kind=tc.trace.SpanKind.CLIENT,
+                links=links,
+                attributes=attributes,
+            )
         ):
             yield
 
